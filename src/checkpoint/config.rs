@@ -1,0 +1,388 @@
+//! config.json: the model's architecture and sizes, validated before any weight is read.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Mistral,
+    Qwen2,
+    Mixtral,
+}
+
+impl Architecture {
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Mistral => "mistral",
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Mixtral => "mixtral",
+        }
+    }
+
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "LlamaForCausalLM",
+            Architecture::Mistral => "MistralForCausalLM",
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Mixtral => "MixtralForCausalLM",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "llama" | "LlamaForCausalLM" => Some(Architecture::Llama),
+            "mistral" | "MistralForCausalLM" => Some(Architecture::Mistral),
+            "qwen2" | "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
+            "mixtral" | "MixtralForCausalLM" => Some(Architecture::Mixtral),
+            _ => None,
+        }
+    }
+}
+
+/// RoPE frequency scaling (`rope_scaling` / `rope_parameters`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    Linear {
+        factor: f32,
+    },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: f32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f32,
+    pub rope_scaling: RopeScaling,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// q/k/v projections carry a bias (always for qwen2; llama's `attention_bias`).
+    pub qkv_bias: bool,
+    /// o_proj carries a bias (llama's `attention_bias`).
+    pub o_bias: bool,
+    /// gate/up/down carry a bias (llama's `mlp_bias`).
+    pub mlp_bias: bool,
+    /// Attention window (mistral/qwen2 sliding window), `None` for full causal attention.
+    pub sliding_window: Option<usize>,
+    /// MoE: number of experts per layer (0 for dense models).
+    pub num_experts: usize,
+    pub experts_per_token: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    /// The raw JSON, so exports can carry fields moegraft does not interpret.
+    pub raw: Value,
+}
+
+impl ModelConfig {
+    pub fn is_moe(&self) -> bool {
+        self.num_experts > 0
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    pub fn from_json(text: &str, file: &str) -> Result<Self> {
+        let raw: Value = serde_json::from_str(text)
+            .map_err(|e| Error::config(file, format!("not valid JSON: {e}")))?;
+        Self::from_value(raw, file)
+    }
+
+    pub fn from_value(raw: Value, file: &str) -> Result<Self> {
+        let err = |m: String| Error::config(file, m);
+        if !raw.is_object() {
+            return Err(err("config.json is not a JSON object".into()));
+        }
+        let arch_name = raw
+            .get("model_type")
+            .and_then(Value::as_str)
+            .or_else(|| {
+                raw.get("architectures")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.first())
+                    .and_then(Value::as_str)
+            })
+            .ok_or_else(|| err("no 'model_type' or 'architectures' field".into()))?;
+        let architecture =
+            Architecture::from_name(arch_name).ok_or_else(|| Error::UnsupportedArchitecture {
+                file: file.to_string(),
+                arch: arch_name.to_string(),
+            })?;
+
+        let size = |key: &str| -> Result<usize> {
+            let v = raw
+                .get(key)
+                .ok_or_else(|| err(format!("missing '{key}'")))?;
+            let n = v
+                .as_u64()
+                .ok_or_else(|| err(format!("'{key}' must be a positive integer, got {v}")))?;
+            if n == 0 || n > (1 << 31) {
+                return Err(err(format!("'{key}' = {n} is out of range")));
+            }
+            Ok(n as usize)
+        };
+        let opt_size = |key: &str| -> Result<Option<usize>> {
+            match raw.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(_) => size(key).map(Some),
+            }
+        };
+        let flag =
+            |key: &str, default: bool| raw.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let float = |key: &str| raw.get(key).and_then(Value::as_f64);
+
+        let hidden_size = size("hidden_size")?;
+        let num_heads = size("num_attention_heads")?;
+        let num_kv_heads = opt_size("num_key_value_heads")?.unwrap_or(num_heads);
+        let head_dim = match opt_size("head_dim")? {
+            Some(d) => d,
+            None => {
+                if hidden_size % num_heads != 0 {
+                    return Err(err(format!(
+                        "hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}"
+                    )));
+                }
+                hidden_size / num_heads
+            }
+        };
+        if num_heads % num_kv_heads != 0 {
+            return Err(err(format!(
+                "num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"
+            )));
+        }
+        if head_dim % 2 != 0 || head_dim > 256 {
+            return Err(err(format!(
+                "head_dim {head_dim} must be even and at most 256"
+            )));
+        }
+
+        let rope_params = raw.get("rope_parameters").filter(|v| v.is_object());
+        let rope_theta = rope_params
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(Value::as_f64)
+            .or_else(|| float("rope_theta"))
+            .unwrap_or(10000.0) as f32;
+        if !(rope_theta.is_finite() && rope_theta > 0.0) {
+            return Err(err(format!("rope_theta {rope_theta} must be positive")));
+        }
+        let scaling_value = raw
+            .get("rope_scaling")
+            .filter(|v| v.is_object())
+            .or(rope_params);
+        let rope_scaling = parse_rope_scaling(scaling_value, file)?;
+
+        let (num_experts, experts_per_token) = if architecture == Architecture::Mixtral {
+            let e = size("num_local_experts")?;
+            let k = size("num_experts_per_tok")?;
+            if k > e || e > 256 || k > 16 {
+                return Err(err(format!(
+                    "num_experts_per_tok {k} / num_local_experts {e} out of range (k ≤ experts, experts ≤ 256, k ≤ 16)"
+                )));
+            }
+            (e, k)
+        } else {
+            (0, 0)
+        };
+
+        let attention_bias = flag("attention_bias", false);
+        let qkv_bias = architecture == Architecture::Qwen2 || attention_bias;
+        let sliding_window = match architecture {
+            Architecture::Qwen2 if !flag("use_sliding_window", false) => None,
+            Architecture::Llama => None,
+            _ => opt_size("sliding_window")?,
+        };
+        let rms_norm_eps = float("rms_norm_eps").unwrap_or(1e-6) as f32;
+        if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
+            return Err(err(format!("rms_norm_eps {rms_norm_eps} is invalid")));
+        }
+
+        Ok(Self {
+            architecture,
+            vocab_size: size("vocab_size")?,
+            hidden_size,
+            intermediate_size: size("intermediate_size")?,
+            num_layers: size("num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps,
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: opt_size("max_position_embeddings")?.unwrap_or(2048),
+            tie_word_embeddings: flag("tie_word_embeddings", false),
+            qkv_bias,
+            o_bias: attention_bias && architecture == Architecture::Llama,
+            mlp_bias: flag("mlp_bias", false) && architecture == Architecture::Llama,
+            sliding_window,
+            num_experts,
+            experts_per_token,
+            bos_token_id: token_id(raw.get("bos_token_id")),
+            eos_token_ids: token_ids(raw.get("eos_token_id")),
+            raw,
+        })
+    }
+
+    /// RoPE inverse frequencies, as transformers computes them (f32).
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let half = self.head_dim / 2;
+        let base: Vec<f32> = (0..half)
+            .map(|i| {
+                let exponent = (2 * i) as f32 / self.head_dim as f32;
+                1.0 / self.rope_theta.powf(exponent)
+            })
+            .collect();
+        match &self.rope_scaling {
+            RopeScaling::None => base,
+            RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old_ctx,
+            } => {
+                let low_freq_wavelen = old_ctx / low_freq_factor;
+                let high_freq_wavelen = old_ctx / high_freq_factor;
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        if wavelen > low_freq_wavelen {
+                            f / factor
+                        } else if wavelen < high_freq_wavelen {
+                            f
+                        } else {
+                            let smooth = (old_ctx / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+fn parse_rope_scaling(value: Option<&Value>, file: &str) -> Result<RopeScaling> {
+    let Some(v) = value else {
+        return Ok(RopeScaling::None);
+    };
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let num = |key: &str, default: Option<f64>| -> Result<f32> {
+        v.get(key)
+            .and_then(Value::as_f64)
+            .or(default)
+            .map(|x| x as f32)
+            .ok_or_else(|| Error::config(file, format!("rope scaling '{kind}' needs '{key}'")))
+    };
+    match kind {
+        "default" => Ok(RopeScaling::None),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: num("factor", None)?,
+        }),
+        "llama3" => Ok(RopeScaling::Llama3 {
+            factor: num("factor", None)?,
+            low_freq_factor: num("low_freq_factor", Some(1.0))?,
+            high_freq_factor: num("high_freq_factor", Some(4.0))?,
+            original_max_position_embeddings: num(
+                "original_max_position_embeddings",
+                Some(8192.0),
+            )?,
+        }),
+        other => Err(Error::config(
+            file,
+            format!("unsupported rope scaling type '{other}' (supported: default, linear, llama3)"),
+        )),
+    }
+}
+
+fn token_id(v: Option<&Value>) -> Option<u32> {
+    v.and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+fn token_ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Array(a)) => a.iter().filter_map(|x| token_id(Some(x))).collect(),
+        other => token_id(other).into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLAMA: &str = r#"{"model_type":"llama","vocab_size":100,"hidden_size":64,"intermediate_size":128,
+        "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"rms_norm_eps":1e-5,
+        "rope_theta":10000.0,"tie_word_embeddings":true,"eos_token_id":[2,3]}"#;
+
+    #[test]
+    fn parses_llama() {
+        let c = ModelConfig::from_json(LLAMA, "config.json").unwrap();
+        assert_eq!(c.architecture, Architecture::Llama);
+        assert_eq!(c.head_dim, 16);
+        assert_eq!(c.eos_token_ids, vec![2, 3]);
+        assert!(c.tie_word_embeddings && !c.is_moe());
+    }
+
+    #[test]
+    fn accepts_rope_parameters() {
+        let text = LLAMA.replace(
+            r#""rope_theta":10000.0"#,
+            r#""rope_parameters":{"rope_type":"default","rope_theta":500000.0}"#,
+        );
+        let c = ModelConfig::from_json(&text, "config.json").unwrap();
+        assert_eq!(c.rope_theta, 500000.0);
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        let cases = [
+            (
+                LLAMA.replace("\"llama\"", "\"gpt_neox\""),
+                "unsupported architecture 'gpt_neox'",
+            ),
+            (
+                LLAMA.replace("\"num_attention_heads\":4", "\"num_attention_heads\":5"),
+                "not divisible",
+            ),
+            (
+                LLAMA.replace("\"hidden_size\":64", "\"hidden_size\":-1"),
+                "positive integer",
+            ),
+            (
+                LLAMA.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3"),
+                "multiple",
+            ),
+            ("{".to_string(), "not valid JSON"),
+        ];
+        for (text, needle) in cases {
+            let e = ModelConfig::from_json(&text, "m/config.json")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle) && e.starts_with("m/config.json"), "{e}");
+        }
+    }
+}

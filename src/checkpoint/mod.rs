@@ -1,0 +1,253 @@
+//! Checkpoints: a Hugging Face model directory (config.json, safetensors — single or sharded —
+//! and tokenizer files), read tensor by tensor from byte ranges. Also GGUF import and the
+//! safetensors writer.
+
+pub mod config;
+pub mod dtype;
+pub mod safetensors;
+pub mod source;
+
+use std::collections::BTreeMap;
+
+pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use dtype::DType;
+pub use source::{ByteSource, MemorySource};
+
+use crate::error::{Error, Result};
+use safetensors::TensorInfo;
+
+/// The files of one model directory, by base name. Natively read from a folder; in the browser
+/// built from the `File` objects a user picked.
+pub struct ModelFiles {
+    label: String,
+    files: BTreeMap<String, Box<dyn ByteSource>>,
+}
+
+impl ModelFiles {
+    /// `label` names the directory in messages.
+    pub fn new(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Adds a file under its base name (a path's directories are dropped).
+    pub fn insert(&mut self, name: &str, source: Box<dyn ByteSource>) {
+        let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+        self.files.insert(base.to_string(), source);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&dyn ByteSource> {
+        self.files.get(name).map(|b| b.as_ref())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    /// Path-like name for messages: `dir/file`.
+    pub fn display_name(&self, file: &str) -> String {
+        format!("{}/{}", self.label.trim_end_matches('/'), file)
+    }
+
+    /// Reads a whole (small) file as UTF-8 text; `Ok(None)` if absent.
+    pub async fn read_text(&self, name: &str) -> Result<Option<String>> {
+        let Some(source) = self.get(name) else {
+            return Ok(None);
+        };
+        let bytes = source.read_range(0, source.size() as usize).await?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| Error::format(self.display_name(name), "file is not valid UTF-8"))
+    }
+
+    /// Reads a whole file's bytes; `Ok(None)` if absent.
+    pub async fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.get(name) {
+            Some(source) => Ok(Some(source.read_range(0, source.size() as usize).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every regular file directly inside `dir`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        let label = dir.display().to_string();
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(&label, e))?;
+        let mut files = Self::new(&label);
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&label, e))?;
+            let path = entry.path();
+            if path.is_file() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                files.insert(&name, Box::new(source::FileSource::open(&path)?));
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// A tensor read into memory, in its stored dtype.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl Tensor {
+    pub fn to_f32(&self) -> Vec<f32> {
+        dtype::to_f32(self.dtype, &self.bytes)
+    }
+}
+
+/// An opened model directory: its configuration and where every tensor lives.
+pub struct Checkpoint {
+    pub files: ModelFiles,
+    pub config: ModelConfig,
+    tensors: BTreeMap<String, (String, TensorInfo)>,
+}
+
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+pub const SINGLE_FILE: &str = "model.safetensors";
+
+impl Checkpoint {
+    pub async fn open(files: ModelFiles) -> Result<Self> {
+        let config_name = files.display_name("config.json");
+        let config_text = files.read_text("config.json").await?.ok_or_else(|| {
+            Error::config(
+                &config_name,
+                "config.json is missing from the model directory",
+            )
+        })?;
+        let config = ModelConfig::from_json(&config_text, &config_name)?;
+        let shard_names = shard_names(&files).await?;
+        let mut tensors = BTreeMap::new();
+        for shard in shard_names {
+            let source = files.get(&shard).ok_or_else(|| {
+                Error::io(
+                    files.display_name(&shard),
+                    "listed in the index but not found",
+                )
+            })?;
+            let header = safetensors::read_header(source).await?;
+            for (name, info) in header.tensors {
+                tensors.insert(name, (shard.clone(), info));
+            }
+        }
+        Ok(Self {
+            files,
+            config,
+            tensors,
+        })
+    }
+
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Where a tensor lives; an error naming the directory and tensor if it is absent.
+    pub fn info(&self, name: &str) -> Result<(&str, &TensorInfo)> {
+        self.tensors
+            .get(name)
+            .map(|(f, i)| (f.as_str(), i))
+            .ok_or_else(|| Error::MissingTensor {
+                file: self.files.label().to_string(),
+                tensor: name.to_string(),
+            })
+    }
+
+    /// Checks a tensor's shape, naming file and tensor on mismatch.
+    pub fn expect_shape(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
+        let (file, info) = self.info(name)?;
+        if info.shape != expected {
+            return Err(Error::Shape {
+                file: self.files.display_name(file),
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+                got: info.shape.clone(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Reads one tensor's bytes from its file.
+    pub async fn read(&self, name: &str) -> Result<Tensor> {
+        let (file, info) = self.info(name)?;
+        let dtype = info.dtype.ok_or_else(|| {
+            Error::tensor_format(
+                self.files.display_name(file),
+                name,
+                format!(
+                    "dtype {} is not a floating-point weight type (F32, F16, BF16)",
+                    info.dtype_name
+                ),
+            )
+        })?;
+        let source = self
+            .files
+            .get(file)
+            .ok_or_else(|| Error::io(self.files.display_name(file), "file disappeared"))?;
+        let bytes = source.read_range(info.offset, info.len as usize).await?;
+        Ok(Tensor {
+            name: name.to_string(),
+            dtype,
+            shape: info.shape.clone(),
+            bytes,
+        })
+    }
+
+    pub async fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        Ok(self.read(name).await?.to_f32())
+    }
+}
+
+/// The safetensors files of a directory: those of the index, or the single file.
+async fn shard_names(files: &ModelFiles) -> Result<Vec<String>> {
+    if let Some(index) = files.read_text(INDEX_FILE).await? {
+        let index_name = files.display_name(INDEX_FILE);
+        let value: serde_json::Value = serde_json::from_str(&index)
+            .map_err(|e| Error::format(&index_name, format!("not valid JSON: {e}")))?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::format(&index_name, "no 'weight_map' object"))?;
+        let mut shards: Vec<String> = Vec::new();
+        for (tensor, file) in map {
+            let file = file.as_str().ok_or_else(|| {
+                Error::tensor_format(&index_name, tensor, "weight_map entry is not a file name")
+            })?;
+            if !shards.iter().any(|s| s == file) {
+                shards.push(file.to_string());
+            }
+        }
+        shards.sort();
+        return Ok(shards);
+    }
+    if files.get(SINGLE_FILE).is_some() {
+        return Ok(vec![SINGLE_FILE.to_string()]);
+    }
+    // Accept a lone safetensors file of another name (e.g. a renamed export).
+    let others: Vec<String> = files
+        .names()
+        .filter(|n| n.ends_with(".safetensors"))
+        .map(str::to_string)
+        .collect();
+    if others.is_empty() {
+        return Err(Error::io(
+            files.display_name(SINGLE_FILE),
+            "no model.safetensors or model.safetensors.index.json in the model directory",
+        ));
+    }
+    Ok(others)
+}

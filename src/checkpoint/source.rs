@@ -1,0 +1,129 @@
+//! Byte sources: where checkpoint bytes come from. Natively a file on disk; in the browser a
+//! `Blob`/`File` slice; in tests a buffer in memory. Reads are by byte range so a model is
+//! never held twice, and async so the browser's `Blob.arrayBuffer()` fits the same code path.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::error::{Error, Result};
+
+pub type ReadFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>>> + 'a>>;
+
+pub trait ByteSource {
+    /// File name shown in errors.
+    fn name(&self) -> &str;
+    /// Total length in bytes.
+    fn size(&self) -> u64;
+    /// Reads exactly `len` bytes at `offset`; a range past the end is a format error.
+    fn read_range(&self, offset: u64, len: usize) -> ReadFuture<'_>;
+}
+
+/// Checks a range against a source's size, so every implementation reports truncation alike.
+pub fn check_range(source: &dyn ByteSource, offset: u64, len: usize) -> Result<()> {
+    let end = offset.checked_add(len as u64);
+    match end {
+        Some(end) if end <= source.size() => Ok(()),
+        _ => Err(Error::format(
+            source.name(),
+            format!(
+                "file is truncated: needs bytes {offset}..{} but has {}",
+                offset.saturating_add(len as u64),
+                source.size()
+            ),
+        )),
+    }
+}
+
+/// Bytes held in memory (tests, and files the browser already read whole).
+pub struct MemorySource {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl MemorySource {
+    pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        Self {
+            name: name.into(),
+            bytes,
+        }
+    }
+}
+
+impl ByteSource for MemorySource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_range(&self, offset: u64, len: usize) -> ReadFuture<'_> {
+        Box::pin(async move {
+            check_range(self, offset, len)?;
+            let start = offset as usize;
+            Ok(self.bytes[start..start + len].to_vec())
+        })
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::FileSource;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::*;
+    use std::fs::File;
+    use std::path::Path;
+
+    /// A file on disk, read with positioned reads (no shared cursor, no mapping).
+    pub struct FileSource {
+        name: String,
+        file: File,
+        size: u64,
+    }
+
+    impl FileSource {
+        pub fn open(path: &Path) -> Result<Self> {
+            let name = path.display().to_string();
+            let file = File::open(path).map_err(|e| Error::io(&name, e))?;
+            let size = file.metadata().map_err(|e| Error::io(&name, e))?.len();
+            Ok(Self { name, file, size })
+        }
+    }
+
+    impl ByteSource for FileSource {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn size(&self) -> u64 {
+            self.size
+        }
+        fn read_range(&self, offset: u64, len: usize) -> ReadFuture<'_> {
+            Box::pin(async move {
+                check_range(self, offset, len)?;
+                let mut buf = vec![0u8; len];
+                read_exact_at(&self.file, &mut buf, offset)
+                    .map_err(|e| Error::io(&self.name, e))?;
+                Ok(buf)
+            })
+        }
+    }
+
+    #[cfg(unix)]
+    fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+
+    #[cfg(windows)]
+    fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            let n = file.seek_read(buf, offset)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! moegraft: teach a language model new languages without alignment data, by grafting the
+//! post-training delta (Δ = θ_instruct − θ_base) onto a language-expert MoE — on WebGPU,
+//! natively and in the browser.
+
+pub mod checkpoint;
+pub mod error;
+
+pub use error::{Error, Result};
