@@ -3,9 +3,14 @@
 //! safetensors writer.
 
 pub mod config;
+pub mod dequant;
 pub mod dtype;
+pub mod gguf;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod import;
 pub mod safetensors;
 pub mod source;
+pub mod writer;
 
 use std::collections::BTreeMap;
 
