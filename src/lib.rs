@@ -4,5 +4,9 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod generate;
+pub mod gpu;
+pub mod model;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
