@@ -8,5 +8,7 @@ pub mod generate;
 pub mod gpu;
 pub mod model;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};

@@ -52,6 +52,7 @@ impl Session {
             k_cache.push(ctx.create_storage(&format!("k_cache.{i}"), per_layer)?);
             v_cache.push(ctx.create_storage(&format!("v_cache.{i}"), per_layer)?);
         }
+        let chunk = fit_chunk(ctx, c, chunk, all_logits);
         let slots = chunk * c.experts_per_token.max(1);
         let logits_rows = if all_logits { chunk } else { 1 };
         let s = |label: &str, len: usize| ctx.create_storage(label, len);
@@ -98,4 +99,23 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The largest prompt chunk whose scratch buffers fit one storage binding: on small devices
+/// prompts are fed in smaller pieces rather than refused (the KV cache still must fit).
+fn fit_chunk(ctx: &GpuContext, c: &ModelConfig, wanted: usize, all_logits: bool) -> usize {
+    let k = c.experts_per_token.max(1);
+    let widest_row = [
+        c.hidden_size,
+        c.q_dim(),
+        k * c.intermediate_size,
+        k * c.hidden_size,
+        if all_logits { c.vocab_size } else { 0 },
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1) as u64
+        * 4;
+    let limit = ctx.max_binding.min(ctx.max_buffer);
+    wanted.min((limit / widest_row).max(1) as usize)
 }
