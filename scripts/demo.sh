@@ -25,4 +25,4 @@ log "wasm build"
 bash scripts/build-wasm.sh
 log "serving www/ at http://127.0.0.1:$PORT/ (Ctrl-C to stop)"
 echo "Model to pick in the page: $MODEL"
-exec node tests/browser/serve.mjs --root www --port "$PORT"
+exec node scripts/serve.mjs --root www --port "$PORT"

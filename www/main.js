@@ -2,8 +2,9 @@
 //
 // window.__moegraft is a small read-only window into the page's state for tests and the
 // console: adapter, model (info of the loaded model), lastResult ({input_ids, output_ids,
-// text, stop_reason, timing}), lastError, loadState, and generate(...)/generateIds(...) which
-// run exactly what the Generate button runs.
+// text, stop_reason, timing}), lastError, loadState, the counters loads/generations (finished
+// either way), and generate(prompt, options)/generateIds(ids, options), which run exactly what
+// the Generate button runs (options override the form's).
 
 const $ = (id) => document.getElementById(id);
 
@@ -34,6 +35,9 @@ const hook = {
   lastError: null,
   loadState: 'idle',
   generating: false,
+  // Counters of finished loads and generations (either outcome), to wait on.
+  loads: 0,
+  generations: 0,
   generate: (prompt, options) => runGeneration({ prompt }, options),
   generateIds: (ids, options) => runGeneration({ ids: Array.from(ids) }, options),
 };
@@ -48,46 +52,44 @@ let onProgress = () => {};
 let onToken = () => {};
 
 function startWorker() {
-  worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-  worker.onmessage = ({ data }) => {
+  const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  w.onmessage = ({ data }) => {
     if (data.type === 'progress') onProgress(data.done, data.total);
     else if (data.type === 'token') onToken(data.id, data.piece);
     else if (data.type === 'reply') {
       const p = pending.get(data.rid);
       if (!p) return;
       pending.delete(data.rid);
+      if (data.fatal) dropWorker('the model worker crashed (a bug: see the console); load the model again');
       if (data.ok) p.resolve(data.value);
-      else {
-        if (data.fatal) restartWorker();
-        p.reject(new Error(data.error));
-      }
+      else p.reject(new Error(data.error));
     }
   };
-  worker.onerror = (e) => {
+  w.onerror = (e) => {
     e.preventDefault();
-    const why = e.message || 'the worker script failed to load (was www/pkg built with scripts/build-wasm.sh?)';
-    failAll(`model worker failed: ${why}`);
-    restartWorker();
+    const why = e.message || 'its script failed to load (was www/pkg built with scripts/build-wasm.sh?)';
+    dropWorker(`the model worker failed: ${why}`);
   };
+  return w;
 }
 
-function failAll(message) {
+// After a wasm trap or a failed start the worker is unusable: end it (the model goes with it);
+// the next request starts a fresh one.
+function dropWorker(message) {
+  worker?.terminate();
+  worker = null;
   for (const p of pending.values()) p.reject(new Error(message));
   pending.clear();
-}
-
-// After a wasm trap the instance is unusable: drop it (and the model) and start over.
-function restartWorker() {
-  worker?.terminate();
-  failAll('the model worker was restarted');
-  hook.model = null;
-  setModelLoaded(null);
-  startWorker();
+  if (hook.model) {
+    setModelLoaded(null);
+    showError(ui.loadError, message);
+  }
 }
 
 function request(type, payload = {}) {
   const rid = nextRid++;
   return new Promise((resolve, reject) => {
+    worker ??= startWorker();
     pending.set(rid, { resolve, reject });
     worker.postMessage({ ...payload, rid, type });
   });
@@ -99,14 +101,14 @@ function mib(bytes) {
   return `${Math.round(bytes / (1 << 20))} MiB`;
 }
 
-function webgpuHelp() {
+function webgpuHelp(reason) {
   const secure = window.isSecureContext
     ? ''
     : ' This page is not a secure context: serve it over https:// or from localhost/127.0.0.1.';
   return (
-    'WebGPU is not available in this browser (navigator.gpu is missing).' +
+    `WebGPU is not available here (${reason}).` +
     secure +
-    ' Use a recent Chrome or Edge (113 or later). On Linux, start Chrome with' +
+    ' Use a recent Chrome or Edge (113 or later) with hardware acceleration on. On Linux, start Chrome with' +
     ' --enable-unsafe-webgpu (or enable chrome://flags/#enable-unsafe-webgpu) and --enable-features=Vulkan;' +
     ' in Firefox set dom.webgpu.enabled in about:config; in Safari enable the WebGPU feature flag.'
   );
@@ -114,7 +116,7 @@ function webgpuHelp() {
 
 async function showAdapter() {
   if (!('gpu' in navigator) || !navigator.gpu) {
-    ui.adapter.textContent = webgpuHelp();
+    ui.adapter.textContent = webgpuHelp('navigator.gpu is missing');
     ui.adapter.dataset.state = 'missing';
     return;
   }
@@ -122,7 +124,7 @@ async function showAdapter() {
     const a = await request('adapter');
     hook.adapter = a;
     if (!a.available) {
-      ui.adapter.textContent = `${webgpuHelp()} (${a.reason})`;
+      ui.adapter.textContent = webgpuHelp(a.reason);
       ui.adapter.dataset.state = 'missing';
       return;
     }
@@ -136,7 +138,7 @@ async function showAdapter() {
       ` · max buffer ${mib(r.max_buffer_size)} · shader-f16 ${b.shaderF16 || r.shader_f16 ? 'yes' : 'no'}`;
     ui.adapter.dataset.state = 'ok';
   } catch (e) {
-    ui.adapter.textContent = `No usable WebGPU adapter: ${e.message}`;
+    ui.adapter.textContent = webgpuHelp(e.message);
     ui.adapter.dataset.state = 'missing';
   }
 }
@@ -166,8 +168,8 @@ function describe(info) {
   );
 }
 
-/// The files of a picked folder (top level only: nested folders could shadow names) or a
-/// multi-file pick, with the folder name as the label for messages.
+// The files of a picked folder (top level only: nested folders could shadow names) or a
+// multi-file pick, with the folder name as the label for messages.
 function pickedFiles(list) {
   const all = Array.from(list).map((file) => ({ file, path: file.webkitRelativePath || file.name }));
   const top = all.filter((f) => f.path.split('/').length <= 2);
@@ -191,6 +193,9 @@ async function loadModel(list) {
   hook.loadState = 'loading';
   setModelLoaded(null);
   showError(ui.loadError, '');
+  showError(ui.generateError, '');
+  ui.output.textContent = '';
+  ui.stats.textContent = '';
   ui.loadStatus.textContent = `Loading ${label} (${entries.length} files, ${(bytes / 1e6).toFixed(1)} MB)…`;
   ui.loadStatus.dataset.state = 'busy';
   ui.progress.hidden = false;
@@ -216,6 +221,7 @@ async function loadModel(list) {
     ui.progress.hidden = true;
   } finally {
     onProgress = () => {};
+    hook.loads += 1;
   }
 }
 
@@ -285,6 +291,7 @@ async function runGeneration(input, overrides) {
     throw e;
   } finally {
     hook.generating = false;
+    hook.generations += 1;
     onToken = () => {};
     ui.generate.disabled = !hook.model;
     ui.stop.disabled = true;
@@ -297,10 +304,10 @@ ui.form.addEventListener('submit', (event) => {
 });
 
 ui.stop.addEventListener('click', () => {
-  worker.postMessage({ type: 'stop' });
+  worker?.postMessage({ type: 'stop' });
 });
 
 // ---- start --------------------------------------------------------------------------------
 
-startWorker();
+worker = startWorker();
 showAdapter();

@@ -44,23 +44,24 @@ async function adapter() {
     return { available: false, reason: 'navigator.gpu is missing in the worker' };
   }
   // What the browser says about its adapter (names, fallback) ...
-  let browser = null;
+  let a;
   try {
-    const a = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
-    if (a) {
-      const i = a.info || {};
-      browser = {
-        vendor: i.vendor || '',
-        architecture: i.architecture || '',
-        device: i.device || '',
-        description: i.description || '',
-        isFallbackAdapter: Boolean(i.isFallbackAdapter ?? a.isFallbackAdapter),
-        shaderF16: a.features.has('shader-f16'),
-      };
-    }
-  } catch (_) {
-    // The runtime's own request below reports the failure.
+    a = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (e) {
+    return { available: false, reason: `requestAdapter() failed: ${text(e)}` };
   }
+  if (!a) {
+    return { available: false, reason: 'navigator.gpu.requestAdapter() found no adapter' };
+  }
+  const i = a.info || {};
+  const browser = {
+    vendor: i.vendor || '',
+    architecture: i.architecture || '',
+    device: i.device || '',
+    description: i.description || '',
+    isFallbackAdapter: Boolean(i.isFallbackAdapter ?? a.isFallbackAdapter),
+    shaderF16: a.features.has('shader-f16'),
+  };
   // ... and what the runtime gets when it opens its device.
   await ready();
   const runtime = await adapter_info();
