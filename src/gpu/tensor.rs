@@ -49,7 +49,7 @@ impl GpuMatrix {
     pub fn write_rows(&self, ctx: &GpuContext, first_row: usize, bytes: &[u8]) -> Result<()> {
         let row_bytes = self.cols * self.dtype.size();
         if row_bytes == 0
-            || bytes.len() % row_bytes != 0
+            || !bytes.len().is_multiple_of(row_bytes)
             || first_row + bytes.len() / row_bytes > self.rows
         {
             return Err(Error::tensor_format(
