@@ -4,5 +4,11 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod generate;
+pub mod gpu;
+pub mod model;
+pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};

@@ -1,1 +1,236 @@
-fn main() {}
+//! The moegraft command line: a thin face over the library (no logic lives only here).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use moegraft::generate::{self, GenerateOptions, SampleSettings};
+use moegraft::gpu::{GpuContext, GpuOptions};
+use moegraft::model::open::{open_dir, OpenedModel};
+use moegraft::model::LoadOptions;
+use moegraft::tokenizer::Tokenizer;
+use moegraft::{Error, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "moegraft",
+    version,
+    about = "Graft post-training deltas onto language-expert MoE models, on WebGPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the logits of the last position of a prompt.
+    Logits(LogitsArgs),
+    /// Generate text from a prompt.
+    Generate(GenerateArgs),
+    /// Describe the GPU adapter moegraft would use.
+    Adapter(GpuArgs),
+}
+
+#[derive(Args, Clone)]
+struct GpuArgs {
+    /// Cap on one storage binding in bytes (to try small devices; larger tensors are split).
+    #[arg(long)]
+    max_binding: Option<u64>,
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Hugging Face model directory (config.json, safetensors, tokenizer files).
+    #[arg(long)]
+    model: PathBuf,
+    /// Longest context to allocate the KV cache for.
+    #[arg(long, default_value_t = 4096)]
+    max_context: usize,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct PromptArgs {
+    /// Prompt text, tokenized as given (special tokens in it are recognised).
+    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+    prompt: Option<String>,
+    /// Token ids instead of text, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    ids: Option<Vec<u32>>,
+    /// Wrap the prompt as one user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// How many of the highest logits to print.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    prompt: PromptArgs,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// 0 means no top-k cut.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match pollster::block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Logits(a) => logits(a).await,
+        Command::Generate(a) => generate_text(a).await,
+        Command::Adapter(a) => {
+            let ctx = gpu(&a, 0).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ctx.summary).unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {
+    GpuContext::new(GpuOptions {
+        wanted_binding_bytes,
+        max_binding_override: args.max_binding,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn load(args: &ModelArgs) -> Result<OpenedModel> {
+    let options = LoadOptions {
+        max_context: args.max_context,
+        ..Default::default()
+    };
+    let gpu = GpuOptions {
+        max_binding_override: args.gpu.max_binding,
+        ..Default::default()
+    };
+    open_dir(&args.model, options, gpu).await
+}
+
+fn prompt_ids(p: &PromptArgs, tokenizer: Option<&Tokenizer>) -> Result<Vec<u32>> {
+    if let Some(ids) = &p.ids {
+        if p.chat {
+            return Err(Error::InvalidArgument(
+                "--chat needs --prompt text, not --ids".into(),
+            ));
+        }
+        return Ok(ids.clone());
+    }
+    let text = p.prompt.as_deref().unwrap_or_default();
+    let tokenizer = tokenizer.ok_or_else(|| {
+        Error::InvalidArgument("--prompt needs tokenizer.json in the model directory".into())
+    })?;
+    tokenizer.prompt_ids(text, p.chat)
+}
+
+async fn logits(a: LogitsArgs) -> Result<()> {
+    let loaded = load(&a.model).await?;
+    let ids = prompt_ids(&a.prompt, loaded.tokenizer.as_ref())?;
+    let mut session = loaded.model.session()?;
+    let logits = loaded.model.logits_last(&mut session, &ids).await?;
+    let top = top_k(&logits, a.top);
+    if a.json {
+        let out = serde_json::json!({
+            "input_ids": ids,
+            "top_ids": top.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            "top_logits": top.iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        });
+        println!("{out}");
+    } else {
+        println!("input ids ({}): {:?}", ids.len(), ids);
+        for (rank, (id, value)) in top.iter().enumerate() {
+            let token = loaded
+                .tokenizer
+                .as_ref()
+                .and_then(|t| t.decode(&[*id as u32], false).ok())
+                .unwrap_or_default();
+            println!("{:>3}  {:>8}  {:>12.6}  {:?}", rank + 1, id, value, token);
+        }
+    }
+    Ok(())
+}
+
+/// The k largest values with their indices, highest first (lower index first on ties).
+fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    order.into_iter().take(k).map(|i| (i, values[i])).collect()
+}
+
+async fn generate_text(a: GenerateArgs) -> Result<()> {
+    let loaded = load(&a.model).await?;
+    let tokenizer = loaded.tokenizer.as_ref();
+    let ids = prompt_ids(&a.prompt, tokenizer)?;
+    let options = GenerateOptions {
+        max_tokens: a.max_tokens,
+        sampling: SampleSettings {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+        },
+        seed: a.seed,
+        stop_ids: generate::stop_ids(&loaded.model, tokenizer),
+    };
+    let stream = !a.json;
+    let mut stdout = std::io::stdout();
+    let result = generate::generate(&loaded.model, tokenizer, &ids, &options, &mut |_, piece| {
+        if stream {
+            let _ = write!(stdout, "{piece}");
+            let _ = stdout.flush();
+        }
+        true
+    })
+    .await?;
+    if a.json {
+        let out = serde_json::json!({
+            "input_ids": result.input_ids,
+            "output_ids": result.output_ids,
+            "text": result.text,
+            "stop_reason": result.stop_reason,
+        });
+        println!("{out}");
+    } else {
+        println!();
+    }
+    Ok(())
+}

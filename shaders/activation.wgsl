@@ -1,0 +1,44 @@
+// Element-wise steps: SwiGLU (silu(gate) · up) and the residual add.
+
+struct Params {
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * 256u + lid;
+}
+
+// out = silu(a) · b, silu(x) = x · sigmoid(x).
+@compute @workgroup_size(256)
+fn swiglu(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = index(wg, nwg, lid);
+    if (i < p.count) {
+        let g = a[i];
+        out[i] = g / (1.0 + exp(-g)) * b[i];
+    }
+}
+
+// out = a + b.
+@compute @workgroup_size(256)
+fn add(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = index(wg, nwg, lid);
+    if (i < p.count) {
+        out[i] = a[i] + b[i];
+    }
+}

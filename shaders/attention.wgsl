@@ -1,0 +1,101 @@
+// Causal attention over the KV cache with grouped-query heads, one workgroup per
+// (query token, head). Keys are visited in tiles of 64 with an online softmax, so no
+// score matrix is stored and any context length fits.
+
+struct Params {
+    tokens: u32,
+    pos0: u32,        // absolute position of query token 0
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    window: u32,      // sliding window (0 = unlimited)
+    scale: f32,       // 1 / sqrt(head_dim)
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;       // [tokens, heads·head_dim]
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>; // [positions, kv_heads·head_dim]
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>; // like q
+
+const WG: u32 = 64u;
+const MAX_HEAD_DIM: u32 = 256u;
+const NEG: f32 = -3.0e38;
+
+var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
+var<workgroup> scores: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn attention(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let wid = wg.x + wg.y * nwg.x;
+    if (wid >= p.tokens * p.heads) {
+        return;
+    }
+    let t = wid / p.heads;
+    let h = wid % p.heads;
+    let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim;
+    let kv_stride = p.kv_heads * p.head_dim;
+    let q_base = t * p.heads * p.head_dim + h * p.head_dim;
+    let pos = p.pos0 + t;
+    var start = 0u;
+    if (p.window > 0u && pos + 1u > p.window) {
+        start = pos + 1u - p.window;
+    }
+
+    for (var d = lid; d < p.head_dim; d += WG) {
+        qs[d] = q[q_base + d];
+    }
+    workgroupBarrier();
+
+    var m = NEG;      // running max
+    var l = 0.0;      // running sum of exp
+    var acc = vec4<f32>(0.0); // output dims lid, lid+64, lid+128, lid+192
+    for (var k0 = start; k0 <= pos; k0 += WG) {
+        let kp = k0 + lid;
+        var s = NEG;
+        if (kp <= pos) {
+            var dot = 0.0;
+            let kb = kp * kv_stride + kv_base;
+            for (var d = 0u; d < p.head_dim; d++) {
+                dot += qs[d] * k_cache[kb + d];
+            }
+            s = dot * p.scale;
+        }
+        scores[lid] = s;
+        workgroupBarrier();
+
+        let n = min(WG, pos + 1u - k0);
+        var tile_max = NEG;
+        for (var j = 0u; j < n; j++) {
+            tile_max = max(tile_max, scores[j]);
+        }
+        let m_new = max(m, tile_max);
+        let correction = exp(m - m_new);
+        l *= correction;
+        acc *= correction;
+        for (var j = 0u; j < n; j++) {
+            let pj = exp(scores[j] - m_new);
+            l += pj;
+            let vb = (k0 + j) * kv_stride + kv_base;
+            for (var i = 0u; i < 4u; i++) {
+                let d = lid + i * WG;
+                if (d < p.head_dim) {
+                    acc[i] += pj * v_cache[vb + d];
+                }
+            }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let d = lid + i * WG;
+        if (d < p.head_dim) {
+            out[q_base + d] = acc[i] / l;
+        }
+    }
+}

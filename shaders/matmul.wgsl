@@ -1,0 +1,152 @@
+// Dense projections: y[t, n] = Σ_k x[t, k] · W[n, k] (+ bias[n]) (+ y[t, n] when accumulating,
+// which fuses the residual add). W is one row chunk of a matrix split to fit the adapter's
+// storage-binding limit: chunk row r is global row row_start + r.
+
+struct Params {
+    tokens: u32,
+    cols: u32,        // K
+    row_words: u32,   // u32 words per stored row
+    row_start: u32,   // first global row of this chunk
+    chunk_rows: u32,
+    x_stride: u32,    // elements between tokens in x
+    y_stride: u32,    // elements between tokens in y
+    y_offset: u32,    // element offset of token 0 in y (e.g. a KV-cache slot)
+    has_bias: u32,
+    accumulate: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+//!include weights
+
+fn store(t: u32, r: u32, value: f32) {
+    let n = p.row_start + r;
+    let i = p.y_offset + t * p.y_stride + n;
+    var v = value;
+    if (p.has_bias != 0u) {
+        v += bias[n];
+    }
+    if (p.accumulate != 0u) {
+        v += y[i];
+    }
+    y[i] = v;
+}
+
+// Decode path (few tokens): 4 rows per workgroup, 16 lanes per row, tree reduction.
+const MV_ROWS: u32 = 4u;
+const MV_LANES: u32 = 16u;
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn matvec(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.chunk_rows + MV_ROWS - 1u) / MV_ROWS;
+    let wid = wg.x + wg.y * nwg.x;
+    if (wid >= blocks * p.tokens) {
+        return;
+    }
+    let t = wid / blocks;
+    let r = (wid % blocks) * MV_ROWS + lid / MV_LANES;
+    let lane = lid % MV_LANES;
+    var acc = 0.0;
+    if (r < p.chunk_rows) {
+        let row = r * p.row_words;
+        let xb = t * p.x_stride;
+        let pairs = p.cols / 2u;
+        for (var j = lane; j < pairs; j += MV_LANES) {
+            let k = 2u * j;
+            let wv = load_w2(row, k);
+            acc += wv.x * x[xb + k] + wv.y * x[xb + k + 1u];
+        }
+        if ((p.cols & 1u) == 1u && lane == 0u) {
+            acc += load_w(row, p.cols - 1u) * x[xb + p.cols - 1u];
+        }
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = MV_LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && r < p.chunk_rows) {
+        store(t, r, partial[lid]);
+    }
+}
+
+// Prefill path: 32 tokens × 32 rows per workgroup, K in steps of 16 through workgroup
+// memory; each invocation owns 4 tokens × 4 rows.
+const TILE: u32 = 32u;
+const TK: u32 = 16u;
+var<workgroup> xs: array<f32, 512>; // [TILE tokens][TK]
+var<workgroup> ws: array<f32, 512>; // [TILE rows][TK]
+
+@compute @workgroup_size(64)
+fn matmul_tiled(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row_tiles = (p.chunk_rows + TILE - 1u) / TILE;
+    let tok_tiles = (p.tokens + TILE - 1u) / TILE;
+    let wid = wg.x + wg.y * nwg.x;
+    if (wid >= row_tiles * tok_tiles) {
+        return;
+    }
+    let r0 = (wid % row_tiles) * TILE;
+    let t0 = (wid / row_tiles) * TILE;
+    let tr = (lid % 8u) * 4u; // first of this invocation's rows within the tile
+    let tt = (lid / 8u) * 4u; // first of its tokens
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < p.cols; k0 += TK) {
+        for (var e = lid; e < TILE * TK; e += 64u) {
+            let a = e / TK;
+            let k = k0 + e % TK;
+            let t = t0 + a;
+            var xv = 0.0;
+            if (t < p.tokens && k < p.cols) {
+                xv = x[t * p.x_stride + k];
+            }
+            xs[e] = xv;
+            let r = r0 + a;
+            var wv = 0.0;
+            if (r < p.chunk_rows && k < p.cols) {
+                wv = load_w(r * p.row_words, k);
+            }
+            ws[e] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let b = vec4<f32>(ws[tr * TK + kk], ws[(tr + 1u) * TK + kk],
+                              ws[(tr + 2u) * TK + kk], ws[(tr + 3u) * TK + kk]);
+            acc0 += xs[tt * TK + kk] * b;
+            acc1 += xs[(tt + 1u) * TK + kk] * b;
+            acc2 += xs[(tt + 2u) * TK + kk] * b;
+            acc3 += xs[(tt + 3u) * TK + kk] * b;
+        }
+        workgroupBarrier();
+    }
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < 4u; i++) {
+        let t = t0 + tt + i;
+        for (var j = 0u; j < 4u; j++) {
+            let r = r0 + tr + j;
+            if (t < p.tokens && r < p.chunk_rows) {
+                store(t, r, accs[i][j]);
+            }
+        }
+    }
+}

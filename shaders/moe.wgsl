@@ -1,0 +1,152 @@
+// Expert routing for Mixtral-layout MoE layers, entirely on the GPU: the router's top-k is
+// chosen here and the expert kernels read the chosen ids from a buffer, so decode needs no
+// read-back and only the chosen experts' weights are read.
+//
+// Expert matrices are stacked: expert e's row n is global row e·rows + n, and the stack may be
+// split into row chunks (chunk_row_start, chunk_rows) to fit the storage-binding limit.
+
+struct Params {
+    tokens: u32,
+    experts: u32,
+    top_k: u32,
+    renormalize: u32,  // Mixtral renormalises the top-k probabilities
+    rows: u32,         // rows per expert (output features)
+    cols: u32,         // K
+    row_words: u32,
+    chunk_row_start: u32,
+    chunk_rows: u32,
+    x_per_slot: u32,   // 0: input row is the token's; 1: one input row per (token, slot)
+    out_dim: u32,      // combine: hidden size
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// route_topk
+@group(0) @binding(1) var<storage, read> router_logits: array<f32>; // [tokens, experts]
+@group(0) @binding(2) var<storage, read_write> route_ids: array<u32>; // [tokens, top_k]
+@group(0) @binding(3) var<storage, read_write> route_weights: array<f32>;
+// expert_matvec
+@group(0) @binding(4) var<storage, read> x: array<f32>;
+@group(0) @binding(5) var<storage, read> w: array<u32>;
+@group(0) @binding(6) var<storage, read> ids: array<u32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;       // [tokens·top_k, rows]
+// expert_combine
+@group(0) @binding(8) var<storage, read> expert_out: array<f32>;    // [tokens·top_k, out_dim]
+@group(0) @binding(9) var<storage, read> weights: array<f32>;
+@group(0) @binding(10) var<storage, read_write> hidden: array<f32>; // [tokens, out_dim], += 
+
+//!include weights
+
+// softmax over the experts → top-k (ties to the lower index) → optional renormalisation.
+@compute @workgroup_size(64)
+fn route_topk(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let t = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (t >= p.tokens) {
+        return;
+    }
+    let base = t * p.experts;
+    var m = router_logits[base];
+    for (var e = 1u; e < p.experts; e++) {
+        m = max(m, router_logits[base + e]);
+    }
+    var z = 0.0;
+    for (var e = 0u; e < p.experts; e++) {
+        z += exp(router_logits[base + e] - m);
+    }
+    var chosen: array<u32, 8>; // bitmask over up to 256 experts
+    var total = 0.0;
+    for (var s = 0u; s < p.top_k; s++) {
+        var best = 0u;
+        var best_p = -1.0;
+        for (var e = 0u; e < p.experts; e++) {
+            let taken = (chosen[e / 32u] >> (e % 32u)) & 1u;
+            let prob = exp(router_logits[base + e] - m) / z;
+            if (taken == 0u && prob > best_p) {
+                best = e;
+                best_p = prob;
+            }
+        }
+        chosen[best / 32u] |= 1u << (best % 32u);
+        route_ids[t * p.top_k + s] = best;
+        route_weights[t * p.top_k + s] = best_p;
+        total += best_p;
+    }
+    if (p.renormalize != 0u) {
+        for (var s = 0u; s < p.top_k; s++) {
+            route_weights[t * p.top_k + s] /= total;
+        }
+    }
+}
+
+// y[(t, s), n] = Σ_k x[·, k] · W_e[n, k] for e = ids[t, s]: 4 rows per workgroup, 16 lanes each.
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn expert_matvec(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.rows + 3u) / 4u;
+    let slots = p.tokens * p.top_k;
+    let wid = wg.x + wg.y * nwg.x;
+    if (wid >= blocks * slots) {
+        return;
+    }
+    let slot = wid / blocks;
+    let n = (wid % blocks) * 4u + lid / 16u;
+    let lane = lid % 16u;
+    let global_row = ids[slot] * p.rows + n;
+    let mine = n < p.rows && global_row >= p.chunk_row_start
+        && global_row < p.chunk_row_start + p.chunk_rows;
+    var acc = 0.0;
+    if (mine) {
+        let row = (global_row - p.chunk_row_start) * p.row_words;
+        let xb = select(slot / p.top_k, slot, p.x_per_slot != 0u) * p.cols;
+        let pairs = p.cols / 2u;
+        for (var j = lane; j < pairs; j += 16u) {
+            let k = 2u * j;
+            let wv = load_w2(row, k);
+            acc += wv.x * x[xb + k] + wv.y * x[xb + k + 1u];
+        }
+        if ((p.cols & 1u) == 1u && lane == 0u) {
+            acc += load_w(row, p.cols - 1u) * x[xb + p.cols - 1u];
+        }
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = 8u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && mine) {
+        y[slot * p.rows + n] = partial[lid];
+    }
+}
+
+// hidden[t, j] += Σ_s weight[t, s] · expert_out[(t, s), j]
+@compute @workgroup_size(64)
+fn expert_combine(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (i >= p.tokens * p.out_dim) {
+        return;
+    }
+    let t = i / p.out_dim;
+    let j = i % p.out_dim;
+    var sum = 0.0;
+    for (var s = 0u; s < p.top_k; s++) {
+        let slot = t * p.top_k + s;
+        sum += weights[slot] * expert_out[slot * p.out_dim + j];
+    }
+    hidden[i] += sum;
+}

@@ -1,0 +1,299 @@
+//! Recording GPU work: dispatches and copies go into one command encoder per step, with all
+//! kernel parameters packed into one uniform buffer, then submitted at once.
+
+use std::num::NonZeroU64;
+
+use super::GpuContext;
+use crate::error::{Error, Result};
+
+/// A storage binding: a whole buffer or a byte range of one.
+#[derive(Clone)]
+pub struct Binding {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: Option<u64>,
+}
+
+impl From<&wgpu::Buffer> for Binding {
+    fn from(buffer: &wgpu::Buffer) -> Self {
+        Binding {
+            buffer: buffer.clone(),
+            offset: 0,
+            size: None,
+        }
+    }
+}
+
+enum Op {
+    Dispatch {
+        pipeline: wgpu::ComputePipeline,
+        params: (u64, u64),
+        bindings: Vec<(u32, Binding)>,
+        workgroups: [u32; 3],
+    },
+    Copy {
+        from: wgpu::Buffer,
+        from_offset: u64,
+        to: wgpu::Buffer,
+        to_offset: u64,
+        size: u64,
+    },
+}
+
+pub struct Batch<'c> {
+    ctx: &'c GpuContext,
+    params: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+/// A buffer that will hold copied-out bytes once the batch has run.
+pub struct Readback {
+    buffer: wgpu::Buffer,
+    size: u64,
+}
+
+impl<'c> Batch<'c> {
+    pub fn new(ctx: &'c GpuContext) -> Self {
+        Self {
+            ctx,
+            params: Vec::new(),
+            ops: Vec::new(),
+        }
+    }
+
+    pub fn ctx(&self) -> &'c GpuContext {
+        self.ctx
+    }
+
+    /// Records a dispatch of `workgroups` (linear count, spread over x/y) with `params` bound
+    /// as the uniform at binding 0.
+    pub fn dispatch(
+        &mut self,
+        pipeline: wgpu::ComputePipeline,
+        params: &[u8],
+        bindings: Vec<(u32, Binding)>,
+        workgroups: u32,
+    ) {
+        let align = self.ctx.uniform_alignment.max(16) as usize;
+        let offset = self.params.len().next_multiple_of(align);
+        self.params.resize(offset, 0);
+        self.params.extend_from_slice(params);
+        let padded = params.len().next_multiple_of(16);
+        self.params.resize(offset + padded, 0);
+        self.ops.push(Op::Dispatch {
+            pipeline,
+            params: (offset as u64, padded as u64),
+            bindings,
+            workgroups: self.ctx.workgroups(workgroups),
+        });
+    }
+
+    pub fn copy(
+        &mut self,
+        from: &wgpu::Buffer,
+        from_offset: u64,
+        to: &wgpu::Buffer,
+        to_offset: u64,
+        size: u64,
+    ) {
+        self.ops.push(Op::Copy {
+            from: from.clone(),
+            from_offset,
+            to: to.clone(),
+            to_offset,
+            size,
+        });
+    }
+
+    /// Records a copy of `size` bytes at `offset` of `from` into a mappable buffer.
+    pub fn read_back(&mut self, from: &wgpu::Buffer, offset: u64, size: u64) -> Readback {
+        let size = size.next_multiple_of(4).max(4);
+        let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.copy(from, offset, &buffer, 0, size);
+        Readback { buffer, size }
+    }
+
+    /// Encodes everything recorded and submits it in one command buffer.
+    pub fn submit(self) {
+        let ctx = self.ctx;
+        if self.ops.is_empty() {
+            return;
+        }
+        let uniforms = (!self.params.is_empty()).then(|| {
+            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: self.params.len() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            ctx.queue.write_buffer(&buffer, 0, &self.params);
+            buffer
+        });
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        let mut i = 0;
+        while i < self.ops.len() {
+            if let Op::Copy {
+                from,
+                from_offset,
+                to,
+                to_offset,
+                size,
+            } = &self.ops[i]
+            {
+                encoder.copy_buffer_to_buffer(from, *from_offset, to, *to_offset, *size);
+                i += 1;
+                continue;
+            }
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            while let Some(Op::Dispatch {
+                pipeline,
+                params,
+                bindings,
+                workgroups,
+            }) = self.ops.get(i)
+            {
+                let layout = pipeline.get_bind_group_layout(0);
+                let mut entries = Vec::with_capacity(bindings.len() + 1);
+                if let Some(u) = &uniforms {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: u,
+                            offset: params.0,
+                            size: NonZeroU64::new(params.1),
+                        }),
+                    });
+                }
+                for (slot, b) in bindings {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: *slot,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &b.buffer,
+                            offset: b.offset,
+                            size: b.size.and_then(NonZeroU64::new),
+                        }),
+                    });
+                }
+                let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &layout,
+                    entries: &entries,
+                });
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+                i += 1;
+            }
+        }
+        ctx.queue.submit([encoder.finish()]);
+    }
+}
+
+impl Readback {
+    /// Waits for the GPU and returns the bytes (natively by polling, in the browser by
+    /// yielding to the event loop).
+    pub async fn bytes(self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        let (sender, receiver) = oneshot();
+        self.buffer
+            .map_async(wgpu::MapMode::Read, .., move |r| sender.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::gpu(format!("waiting for the GPU failed: {e}")))?;
+        let mapped = receiver.await;
+        ctx.check_device_error()?;
+        mapped
+            .ok_or_else(|| Error::gpu("read-back was dropped (device lost?)"))?
+            .map_err(|e| Error::gpu(format!("read-back failed: {e}")))?;
+        let bytes = {
+            let view = self
+                .buffer
+                .get_mapped_range(..self.size)
+                .map_err(|e| Error::gpu(format!("read-back mapping failed: {e}")))?;
+            view.to_vec()
+        };
+        self.buffer.unmap();
+        Ok(bytes)
+    }
+
+    pub async fn f32s(self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        let bytes = self.bytes(ctx).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub async fn u32s(self, ctx: &GpuContext) -> Result<Vec<u32>> {
+        let bytes = self.bytes(ctx).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// A one-value channel whose receiver is a future (the map callback may run on another
+/// thread natively, or later on the browser's event loop).
+fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(Slot {
+        value: None,
+        waker: None,
+        closed: false,
+    }));
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+struct Slot<T> {
+    value: Option<T>,
+    waker: Option<std::task::Waker>,
+    closed: bool,
+}
+
+struct Sender<T>(std::sync::Arc<std::sync::Mutex<Slot<T>>>);
+struct Receiver<T>(std::sync::Arc<std::sync::Mutex<Slot<T>>>);
+
+impl<T> Sender<T> {
+    fn send(self, value: T) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.value = Some(value);
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.closed = true;
+            if let Some(w) = slot.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<T> std::future::Future for Receiver<T> {
+    type Output = Option<T>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        let Ok(mut slot) = self.0.lock() else {
+            return std::task::Poll::Ready(None);
+        };
+        if let Some(v) = slot.value.take() {
+            return std::task::Poll::Ready(Some(v));
+        }
+        if slot.closed {
+            return std::task::Poll::Ready(None);
+        }
+        slot.waker = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+}

@@ -1,0 +1,518 @@
+//! Typed launchers for the WGSL kernels: each packs its parameters exactly as the shader's
+//! `Params` struct and records one dispatch (or one per weight chunk) into a batch.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::batch::{Batch, Binding};
+use super::shaders::{PipelineKey, Shader};
+use super::tensor::GpuMatrix;
+
+fn key(shader: Shader, entry: &'static str) -> PipelineKey {
+    PipelineKey {
+        shader,
+        entry,
+        weight_dtype: None,
+    }
+}
+
+fn b(buffer: &wgpu::Buffer) -> Binding {
+    Binding::from(buffer)
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    tokens: u32,
+    cols: u32,
+    row_words: u32,
+    row_start: u32,
+    chunk_rows: u32,
+    x_stride: u32,
+    y_stride: u32,
+    y_offset: u32,
+    has_bias: u32,
+    accumulate: u32,
+    _pad: [u32; 2],
+}
+
+/// Where a projection writes: `y[y_offset + t·y_stride + n]`, added to what is there when
+/// `accumulate` (the residual connection).
+#[derive(Clone, Copy)]
+pub struct Output<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: usize,
+    pub stride: usize,
+    pub accumulate: bool,
+}
+
+impl<'a> Output<'a> {
+    pub fn new(buffer: &'a wgpu::Buffer, stride: usize) -> Self {
+        Self {
+            buffer,
+            offset: 0,
+            stride,
+            accumulate: false,
+        }
+    }
+    pub fn at(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
+    }
+    pub fn accumulate(mut self) -> Self {
+        self.accumulate = true;
+        self
+    }
+}
+
+/// Token count from which the tiled matmul beats the per-row matvec.
+pub const TILED_FROM_TOKENS: usize = 8;
+
+/// y = x · Wᵀ (+ bias), x: [tokens, w.cols] with rows `x_stride` apart.
+pub fn matmul(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    tokens: usize,
+    x_stride: usize,
+    w: &GpuMatrix,
+    bias: Option<&wgpu::Buffer>,
+    y: Output,
+) {
+    let ctx = batch.ctx();
+    let tiled = tokens >= TILED_FROM_TOKENS;
+    let entry = if tiled { "matmul_tiled" } else { "matvec" };
+    let pipeline = ctx.pipeline(PipelineKey {
+        shader: Shader::Matmul,
+        entry,
+        weight_dtype: Some(w.dtype),
+    });
+    for chunk in &w.chunks {
+        if chunk.rows == 0 {
+            continue;
+        }
+        let params = MatmulParams {
+            tokens: u(tokens),
+            cols: u(w.cols),
+            row_words: u(w.row_words),
+            row_start: u(chunk.row_start),
+            chunk_rows: u(chunk.rows),
+            x_stride: u(x_stride),
+            y_stride: u(y.stride),
+            y_offset: u(y.offset),
+            has_bias: bias.is_some() as u32,
+            accumulate: y.accumulate as u32,
+            _pad: [0; 2],
+        };
+        let groups = if tiled {
+            chunk.rows.div_ceil(32) * tokens.div_ceil(32)
+        } else {
+            chunk.rows.div_ceil(4) * tokens
+        };
+        batch.dispatch(
+            pipeline.clone(),
+            bytemuck::bytes_of(&params),
+            vec![
+                (1, b(x)),
+                (2, b(&chunk.buffer)),
+                (3, b(bias.unwrap_or(&ctx.dummy))),
+                (4, b(y.buffer)),
+            ],
+            u(groups),
+        );
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct NormParams {
+    tokens: u32,
+    dim: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+/// y = RMSNorm(x) · weight per token.
+pub fn rms_norm(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    tokens: usize,
+    dim: usize,
+    eps: f32,
+) {
+    let params = NormParams {
+        tokens: u(tokens),
+        dim: u(dim),
+        eps,
+        _pad: 0,
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Norm, "rms_norm"));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, b(x)), (2, b(weight)), (3, b(y))],
+        u(tokens),
+    );
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RopeParams {
+    tokens: u32,
+    pos0: u32,
+    heads: u32,
+    head_dim: u32,
+    stride: u32,
+    offset: u32,
+    _pad: [u32; 2],
+}
+
+/// Where RoPE applies: `heads` heads of `head_dim` per token, tokens `stride` apart from
+/// element `offset`, at absolute positions pos0…
+pub struct RopeTarget<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub tokens: usize,
+    pub pos0: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub stride: usize,
+    pub offset: usize,
+}
+
+pub fn rope(batch: &mut Batch, t: RopeTarget, cos: &wgpu::Buffer, sin: &wgpu::Buffer) {
+    let params = RopeParams {
+        tokens: u(t.tokens),
+        pos0: u(t.pos0),
+        heads: u(t.heads),
+        head_dim: u(t.head_dim),
+        stride: u(t.stride),
+        offset: u(t.offset),
+        _pad: [0; 2],
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Rope, "rope"));
+    let count = t.tokens * t.heads * t.head_dim / 2;
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, b(t.buffer)), (2, b(cos)), (3, b(sin))],
+        u(count.div_ceil(64)),
+    );
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AttentionParams {
+    tokens: u32,
+    pos0: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    window: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// Shape of one attention call.
+#[derive(Clone, Copy)]
+pub struct AttentionShape {
+    pub tokens: usize,
+    pub pos0: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Sliding window, 0 for none.
+    pub window: usize,
+}
+
+/// out = softmax(q·Kᵀ/√d + causal mask)·V over cache positions 0..pos0+tokens.
+pub fn attention(
+    batch: &mut Batch,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    s: AttentionShape,
+) {
+    let params = AttentionParams {
+        tokens: u(s.tokens),
+        pos0: u(s.pos0),
+        heads: u(s.heads),
+        kv_heads: u(s.kv_heads),
+        head_dim: u(s.head_dim),
+        window: u(s.window),
+        scale: 1.0 / (s.head_dim as f32).sqrt(),
+        _pad: 0,
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Attention, "attention"));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, b(q)), (2, b(k_cache)), (3, b(v_cache)), (4, b(out))],
+        u(s.tokens * s.heads),
+    );
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CountParams {
+    count: u32,
+    _pad: [u32; 3],
+}
+
+fn elementwise(
+    batch: &mut Batch,
+    entry: &'static str,
+    a: &wgpu::Buffer,
+    bb: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    count: usize,
+) {
+    let params = CountParams {
+        count: u(count),
+        _pad: [0; 3],
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Activation, entry));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, b(a)), (2, b(bb)), (3, b(out))],
+        u(count.div_ceil(256)),
+    );
+}
+
+/// out = silu(gate) · up, element-wise over `count` values.
+pub fn swiglu(
+    batch: &mut Batch,
+    gate: &wgpu::Buffer,
+    up: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    count: usize,
+) {
+    elementwise(batch, "swiglu", gate, up, out, count);
+}
+
+/// out = a + b, element-wise.
+pub fn add(
+    batch: &mut Batch,
+    a: &wgpu::Buffer,
+    bb: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    count: usize,
+) {
+    elementwise(batch, "add", a, bb, out, count);
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct EmbedParams {
+    tokens: u32,
+    cols: u32,
+    row_words: u32,
+    row_start: u32,
+    chunk_rows: u32,
+    _pad: [u32; 3],
+}
+
+/// out[t] = table[ids[t]] as f32.
+pub fn embed(
+    batch: &mut Batch,
+    ids: &wgpu::Buffer,
+    table: &GpuMatrix,
+    out: &wgpu::Buffer,
+    tokens: usize,
+) {
+    let pipeline = batch.ctx().pipeline(PipelineKey {
+        shader: Shader::Embed,
+        entry: "embed",
+        weight_dtype: Some(table.dtype),
+    });
+    for chunk in &table.chunks {
+        if chunk.rows == 0 {
+            continue;
+        }
+        let params = EmbedParams {
+            tokens: u(tokens),
+            cols: u(table.cols),
+            row_words: u(table.row_words),
+            row_start: u(chunk.row_start),
+            chunk_rows: u(chunk.rows),
+            _pad: [0; 3],
+        };
+        batch.dispatch(
+            pipeline.clone(),
+            bytemuck::bytes_of(&params),
+            vec![(1, b(ids)), (2, b(&chunk.buffer)), (3, b(out))],
+            u((tokens * table.cols).div_ceil(64)),
+        );
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct MoeParams {
+    tokens: u32,
+    experts: u32,
+    top_k: u32,
+    renormalize: u32,
+    rows: u32,
+    cols: u32,
+    row_words: u32,
+    chunk_row_start: u32,
+    chunk_rows: u32,
+    x_per_slot: u32,
+    out_dim: u32,
+    _pad: u32,
+}
+
+/// Router probabilities → top-k expert ids and weights per token, on the GPU.
+#[allow(clippy::too_many_arguments)]
+pub fn route_topk(
+    batch: &mut Batch,
+    router_logits: &wgpu::Buffer,
+    ids: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    tokens: usize,
+    experts: usize,
+    top_k: usize,
+    renormalize: bool,
+) {
+    let params = MoeParams {
+        tokens: u(tokens),
+        experts: u(experts),
+        top_k: u(top_k),
+        renormalize: renormalize as u32,
+        ..Default::default()
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Moe, "route_topk"));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, b(router_logits)), (2, b(ids)), (3, b(weights))],
+        u(tokens.div_ceil(64)),
+    );
+}
+
+/// One expert projection for every (token, slot): `w` stacks the experts' [rows, cols]
+/// matrices; the expert of each slot is read from `ids` on the GPU.
+#[allow(clippy::too_many_arguments)]
+pub fn expert_matvec(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    w: &GpuMatrix,
+    rows_per_expert: usize,
+    ids: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    tokens: usize,
+    top_k: usize,
+    x_per_slot: bool,
+) {
+    let pipeline = batch.ctx().pipeline(PipelineKey {
+        shader: Shader::Moe,
+        entry: "expert_matvec",
+        weight_dtype: Some(w.dtype),
+    });
+    for chunk in &w.chunks {
+        if chunk.rows == 0 {
+            continue;
+        }
+        let params = MoeParams {
+            tokens: u(tokens),
+            top_k: u(top_k),
+            rows: u(rows_per_expert),
+            cols: u(w.cols),
+            row_words: u(w.row_words),
+            chunk_row_start: u(chunk.row_start),
+            chunk_rows: u(chunk.rows),
+            x_per_slot: x_per_slot as u32,
+            ..Default::default()
+        };
+        batch.dispatch(
+            pipeline.clone(),
+            bytemuck::bytes_of(&params),
+            vec![(4, b(x)), (5, b(&chunk.buffer)), (6, b(ids)), (7, b(y))],
+            u(rows_per_expert.div_ceil(4) * tokens * top_k),
+        );
+    }
+}
+
+/// hidden[t] += Σ_s weight[t, s] · expert_out[t, s].
+pub fn expert_combine(
+    batch: &mut Batch,
+    expert_out: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    hidden: &wgpu::Buffer,
+    tokens: usize,
+    top_k: usize,
+    dim: usize,
+) {
+    let params = MoeParams {
+        tokens: u(tokens),
+        top_k: u(top_k),
+        out_dim: u(dim),
+        ..Default::default()
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Moe, "expert_combine"));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(8, b(expert_out)), (9, b(weights)), (10, b(hidden))],
+        u((tokens * dim).div_ceil(64)),
+    );
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SampleParams {
+    count: u32,
+    offset: u32,
+    greedy: u32,
+    top_k: u32,
+    temperature: f32,
+    top_p: f32,
+    u: f32,
+    _pad: u32,
+}
+
+/// How to pick the next token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleSettings {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 means no top-k cut.
+    pub top_k: usize,
+    /// 1 means no nucleus cut.
+    pub top_p: f32,
+}
+
+/// Writes the chosen token id to `result[0]`; `u` is a uniform draw in [0, 1).
+pub fn sample(
+    batch: &mut Batch,
+    logits: &wgpu::Buffer,
+    offset: usize,
+    count: usize,
+    s: SampleSettings,
+    u_draw: f32,
+    result: &wgpu::Buffer,
+) {
+    let params = SampleParams {
+        count: u(count),
+        offset: u(offset),
+        greedy: (s.temperature <= 0.0) as u32,
+        top_k: u(s.top_k),
+        temperature: s.temperature.max(1e-6),
+        top_p: s.top_p.clamp(0.0, 1.0),
+        u: u_draw,
+        _pad: 0,
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Sample, "sample"));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, b(logits)), (2, b(result))],
+        1,
+    );
+}

@@ -1,0 +1,126 @@
+//! WGSL sources (one file per kernel family, in `shaders/`) and the pipeline cache.
+//! Variants are pipeline-overridable constants (e.g. the weight dtype), so every file is
+//! plain WGSL that naga validates as is, after the one `//!include weights` step.
+
+use super::GpuContext;
+use crate::checkpoint::DType;
+
+const WEIGHTS: &str = include_str!("../../shaders/weights.wgsl");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Matmul,
+    Norm,
+    Rope,
+    Attention,
+    Activation,
+    Embed,
+    Moe,
+    Sample,
+}
+
+impl Shader {
+    pub const ALL: [Shader; 8] = [
+        Shader::Matmul,
+        Shader::Norm,
+        Shader::Rope,
+        Shader::Attention,
+        Shader::Activation,
+        Shader::Embed,
+        Shader::Moe,
+        Shader::Sample,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul.wgsl",
+            Shader::Norm => "norm.wgsl",
+            Shader::Rope => "rope.wgsl",
+            Shader::Attention => "attention.wgsl",
+            Shader::Activation => "activation.wgsl",
+            Shader::Embed => "embed.wgsl",
+            Shader::Moe => "moe.wgsl",
+            Shader::Sample => "sample.wgsl",
+        }
+    }
+
+    fn raw_source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::Norm => include_str!("../../shaders/norm.wgsl"),
+            Shader::Rope => include_str!("../../shaders/rope.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::Activation => include_str!("../../shaders/activation.wgsl"),
+            Shader::Embed => include_str!("../../shaders/embed.wgsl"),
+            Shader::Moe => include_str!("../../shaders/moe.wgsl"),
+            Shader::Sample => include_str!("../../shaders/sample.wgsl"),
+        }
+    }
+
+    /// The complete WGSL of this family, shared helpers included.
+    pub fn source(self) -> String {
+        self.raw_source().replace("//!include weights", WEIGHTS)
+    }
+}
+
+/// Pipeline-constant value for a weight dtype (see `shaders/weights.wgsl`).
+pub fn weight_dtype_constant(dtype: DType) -> u32 {
+    match dtype {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    pub shader: Shader,
+    pub entry: &'static str,
+    /// `W_DTYPE` for families that read weights.
+    pub weight_dtype: Option<DType>,
+}
+
+impl GpuContext {
+    /// The compute pipeline for an entry point, compiled once per context.
+    pub fn pipeline(&self, key: PipelineKey) -> wgpu::ComputePipeline {
+        if let Some(p) = self.pipelines.borrow().get(&key) {
+            return p.clone();
+        }
+        let module = self.module(key.shader);
+        let constants: Vec<(&str, f64)> = key
+            .weight_dtype
+            .map(|d| vec![("W_DTYPE", weight_dtype_constant(d) as f64)])
+            .unwrap_or_default();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key.entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    // Every kernel writes its workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.pipelines.borrow_mut().insert(key, pipeline.clone());
+        pipeline
+    }
+
+    fn module(&self, shader: Shader) -> wgpu::ShaderModule {
+        if let Some(m) = self.modules.borrow().get(&shader) {
+            return m.clone();
+        }
+        let source = shader.source();
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file_name()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        self.modules.borrow_mut().insert(shader, module.clone());
+        module
+    }
+}

@@ -1,0 +1,216 @@
+//! GPU buffers for weights and activations. Weight matrices keep their stored dtype (f16 and
+//! bf16 packed two per u32 word) and are split into row chunks when they exceed the adapter's
+//! storage-binding limit (128 MiB on many devices) — the vocabulary projection, typically.
+
+use wgpu::util::DeviceExt;
+
+use super::GpuContext;
+use crate::checkpoint::DType;
+use crate::error::{Error, Result};
+
+/// Storage buffers that kernels read, write and copy.
+pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+#[derive(Clone, Debug)]
+pub struct MatrixChunk {
+    pub buffer: wgpu::Buffer,
+    pub row_start: usize,
+    pub rows: usize,
+}
+
+/// A [rows, cols] weight matrix on the GPU.
+#[derive(Clone, Debug)]
+pub struct GpuMatrix {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub dtype: DType,
+    /// u32 words per stored row (16-bit rows are padded to a whole word).
+    pub row_words: usize,
+    pub chunks: Vec<MatrixChunk>,
+}
+
+pub fn row_words(dtype: DType, cols: usize) -> usize {
+    match dtype {
+        DType::F32 => cols,
+        DType::F16 | DType::BF16 => cols.div_ceil(2),
+    }
+}
+
+impl GpuMatrix {
+    pub fn bytes(&self) -> u64 {
+        (self.rows * self.row_words * 4) as u64
+    }
+
+    /// Writes `rows` rows starting at global row `first_row` from tightly packed `bytes`,
+    /// padding 16-bit rows of odd length and splitting across chunks.
+    pub fn write_rows(&self, ctx: &GpuContext, first_row: usize, bytes: &[u8]) -> Result<()> {
+        let row_bytes = self.cols * self.dtype.size();
+        if row_bytes == 0
+            || !bytes.len().is_multiple_of(row_bytes)
+            || first_row + bytes.len() / row_bytes > self.rows
+        {
+            return Err(Error::tensor_format(
+                &self.name,
+                &self.name,
+                format!(
+                    "{} bytes do not make whole rows of {} at row {first_row}",
+                    bytes.len(),
+                    row_bytes
+                ),
+            ));
+        }
+        let rows = bytes.len() / row_bytes;
+        let stored_row = self.row_words * 4;
+        for chunk in &self.chunks {
+            let start = first_row.max(chunk.row_start);
+            let end = (first_row + rows).min(chunk.row_start + chunk.rows);
+            if start >= end {
+                continue;
+            }
+            let src = &bytes[(start - first_row) * row_bytes..(end - first_row) * row_bytes];
+            let dst_offset = ((start - chunk.row_start) * stored_row) as u64;
+            if stored_row == row_bytes {
+                ctx.queue.write_buffer(&chunk.buffer, dst_offset, src);
+            } else {
+                let mut padded = vec![0u8; (end - start) * stored_row];
+                for (i, row) in src.chunks_exact(row_bytes).enumerate() {
+                    padded[i * stored_row..i * stored_row + row_bytes].copy_from_slice(row);
+                }
+                ctx.queue.write_buffer(&chunk.buffer, dst_offset, &padded);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GpuContext {
+    /// Allocates a matrix, split into as few row chunks as the binding limit allows.
+    pub fn create_matrix(
+        &self,
+        name: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<GpuMatrix> {
+        let words = row_words(dtype, cols);
+        let row_bytes = (words * 4) as u64;
+        let limit = self.max_binding.min(self.max_buffer);
+        if row_bytes > limit {
+            return Err(Error::TooLarge {
+                file: name.to_string(),
+                tensor: name.to_string(),
+                needed: row_bytes,
+                limit,
+                what: "one row exceeds the storage-binding limit".into(),
+            });
+        }
+        let rows_per_chunk = ((limit / row_bytes) as usize).max(1);
+        let mut chunks = Vec::new();
+        let mut row_start = 0;
+        while row_start < rows || chunks.is_empty() {
+            let n = rows.saturating_sub(row_start).min(rows_per_chunk);
+            let size = ((n.max(1) as u64) * row_bytes).max(4);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size,
+                usage: STORAGE,
+                mapped_at_creation: false,
+            });
+            chunks.push(MatrixChunk {
+                buffer,
+                row_start,
+                rows: n,
+            });
+            row_start += n.max(1);
+        }
+        Ok(GpuMatrix {
+            name: name.to_string(),
+            rows,
+            cols,
+            dtype,
+            row_words: words,
+            chunks,
+        })
+    }
+
+    /// Uploads a whole [rows, cols] matrix from little-endian `dtype` bytes.
+    pub fn upload_matrix(
+        &self,
+        name: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<GpuMatrix> {
+        let m = self.create_matrix(name, dtype, rows, cols)?;
+        m.write_rows(self, 0, bytes)?;
+        Ok(m)
+    }
+
+    /// An f32 storage buffer holding `data`.
+    pub fn upload_f32(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
+        let contents: &[u8] = if data.is_empty() {
+            &[0; 4]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: STORAGE,
+            })
+    }
+
+    pub fn upload_u32(&self, label: &str, data: &[u32]) -> wgpu::Buffer {
+        let contents: &[u8] = if data.is_empty() {
+            &[0; 4]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: STORAGE,
+            })
+    }
+
+    /// A zeroed storage buffer of `len` 4-byte elements; errors if it exceeds the limits.
+    pub fn create_storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        let size = (len.max(1) as u64) * 4;
+        if size > self.max_binding.min(self.max_buffer) {
+            return Err(Error::TooLarge {
+                file: "activations".into(),
+                tensor: label.to_string(),
+                needed: size,
+                limit: self.max_binding.min(self.max_buffer),
+                what: "reduce the context length or the prefill chunk".into(),
+            });
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Reads `len` f32 values at element `offset` of `buffer` (waits for queued work).
+    pub async fn read_f32(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<f32>> {
+        let mut batch = super::Batch::new(self);
+        let rb = batch.read_back(buffer, (offset * 4) as u64, (len * 4) as u64);
+        batch.submit();
+        let mut v = rb.f32s(self).await?;
+        v.truncate(len);
+        Ok(v)
+    }
+}

@@ -1,0 +1,301 @@
+//! One forward pass over a chunk of tokens, recorded into a batch: the decoder layers of
+//! Llama/Mistral/Qwen2 and, for Mixtral-layout MoE layers, router → GPU top-k → the chosen
+//! experts' projections → weighted combine.
+
+use super::session::Session;
+use super::weights::{DenseFfn, Ffn, LayerWeights, MoeFfn};
+use super::Model;
+use crate::gpu::kernels::{self, AttentionShape, Output, RopeTarget};
+use crate::gpu::Batch;
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// Only the chunk's last token (generation).
+    Last,
+    /// Every token of the chunk (perplexity).
+    All,
+}
+
+impl Model {
+    /// Records the pass for `tokens` tokens whose ids are already in `scratch.ids`, at
+    /// positions session.pos…; advances nothing (the caller moves `session.pos`).
+    pub(crate) fn record_chunk(
+        &self,
+        batch: &mut Batch,
+        s: &Session,
+        tokens: usize,
+        wanted: LogitsWanted,
+    ) {
+        let c = &self.config;
+        let sc = &s.scratch;
+        let w = &self.weights;
+        kernels::embed(batch, &sc.ids, &w.embed, &sc.x, tokens);
+        for (i, layer) in w.layers.iter().enumerate() {
+            self.record_attention(batch, s, i, layer, tokens);
+            kernels::rms_norm(
+                batch,
+                &sc.x,
+                &layer.post_attention_norm,
+                &sc.h,
+                tokens,
+                c.hidden_size,
+                c.rms_norm_eps,
+            );
+            match &layer.ffn {
+                Ffn::Dense(ffn) => self.record_dense_ffn(batch, s, ffn, tokens),
+                Ffn::Moe(moe) => self.record_moe_ffn(batch, s, moe, tokens),
+            }
+        }
+        let h = c.hidden_size;
+        let v = c.vocab_size;
+        match wanted {
+            LogitsWanted::All => {
+                kernels::rms_norm(
+                    batch,
+                    &sc.x,
+                    &w.final_norm,
+                    &sc.h,
+                    tokens,
+                    h,
+                    c.rms_norm_eps,
+                );
+                kernels::matmul(
+                    batch,
+                    &sc.h,
+                    tokens,
+                    h,
+                    &w.lm_head,
+                    None,
+                    Output::new(&sc.logits, v),
+                );
+            }
+            LogitsWanted::Last => {
+                batch.copy(
+                    &sc.x,
+                    ((tokens - 1) * h * 4) as u64,
+                    &sc.last_hidden,
+                    0,
+                    (h * 4) as u64,
+                );
+                kernels::rms_norm(
+                    batch,
+                    &sc.last_hidden,
+                    &w.final_norm,
+                    &sc.last_normed,
+                    1,
+                    h,
+                    c.rms_norm_eps,
+                );
+                kernels::matmul(
+                    batch,
+                    &sc.last_normed,
+                    1,
+                    h,
+                    &w.lm_head,
+                    None,
+                    Output::new(&sc.logits, v),
+                );
+            }
+        }
+    }
+
+    fn record_attention(
+        &self,
+        batch: &mut Batch,
+        s: &Session,
+        i: usize,
+        layer: &LayerWeights,
+        tokens: usize,
+    ) {
+        let c = &self.config;
+        let sc = &s.scratch;
+        let a = &layer.attention;
+        let (h, qd, kvd) = (c.hidden_size, c.q_dim(), c.kv_dim());
+        let (k_cache, v_cache) = (&s.k_cache[i], &s.v_cache[i]);
+        kernels::rms_norm(
+            batch,
+            &sc.x,
+            &layer.input_norm,
+            &sc.h,
+            tokens,
+            h,
+            c.rms_norm_eps,
+        );
+        kernels::matmul(
+            batch,
+            &sc.h,
+            tokens,
+            h,
+            &a.q,
+            a.q_bias.as_ref(),
+            Output::new(&sc.q, qd),
+        );
+        // K and V go straight into their cache slots.
+        let slot = s.pos * kvd;
+        kernels::matmul(
+            batch,
+            &sc.h,
+            tokens,
+            h,
+            &a.k,
+            a.k_bias.as_ref(),
+            Output::new(k_cache, kvd).at(slot),
+        );
+        kernels::matmul(
+            batch,
+            &sc.h,
+            tokens,
+            h,
+            &a.v,
+            a.v_bias.as_ref(),
+            Output::new(v_cache, kvd).at(slot),
+        );
+        let rope_target = |buffer, heads, stride, offset| RopeTarget {
+            buffer,
+            tokens,
+            pos0: s.pos,
+            heads,
+            head_dim: c.head_dim,
+            stride,
+            offset,
+        };
+        kernels::rope(
+            batch,
+            rope_target(&sc.q, c.num_heads, qd, 0),
+            &self.rope_cos,
+            &self.rope_sin,
+        );
+        kernels::rope(
+            batch,
+            rope_target(k_cache, c.num_kv_heads, kvd, slot),
+            &self.rope_cos,
+            &self.rope_sin,
+        );
+        let shape = AttentionShape {
+            tokens,
+            pos0: s.pos,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            window: c.sliding_window.unwrap_or(0),
+        };
+        kernels::attention(batch, &sc.q, k_cache, v_cache, &sc.attn, shape);
+        kernels::matmul(
+            batch,
+            &sc.attn,
+            tokens,
+            qd,
+            &a.o,
+            a.o_bias.as_ref(),
+            Output::new(&sc.x, h).accumulate(),
+        );
+    }
+
+    fn record_dense_ffn(&self, batch: &mut Batch, s: &Session, f: &DenseFfn, tokens: usize) {
+        let c = &self.config;
+        let sc = &s.scratch;
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        kernels::matmul(
+            batch,
+            &sc.h,
+            tokens,
+            h,
+            &f.gate,
+            f.gate_bias.as_ref(),
+            Output::new(&sc.gate, i),
+        );
+        kernels::matmul(
+            batch,
+            &sc.h,
+            tokens,
+            h,
+            &f.up,
+            f.up_bias.as_ref(),
+            Output::new(&sc.up, i),
+        );
+        kernels::swiglu(batch, &sc.gate, &sc.up, &sc.act, tokens * i);
+        kernels::matmul(
+            batch,
+            &sc.act,
+            tokens,
+            i,
+            &f.down,
+            f.down_bias.as_ref(),
+            Output::new(&sc.x, h).accumulate(),
+        );
+    }
+
+    fn record_moe_ffn(&self, batch: &mut Batch, s: &Session, m: &MoeFfn, tokens: usize) {
+        let c = &self.config;
+        let sc = &s.scratch;
+        let (h, i, e, k) = (
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_experts,
+            c.experts_per_token,
+        );
+        kernels::matmul(
+            batch,
+            &sc.h,
+            tokens,
+            h,
+            &m.router,
+            None,
+            Output::new(&sc.router_logits, e),
+        );
+        kernels::route_topk(
+            batch,
+            &sc.router_logits,
+            &sc.route_ids,
+            &sc.route_weights,
+            tokens,
+            e,
+            k,
+            true,
+        );
+        kernels::expert_matvec(
+            batch,
+            &sc.h,
+            &m.w1,
+            i,
+            &sc.route_ids,
+            &sc.gate,
+            tokens,
+            k,
+            false,
+        );
+        kernels::expert_matvec(
+            batch,
+            &sc.h,
+            &m.w3,
+            i,
+            &sc.route_ids,
+            &sc.up,
+            tokens,
+            k,
+            false,
+        );
+        kernels::swiglu(batch, &sc.gate, &sc.up, &sc.act, tokens * k * i);
+        kernels::expert_matvec(
+            batch,
+            &sc.act,
+            &m.w2,
+            h,
+            &sc.route_ids,
+            &sc.expert_out,
+            tokens,
+            k,
+            true,
+        );
+        kernels::expert_combine(
+            batch,
+            &sc.expert_out,
+            &sc.route_weights,
+            &sc.x,
+            tokens,
+            k,
+            h,
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The transformer: weights on the GPU, sessions with a KV cache, and forward passes for
+//! dense (Llama, Mistral, Qwen2) and Mixtral-layout MoE decoders.
+
+pub mod forward;
+pub mod open;
+pub mod session;
+pub mod weights;
+
+use std::rc::Rc;
+
+pub use forward::LogitsWanted;
+pub use session::Session;
+
+use crate::checkpoint::{Checkpoint, ModelConfig};
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{self, SampleSettings};
+use crate::gpu::{Batch, GpuContext};
+use weights::ModelWeights;
+
+/// Options for loading a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Longest context any session may hold (KV cache and RoPE table size).
+    pub max_context: usize,
+    /// Tokens per forward pass when feeding a prompt.
+    pub prefill_chunk: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_context: 4096,
+            prefill_chunk: 128,
+        }
+    }
+}
+
+pub struct Model {
+    pub ctx: Rc<GpuContext>,
+    pub config: ModelConfig,
+    pub weights: ModelWeights,
+    pub options: LoadOptions,
+    rope_cos: wgpu::Buffer,
+    rope_sin: wgpu::Buffer,
+}
+
+impl Model {
+    pub async fn load(
+        ctx: Rc<GpuContext>,
+        ckpt: &Checkpoint,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        Self::load_with_progress(ctx, ckpt, options, &mut |_, _| {}).await
+    }
+
+    pub async fn load_with_progress(
+        ctx: Rc<GpuContext>,
+        ckpt: &Checkpoint,
+        mut options: LoadOptions,
+        progress: weights::Progress<'_>,
+    ) -> Result<Self> {
+        let config = ckpt.config.clone();
+        options.max_context = options
+            .max_context
+            .min(config.max_position_embeddings)
+            .max(1);
+        options.prefill_chunk = options.prefill_chunk.clamp(1, options.max_context);
+        let weights = weights::load(ckpt, &ctx, progress).await?;
+        let (cos, sin) = rope_tables(&config, options.max_context);
+        let rope_cos = ctx.upload_f32("rope_cos", &cos);
+        let rope_sin = ctx.upload_f32("rope_sin", &sin);
+        ctx.check_device_error()?;
+        Ok(Self {
+            ctx,
+            config,
+            weights,
+            options,
+            rope_cos,
+            rope_sin,
+        })
+    }
+
+    /// A fresh session (its own KV cache).
+    pub fn session(&self) -> Result<Session> {
+        self.session_with(LogitsWanted::Last)
+    }
+
+    pub fn session_with(&self, wanted: LogitsWanted) -> Result<Session> {
+        Session::new(
+            &self.ctx,
+            &self.config,
+            self.options.max_context,
+            self.options.prefill_chunk,
+            wanted == LogitsWanted::All,
+        )
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("no input tokens".into()));
+        }
+        if let Some(bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Feeds `ids` through the model in chunks, appending them to the session's cache. The
+    /// last chunk's logits (its last position, or all with `LogitsWanted::All`) are left in
+    /// the session's logits buffer; `finish` records extra work into the last chunk's batch.
+    fn feed(
+        &self,
+        s: &mut Session,
+        ids: &[u32],
+        wanted: LogitsWanted,
+        finish: impl FnOnce(&mut Batch, &Session, usize),
+    ) -> Result<()> {
+        self.check_ids(ids)?;
+        s.check_room(ids.len())?;
+        if wanted == LogitsWanted::All && s.scratch.logits_rows < s.scratch.chunk {
+            return Err(Error::InvalidArgument(
+                "this session keeps only the last position's logits".into(),
+            ));
+        }
+        let chunks: Vec<&[u32]> = ids.chunks(s.scratch.chunk).collect();
+        let last = chunks.len() - 1;
+        let mut finish = Some(finish);
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            self.ctx
+                .queue
+                .write_buffer(&s.scratch.ids, 0, bytemuck::cast_slice(chunk));
+            let mut batch = Batch::new(&self.ctx);
+            let want = if n == last {
+                wanted
+            } else {
+                LogitsWanted::Last
+            };
+            self.record_chunk(&mut batch, s, chunk.len(), want);
+            if n == last {
+                if let Some(f) = finish.take() {
+                    f(&mut batch, s, chunk.len());
+                }
+            }
+            batch.submit();
+            s.pos += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Runs `ids` and returns the logits of the last position.
+    pub async fn logits_last(&self, s: &mut Session, ids: &[u32]) -> Result<Vec<f32>> {
+        self.feed(s, ids, LogitsWanted::Last, |_, _, _| {})?;
+        self.ctx
+            .read_f32(&s.scratch.logits, 0, self.config.vocab_size)
+            .await
+    }
+
+    /// Runs `ids` and returns every position's logits ([ids.len(), vocab], row-major).
+    /// The session must have been made with `LogitsWanted::All`.
+    pub async fn logits_all(&self, s: &mut Session, ids: &[u32]) -> Result<Vec<f32>> {
+        let v = self.config.vocab_size;
+        let mut out = Vec::with_capacity(ids.len() * v);
+        for chunk in ids.chunks(s.scratch.chunk) {
+            self.feed(s, chunk, LogitsWanted::All, |_, _, _| {})?;
+            out.extend(
+                self.ctx
+                    .read_f32(&s.scratch.logits, 0, chunk.len() * v)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Runs `ids`, picks the next token on the GPU and reads back only its id.
+    pub async fn next_token(
+        &self,
+        s: &mut Session,
+        ids: &[u32],
+        settings: SampleSettings,
+        draw: f32,
+    ) -> Result<u32> {
+        let v = self.config.vocab_size;
+        let mut readback = None;
+        self.feed(s, ids, LogitsWanted::Last, |batch, session, _| {
+            let sc = &session.scratch;
+            kernels::sample(batch, &sc.logits, 0, v, settings, draw, &sc.sampled);
+            readback = Some(batch.read_back(&sc.sampled, 0, 4));
+        })?;
+        let rb = readback.ok_or_else(|| Error::gpu("sampling was not recorded"))?;
+        let id = rb.u32s(&self.ctx).await?;
+        id.first()
+            .copied()
+            .filter(|&t| (t as usize) < v)
+            .ok_or_else(|| Error::gpu("sampling returned no valid token"))
+    }
+}
+
+/// cos/sin of position × inverse frequency for every position < max_context, computed like
+/// transformers (f32 angle) but with an accurate cosine, since GPU trig loses precision on
+/// large angles.
+fn rope_tables(c: &ModelConfig, max_context: usize) -> (Vec<f32>, Vec<f32>) {
+    let inv_freq = c.rope_inv_freq();
+    let mut cos = Vec::with_capacity(max_context * inv_freq.len());
+    let mut sin = Vec::with_capacity(max_context * inv_freq.len());
+    for pos in 0..max_context {
+        for f in &inv_freq {
+            let angle = (pos as f32 * f) as f64;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}

@@ -1,0 +1,121 @@
+//! A generation session: the KV cache and the scratch buffers one forward pass needs.
+//! Buffers are allocated once per session, never per token.
+
+use crate::checkpoint::ModelConfig;
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+
+pub struct Scratch {
+    /// Tokens one pass processes at most (prompts are fed in chunks of this size).
+    pub chunk: usize,
+    pub ids: wgpu::Buffer,
+    pub x: wgpu::Buffer,
+    pub h: wgpu::Buffer,
+    pub q: wgpu::Buffer,
+    pub attn: wgpu::Buffer,
+    pub gate: wgpu::Buffer,
+    pub up: wgpu::Buffer,
+    pub act: wgpu::Buffer,
+    pub router_logits: wgpu::Buffer,
+    pub route_ids: wgpu::Buffer,
+    pub route_weights: wgpu::Buffer,
+    pub expert_out: wgpu::Buffer,
+    pub last_hidden: wgpu::Buffer,
+    pub last_normed: wgpu::Buffer,
+    /// [chunk, vocab] when every position's logits are wanted, else [1, vocab].
+    pub logits: wgpu::Buffer,
+    pub logits_rows: usize,
+    pub sampled: wgpu::Buffer,
+}
+
+pub struct Session {
+    /// Tokens already in the cache.
+    pub pos: usize,
+    pub max_context: usize,
+    pub k_cache: Vec<wgpu::Buffer>,
+    pub v_cache: Vec<wgpu::Buffer>,
+    pub scratch: Scratch,
+}
+
+impl Session {
+    pub fn new(
+        ctx: &GpuContext,
+        c: &ModelConfig,
+        max_context: usize,
+        chunk: usize,
+        all_logits: bool,
+    ) -> Result<Self> {
+        let per_layer = max_context * c.kv_dim();
+        let mut k_cache = Vec::with_capacity(c.num_layers);
+        let mut v_cache = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            k_cache.push(ctx.create_storage(&format!("k_cache.{i}"), per_layer)?);
+            v_cache.push(ctx.create_storage(&format!("v_cache.{i}"), per_layer)?);
+        }
+        let chunk = fit_chunk(ctx, c, chunk, all_logits);
+        let slots = chunk * c.experts_per_token.max(1);
+        let logits_rows = if all_logits { chunk } else { 1 };
+        let s = |label: &str, len: usize| ctx.create_storage(label, len);
+        let scratch = Scratch {
+            chunk,
+            ids: s("ids", chunk)?,
+            x: s("x", chunk * c.hidden_size)?,
+            h: s("h", chunk * c.hidden_size)?,
+            q: s("q", chunk * c.q_dim())?,
+            attn: s("attn", chunk * c.q_dim())?,
+            gate: s("gate", slots * c.intermediate_size)?,
+            up: s("up", slots * c.intermediate_size)?,
+            act: s("act", slots * c.intermediate_size)?,
+            router_logits: s("router_logits", chunk * c.num_experts.max(1))?,
+            route_ids: s("route_ids", slots)?,
+            route_weights: s("route_weights", slots)?,
+            expert_out: s("expert_out", slots * c.hidden_size)?,
+            last_hidden: s("last_hidden", c.hidden_size)?,
+            last_normed: s("last_normed", c.hidden_size)?,
+            logits: s("logits", logits_rows * c.vocab_size)?,
+            logits_rows,
+            sampled: s("sampled", 4)?,
+        };
+        Ok(Self {
+            pos: 0,
+            max_context,
+            k_cache,
+            v_cache,
+            scratch,
+        })
+    }
+
+    /// Forgets the cached context (the buffers are kept).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    pub fn check_room(&self, tokens: usize) -> Result<()> {
+        if self.pos + tokens > self.max_context {
+            return Err(Error::InvalidArgument(format!(
+                "context is full: {} cached + {tokens} new tokens exceed the session's {} (raise --max-context)",
+                self.pos, self.max_context
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The largest prompt chunk whose scratch buffers fit one storage binding: on small devices
+/// prompts are fed in smaller pieces rather than refused (the KV cache still must fit).
+fn fit_chunk(ctx: &GpuContext, c: &ModelConfig, wanted: usize, all_logits: bool) -> usize {
+    let k = c.experts_per_token.max(1);
+    let widest_row = [
+        c.hidden_size,
+        c.q_dim(),
+        k * c.intermediate_size,
+        k * c.hidden_size,
+        if all_logits { c.vocab_size } else { 0 },
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1) as u64
+        * 4;
+    let limit = ctx.max_binding.min(ctx.max_buffer);
+    wanted.min((limit / widest_row).max(1) as usize)
+}

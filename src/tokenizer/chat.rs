@@ -1,0 +1,130 @@
+//! Chat templates: the Jinja templates of tokenizer_config.json rendered with minijinja, set
+//! up like transformers (trim_blocks, lstrip_blocks, loop controls, `raise_exception`) and
+//! sandboxed: no file or network access, bounded work (fuel) and bounded output.
+
+use minijinja::{Environment, Error as JinjaError, ErrorKind, Value as JinjaValue};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn user(content: &str) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Template instructions a render may spend (a real chat template needs a few thousand).
+const FUEL: u64 = 2_000_000;
+/// Longest rendered prompt accepted.
+const MAX_OUTPUT: usize = 4 << 20;
+
+/// The default template of tokenizer_config.json (a string, or a list of named templates).
+pub fn template_from_config(config: &Value) -> Option<String> {
+    match config.get("chat_template")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(list) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .or_else(|| list.first())
+            .and_then(|t| t.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+pub fn render(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+) -> Result<String, String> {
+    let mut env = Environment::new();
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    env.set_syntax(syntax);
+    env.set_fuel(Some(FUEL));
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<JinjaValue, JinjaError> {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
+    // Templates that print today's date get a fixed one: renders stay reproducible.
+    env.add_function("strftime_now", |_fmt: String| -> String {
+        "26 Jul 2024".to_string()
+    });
+    env.add_template("chat", template)
+        .map_err(|e| format!("chat template does not parse: {e}"))?;
+    let tmpl = env
+        .get_template("chat")
+        .map_err(|e| format!("chat template: {e}"))?;
+    let out = tmpl
+        .render(minijinja::context! {
+            messages => JinjaValue::from(minijinja::value::Serde(messages)),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token.unwrap_or(""),
+            eos_token => eos_token.unwrap_or(""),
+        })
+        .map_err(|e| format!("chat template failed: {e}"))?;
+    if out.len() > MAX_OUTPUT {
+        return Err(format!("chat template output exceeds {MAX_OUTPUT} bytes"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn renders_chatml_with_generation_prompt() {
+        let out = render(CHATML, &[ChatMessage::user("Hi")], true, None, None).unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn python_string_methods_and_raise_exception_work() {
+        let t = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('bad role') }}{% endif %}{{ messages[0]['content'].strip().upper() }}";
+        assert_eq!(
+            render(t, &[ChatMessage::user("  hey ")], false, None, None).unwrap(),
+            "HEY"
+        );
+        let err = render(
+            t,
+            &[ChatMessage {
+                role: "x".into(),
+                content: "".into(),
+            }],
+            false,
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("bad role"), "{err}");
+    }
+
+    #[test]
+    fn runaway_templates_are_stopped() {
+        let t = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        assert!(render(t, &[], false, None, None).is_err());
+    }
+}

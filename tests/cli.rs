@@ -1,0 +1,300 @@
+//! The CLI contract (tests and users rely on it exactly): `logits --json` and
+//! `generate --json` output shapes, and one clear line with a non-zero exit on bad input —
+//! naming the file and tensor, never a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn moegraft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moegraft"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("run moegraft")
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
+}
+
+fn tiny(name: &str) -> PathBuf {
+    fixtures().join("tiny").join(name)
+}
+
+/// Copies a fixture model into a temp dir for corrupting.
+fn copy_model(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(tiny(name)).expect("fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
+/// Runs `logits` on a model that must be refused; returns the one-line error.
+fn refused(model: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["logits", "--model", model.to_str().expect("utf-8 path")];
+    if !extra.iter().any(|a| *a == "--ids" || *a == "--prompt") {
+        args.extend(["--ids", "1,2,3"]);
+    }
+    args.extend(extra);
+    let out = moegraft(&args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "expected one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+#[test]
+fn logits_json_has_the_contracted_fields() {
+    let dir = tiny("tiny-llama");
+    let out = moegraft(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ids",
+        "1,2,3,4,5",
+        "--top",
+        "7",
+        "--json",
+    ]);
+    let v = stdout_json(&out);
+    assert_eq!(u32s(&v["input_ids"]), vec![1, 2, 3, 4, 5]);
+    assert_eq!(v["top_ids"].as_array().unwrap().len(), 7);
+    let logits = f32s(&v["top_logits"]);
+    assert!(
+        logits.windows(2).all(|w| w[0] >= w[1]),
+        "top logits not sorted: {logits:?}"
+    );
+    let reference = json(&fixtures().join("tiny/reference.json"));
+    let want = &u32s(&reference["models"]["tiny-llama"]["cases"][0]["top_ids"])[..7];
+    assert_eq!(u32s(&v["top_ids"]), want);
+}
+
+#[test]
+fn generate_json_and_chat_prompt() {
+    let dir = tiny("tiny-mixtral");
+    let out = moegraft(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--chat",
+        "--max-tokens",
+        "5",
+        "--json",
+    ]);
+    let v = stdout_json(&out);
+    let input = u32s(&v["input_ids"]);
+    assert!(
+        input.len() > 3,
+        "chat template should wrap the prompt: {input:?}"
+    );
+    assert!(u32s(&v["output_ids"]).len() <= 5);
+    assert!(v["text"].is_string());
+
+    // Sampling is reproducible for a seed.
+    let sampled = |seed: &str| {
+        let out = moegraft(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "Hello",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "1.0",
+            "--top-p",
+            "0.9",
+            "--seed",
+            seed,
+            "--json",
+        ]);
+        u32s(&stdout_json(&out)["output_ids"])
+    };
+    assert_eq!(sampled("3"), sampled("3"));
+}
+
+#[test]
+fn streaming_generate_prints_text() {
+    let dir = tiny("tiny-llama");
+    let out = moegraft(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "The quick",
+        "--max-tokens",
+        "6",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+}
+
+#[test]
+fn truncated_safetensors_names_the_file() {
+    let dir = copy_model("tiny-llama");
+    let file = dir.path().join("model.safetensors");
+    let len = std::fs::metadata(&file).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(len / 2).unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(err.contains("tensor '"), "should name the tensor: {err}");
+}
+
+#[test]
+fn garbage_header_is_refused() {
+    let dir = copy_model("tiny-llama");
+    let file = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[8..40].copy_from_slice(&[b'#'; 32]);
+    std::fs::write(&file, &bytes).unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(
+        err.contains("model.safetensors") && err.contains("JSON"),
+        "{err}"
+    );
+
+    bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&file, &bytes).unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("header length"), "{err}");
+}
+
+/// Rewrites a safetensors header through `edit` (data section unchanged).
+fn edit_header(file: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let mut json = serde_json::to_vec(&header).unwrap();
+    while !json.len().is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend(json);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(file, out).unwrap();
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = copy_model("tiny-llama");
+    edit_header(&dir.path().join("model.safetensors"), |h| {
+        h.remove("model.layers.1.mlp.down_proj.weight");
+    });
+    let err = refused(dir.path(), &[]);
+    assert!(
+        err.contains("'model.layers.1.mlp.down_proj.weight' is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn overlapping_tensors_are_refused() {
+    let dir = copy_model("tiny-llama");
+    edit_header(&dir.path().join("model.safetensors"), |h| {
+        let first = h.get("model.norm.weight").cloned().unwrap();
+        h.insert("model.layers.0.input_layernorm.weight".into(), first);
+    });
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("overlaps"), "{err}");
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_shapes() {
+    let dir = copy_model("tiny-llama");
+    edit_config(dir.path(), |c| c["intermediate_size"] = 100.into());
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("model.layers.0.mlp.gate_proj.weight"), "{err}");
+    assert!(
+        err.contains("[96, 64]") && err.contains("[100, 64]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_architecture_is_refused() {
+    let dir = copy_model("tiny-llama");
+    edit_config(dir.path(), |c| {
+        c["model_type"] = "gpt_neox".into();
+        c["architectures"] = serde_json::json!(["GPTNeoXForCausalLM"]);
+    });
+    let err = refused(dir.path(), &[]);
+    assert!(
+        err.contains("config.json") && err.contains("unsupported architecture 'gpt_neox'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let dir = tiny("tiny-llama");
+    let err = refused(&dir, &["--ids", "1,999999"]);
+    assert!(
+        err.contains("999999") && err.contains("vocabulary"),
+        "{err}"
+    );
+    let err = refused(Path::new("/nonexistent/model"), &[]);
+    assert!(err.contains("/nonexistent/model"), "{err}");
+}
+
+#[test]
+fn small_binding_limit_splits_the_vocabulary_projection() {
+    // 16 KiB bindings force the embedding/vocabulary matrix (100 KiB) into several row
+    // chunks; results must not change.
+    let dir = tiny("tiny-llama");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            "1,2,3,4,5",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        stdout_json(&moegraft(&a))
+    };
+    let full = args(&[]);
+    let split = args(&["--max-binding", "16384", "--max-context", "64"]);
+    assert_eq!(full["top_ids"], split["top_ids"]);
+    let diff = max_abs_diff(&f32s(&full["top_logits"]), &f32s(&split["top_logits"]));
+    assert!(diff < 1e-4, "{diff}");
+}

@@ -1,0 +1,1468 @@
+//! Every GPU kernel against a plain CPU reference written here, over deterministic random
+//! shapes (odd sizes included) and, where a kernel reads weights, every weight dtype (f32,
+//! f16, bf16; references use the rounded weights). Weight matrices are also split into
+//! several row chunks (a tiny `max_binding_override`) so chunk boundaries fall mid-matrix, and
+//! one test launches grids of more than 65 535 workgroups so the y dimension is used.
+//! Elements a kernel must not touch are checked to be bit-for-bit unchanged.
+
+use half::{bf16, f16};
+use moegraft::checkpoint::DType;
+use moegraft::gpu::kernels::{self, AttentionShape, Output, RopeTarget, SampleSettings};
+use moegraft::gpu::{Batch, GpuContext, GpuMatrix, GpuOptions};
+
+const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+/// f32 machine epsilon (2⁻²³), the unit of every tolerance below.
+const EPS: f64 = f32::EPSILON as f64;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// SplitMix64: a small deterministic generator, so every run sees the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    fn bool(&mut self) -> bool {
+        self.next_u64() & 1 == 1
+    }
+    fn pick<T: Copy>(&mut self, values: &[T]) -> T {
+        values[self.below(values.len())]
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+}
+
+fn context(max_binding_override: Option<u64>) -> GpuContext {
+    pollster::block_on(GpuContext::new(GpuOptions {
+        max_binding_override,
+        ..Default::default()
+    }))
+    .expect("a GPU adapter (lavapipe is enough)")
+}
+
+fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    pollster::block_on(ctx.read_f32(buffer, 0, len)).expect("read-back")
+}
+
+fn read_u32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Vec<u32> {
+    let mut batch = Batch::new(ctx);
+    let rb = batch.read_back(buffer, 0, (len * 4) as u64);
+    batch.submit();
+    let mut v = pollster::block_on(rb.u32s(ctx)).expect("read-back");
+    v.truncate(len);
+    v
+}
+
+/// Little-endian bytes of `values` in `dtype`, and the values as the GPU will see them.
+fn quantize(dtype: DType, values: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let mut bytes = Vec::with_capacity(values.len() * dtype.size());
+    let mut rounded = Vec::with_capacity(values.len());
+    for &v in values {
+        match dtype {
+            DType::F32 => {
+                bytes.extend_from_slice(&v.to_le_bytes());
+                rounded.push(v);
+            }
+            DType::F16 => {
+                let h = f16::from_f32(v);
+                bytes.extend_from_slice(&h.to_le_bytes());
+                rounded.push(h.to_f32());
+            }
+            DType::BF16 => {
+                let h = bf16::from_f32(v);
+                bytes.extend_from_slice(&h.to_le_bytes());
+                rounded.push(h.to_f32());
+            }
+        }
+    }
+    (bytes, rounded)
+}
+
+/// A random [rows, cols] matrix on the GPU and its rounded values on the CPU.
+fn random_matrix(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+) -> (GpuMatrix, Vec<f32>) {
+    let (bytes, rounded) = quantize(dtype, &rng.vec(rows * cols, 1.0));
+    let m = ctx
+        .upload_matrix("w", dtype, rows, cols, &bytes)
+        .expect("upload matrix");
+    (m, rounded)
+}
+
+/// Asserts |got − want| ≤ tol element-wise (tol 0: bit-for-bit equal, for untouched
+/// elements) and returns the largest error/tolerance ratio among toleranced elements.
+fn assert_close(label: &str, got: &[f32], want: &[f64], tol: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "{label}: length");
+    let mut worst = 0.0f64;
+    let mut failures = Vec::new();
+    for i in 0..got.len() {
+        let g = got[i] as f64;
+        let ok = if tol[i] == 0.0 {
+            got[i].to_bits() == (want[i] as f32).to_bits()
+        } else {
+            let err = (g - want[i]).abs();
+            worst = worst.max(err / tol[i]);
+            err <= tol[i]
+        };
+        if !ok {
+            failures.push(i);
+        }
+    }
+    if let Some(&first) = failures.first() {
+        let show: Vec<String> = failures
+            .iter()
+            .take(6)
+            .map(|&i| {
+                format!(
+                    "[{i}] got {} want {} (|err| {:.3e}, tol {:.3e})",
+                    got[i],
+                    want[i],
+                    (got[i] as f64 - want[i]).abs(),
+                    tol[i]
+                )
+            })
+            .collect();
+        panic!(
+            "{label}: {} of {} elements wrong, first at {first}: {}",
+            failures.len(),
+            got.len(),
+            show.join("; ")
+        );
+    }
+    worst
+}
+
+/// Tolerance for an f32 dot product of `k` terms whose absolute values sum to `abs_sum`:
+/// a few ulps per √k (the error of a sum of k roundings grows like √k).
+fn dot_tol(k: usize, abs_sum: f64) -> f64 {
+    4.0 * EPS * ((k as f64).sqrt() + 1.0) * abs_sum
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul (matvec for < 8 tokens, matmul_tiled from 8)
+
+#[derive(Debug, Clone, Copy)]
+struct MatmulCase {
+    tokens: usize,
+    rows: usize,
+    cols: usize,
+    x_stride: usize,
+    y_stride: usize,
+    y_offset: usize,
+    bias: bool,
+    accumulate: bool,
+}
+
+impl MatmulCase {
+    fn plain(tokens: usize, rows: usize, cols: usize) -> Self {
+        MatmulCase {
+            tokens,
+            rows,
+            cols,
+            x_stride: cols,
+            y_stride: rows,
+            y_offset: 0,
+            bias: false,
+            accumulate: false,
+        }
+    }
+    fn random(rng: &mut Rng, tokens: &[usize], rows: &[usize], cols: &[usize]) -> Self {
+        let (t, r, c) = (rng.pick(tokens), rng.pick(rows), rng.pick(cols));
+        MatmulCase {
+            tokens: t,
+            rows: r,
+            cols: c,
+            x_stride: c + rng.pick(&[0, 0, 1, 5]),
+            y_stride: r + rng.pick(&[0, 0, 3, 11]),
+            y_offset: rng.pick(&[0, 0, 1, 13, 100]),
+            bias: rng.bool(),
+            accumulate: rng.bool(),
+        }
+    }
+}
+
+/// Runs one matmul and checks every element of y; returns (chunks, worst err/tol).
+fn check_matmul(ctx: &GpuContext, rng: &mut Rng, dtype: DType, c: MatmulCase) -> (usize, f64) {
+    let label = format!("matmul {dtype:?} {c:?}");
+    let (w, wv) = random_matrix(ctx, rng, dtype, c.rows, c.cols);
+    let x = rng.vec((c.tokens - 1) * c.x_stride + c.cols, 1.0);
+    let bias = rng.vec(c.rows, 1.0);
+    let y_len = c.y_offset + (c.tokens - 1) * c.y_stride + c.rows + 7;
+    let y0 = rng.vec(y_len, 1.0);
+    let (xb, bb, yb) = (
+        ctx.upload_f32("x", &x),
+        ctx.upload_f32("bias", &bias),
+        ctx.upload_f32("y", &y0),
+    );
+
+    let mut batch = Batch::new(ctx);
+    let mut out = Output::new(&yb, c.y_stride).at(c.y_offset);
+    if c.accumulate {
+        out = out.accumulate();
+    }
+    kernels::matmul(
+        &mut batch,
+        &xb,
+        c.tokens,
+        c.x_stride,
+        &w,
+        c.bias.then_some(&bb),
+        out,
+    );
+    batch.submit();
+    let got = read_f32(ctx, &yb, y_len);
+
+    let mut want: Vec<f64> = y0.iter().map(|&v| v as f64).collect();
+    let mut tol = vec![0.0; y_len];
+    for t in 0..c.tokens {
+        for n in 0..c.rows {
+            let (mut dot, mut abs) = (0.0f64, 0.0f64);
+            for k in 0..c.cols {
+                let term = x[t * c.x_stride + k] as f64 * wv[n * c.cols + k] as f64;
+                dot += term;
+                abs += term.abs();
+            }
+            let i = c.y_offset + t * c.y_stride + n;
+            let mut extra = 0.0f64;
+            if c.bias {
+                dot += bias[n] as f64;
+                extra += (bias[n] as f64).abs();
+            }
+            if c.accumulate {
+                dot += y0[i] as f64;
+                extra += (y0[i] as f64).abs();
+            }
+            want[i] = dot;
+            tol[i] = dot_tol(c.cols, abs) + 2.0 * EPS * (abs + extra) + 1e-30;
+        }
+    }
+    let worst = assert_close(&label, &got, &want, &tol);
+    (w.chunks.len(), worst)
+}
+
+const TOKENS: [usize; 12] = [1, 2, 3, 5, 7, 8, 9, 17, 31, 33, 64, 70];
+const SIZES: [usize; 12] = [1, 2, 3, 7, 16, 17, 32, 33, 64, 95, 130, 257];
+
+#[test]
+fn matmul_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(1);
+    let mut worst = 0.0f64;
+    for dtype in DTYPES {
+        let mut cases = vec![
+            MatmulCase::plain(1, 1, 1),
+            MatmulCase::plain(1, 3, 2),
+            MatmulCase::plain(3, 7, 3),
+            MatmulCase::plain(7, 17, 33), // largest matvec
+            MatmulCase::plain(8, 33, 17), // smallest tiled
+            MatmulCase::plain(9, 95, 130),
+            MatmulCase::plain(33, 130, 95),
+            MatmulCase::plain(64, 64, 64),
+            MatmulCase::plain(40, 1, 1),
+            MatmulCase {
+                bias: true,
+                ..MatmulCase::plain(2, 5, 9)
+            },
+            MatmulCase {
+                accumulate: true,
+                y_offset: 3,
+                y_stride: 20,
+                ..MatmulCase::plain(5, 17, 31)
+            },
+            MatmulCase {
+                bias: true,
+                accumulate: true,
+                x_stride: 40,
+                y_offset: 50,
+                y_stride: 71,
+                ..MatmulCase::plain(17, 65, 33)
+            },
+        ];
+        for _ in 0..10 {
+            cases.push(MatmulCase::random(&mut rng, &TOKENS, &SIZES, &SIZES));
+        }
+        for c in cases {
+            worst = worst.max(check_matmul(&ctx, &mut rng, dtype, c).1);
+        }
+    }
+    eprintln!("matmul: worst error/tolerance {worst:.3}");
+}
+
+#[test]
+fn matmul_split_matrix_matches_cpu() {
+    // 4004-byte bindings: e.g. 10 rows of 95 f32 per chunk, 58 rows of 17 — chunk boundaries
+    // fall inside 4-row matvec blocks and 32-row tiles.
+    let ctx = context(Some(4004));
+    let mut rng = Rng::new(2);
+    let mut worst = 0.0f64;
+    let mut split = 0;
+    for dtype in DTYPES {
+        let mut cases = vec![
+            MatmulCase::plain(1, 130, 95),
+            MatmulCase::plain(7, 300, 17),
+            MatmulCase::plain(8, 130, 95),
+            MatmulCase::plain(33, 200, 33),
+            MatmulCase {
+                bias: true,
+                accumulate: true,
+                x_stride: 19,
+                y_offset: 7,
+                y_stride: 133,
+                ..MatmulCase::plain(3, 130, 17)
+            },
+            MatmulCase {
+                bias: true,
+                accumulate: true,
+                x_stride: 260,
+                y_offset: 1,
+                y_stride: 96,
+                ..MatmulCase::plain(20, 95, 257)
+            },
+        ];
+        for _ in 0..6 {
+            cases.push(MatmulCase::random(
+                &mut rng,
+                &TOKENS,
+                &[33, 64, 95, 130, 200],
+                &[3, 17, 33, 64, 95, 130, 257],
+            ));
+        }
+        for c in cases {
+            let (chunks, w) = check_matmul(&ctx, &mut rng, dtype, c);
+            worst = worst.max(w);
+            split += (chunks > 1) as usize;
+        }
+    }
+    assert!(split >= 30, "only {split} matrices were split");
+    eprintln!("matmul split: worst error/tolerance {worst:.3}, {split} split matrices");
+}
+
+// ---------------------------------------------------------------------------------------------
+// rms_norm
+
+#[test]
+fn rms_norm_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(3);
+    let mut worst = 0.0f64;
+    let mut cases: Vec<(usize, usize, f32, f32)> = vec![
+        (1, 1, 1e-5, 1.0),
+        (3, 7, 1e-6, 1.0),
+        (2, 64, 1e-5, 1.0),
+        (5, 65, 1e-5, 100.0),
+        (1, 4096, 1e-6, 1.0),
+        (2, 33, 1e-5, 0.0), // all zeros: eps keeps it finite
+        (4, 130, 1e-5, 1e-3),
+    ];
+    for _ in 0..8 {
+        cases.push((
+            rng.pick(&[1, 2, 3, 7, 17]),
+            rng.pick(&[1, 3, 7, 17, 33, 63, 64, 95, 130, 1000]),
+            rng.pick(&[1e-5, 1e-6]),
+            1.0,
+        ));
+    }
+    for (tokens, dim, eps, amp) in cases {
+        let label = format!("rms_norm tokens {tokens} dim {dim} eps {eps} amp {amp}");
+        let x = rng.vec(tokens * dim, amp);
+        let weight = rng.vec(dim, 2.0);
+        let y0 = rng.vec(tokens * dim + 5, 1.0);
+        let (xb, wb, yb) = (
+            ctx.upload_f32("x", &x),
+            ctx.upload_f32("w", &weight),
+            ctx.upload_f32("y", &y0),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::rms_norm(&mut batch, &xb, &wb, &yb, tokens, dim, eps);
+        batch.submit();
+        let got = read_f32(&ctx, &yb, y0.len());
+
+        let mut want: Vec<f64> = y0.iter().map(|&v| v as f64).collect();
+        let mut tol = vec![0.0; want.len()];
+        for t in 0..tokens {
+            let row = &x[t * dim..(t + 1) * dim];
+            let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / dim as f64;
+            let scale = 1.0 / (ms + eps as f64).sqrt();
+            for i in 0..dim {
+                let v = row[i] as f64 * scale * weight[i] as f64;
+                want[t * dim + i] = v;
+                tol[t * dim + i] = 8.0 * EPS * v.abs() + 1e-30;
+            }
+        }
+        worst = worst.max(assert_close(&label, &got, &want, &tol));
+    }
+    eprintln!("rms_norm: worst error/tolerance {worst:.3}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// rope
+
+/// cos/sin tables, row `pos` holding head_dim/2 values (theta base 10000).
+fn rope_tables(positions: usize, head_dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for pos in 0..positions {
+        for j in 0..half {
+            let inv = 10000f64.powf(-2.0 * j as f64 / head_dim as f64);
+            let angle = pos as f64 * inv;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+#[test]
+fn rope_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(4);
+    let mut worst = 0.0f64;
+    // (tokens, pos0, heads, head_dim, extra stride, offset)
+    let mut cases: Vec<(usize, usize, usize, usize, usize, usize)> = vec![
+        (1, 0, 1, 2, 0, 0),
+        (3, 5, 2, 6, 8, 3),
+        (7, 100, 4, 10, 0, 40),
+        (17, 1000, 3, 20, 5, 1),
+        (5, 33, 8, 64, 128, 512),
+        (2, 4000, 2, 128, 0, 0),
+    ];
+    for _ in 0..6 {
+        cases.push((
+            rng.pick(&[1, 2, 3, 7, 17, 33]),
+            rng.pick(&[0, 1, 7, 64, 130, 999]),
+            rng.pick(&[1, 2, 3, 4, 7]),
+            rng.pick(&[2, 4, 6, 10, 20, 64, 128]),
+            rng.pick(&[0, 3, 64]),
+            rng.pick(&[0, 1, 17, 256]),
+        ));
+    }
+    for (tokens, pos0, heads, head_dim, extra, offset) in cases {
+        let stride = heads * head_dim + extra;
+        let label = format!(
+            "rope tokens {tokens} pos0 {pos0} heads {heads} head_dim {head_dim} stride {stride} offset {offset}"
+        );
+        let half = head_dim / 2;
+        // Exactly pos0 + tokens rows: a read past them would not match.
+        let (cos, sin) = rope_tables(pos0 + tokens, head_dim);
+        let len = offset + tokens * stride + 9;
+        let v0 = rng.vec(len, 2.0);
+        let (vb, cb, sb) = (
+            ctx.upload_f32("v", &v0),
+            ctx.upload_f32("cos", &cos),
+            ctx.upload_f32("sin", &sin),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::rope(
+            &mut batch,
+            RopeTarget {
+                buffer: &vb,
+                tokens,
+                pos0,
+                heads,
+                head_dim,
+                stride,
+                offset,
+            },
+            &cb,
+            &sb,
+        );
+        batch.submit();
+        let got = read_f32(&ctx, &vb, len);
+
+        let mut want: Vec<f64> = v0.iter().map(|&v| v as f64).collect();
+        let mut tol = vec![0.0; len];
+        for t in 0..tokens {
+            for h in 0..heads {
+                let base = offset + t * stride + h * head_dim;
+                for j in 0..half {
+                    let c = cos[(pos0 + t) * half + j] as f64;
+                    let s = sin[(pos0 + t) * half + j] as f64;
+                    let (x1, x2) = (v0[base + j] as f64, v0[base + j + half] as f64);
+                    want[base + j] = x1 * c - x2 * s;
+                    want[base + j + half] = x2 * c + x1 * s;
+                    let t1 = 2.0 * EPS * ((x1 * c).abs() + (x2 * s).abs()) + 1e-30;
+                    let t2 = 2.0 * EPS * ((x2 * c).abs() + (x1 * s).abs()) + 1e-30;
+                    tol[base + j] = t1;
+                    tol[base + j + half] = t2;
+                }
+            }
+        }
+        worst = worst.max(assert_close(&label, &got, &want, &tol));
+    }
+    eprintln!("rope: worst error/tolerance {worst:.3}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention
+
+fn check_attention(ctx: &GpuContext, rng: &mut Rng, s: AttentionShape) -> f64 {
+    let label = format!(
+        "attention tokens {} pos0 {} heads {} kv_heads {} head_dim {} window {}",
+        s.tokens, s.pos0, s.heads, s.kv_heads, s.head_dim, s.window
+    );
+    let (hd, kvd) = (s.head_dim, s.kv_heads * s.head_dim);
+    let positions = s.pos0 + s.tokens;
+    let q = rng.vec(s.tokens * s.heads * hd, 1.5);
+    // Three positions past the last query hold huge values: reading them breaks the result.
+    let mut k = rng.vec((positions + 3) * kvd, 1.5);
+    let mut v = rng.vec((positions + 3) * kvd, 1.0);
+    for i in positions * kvd..(positions + 3) * kvd {
+        k[i] = 50.0;
+        v[i] = 1000.0;
+    }
+    let out0 = rng.vec(q.len() + 4, 1.0);
+    let (qb, kb, vb, ob) = (
+        ctx.upload_f32("q", &q),
+        ctx.upload_f32("k", &k),
+        ctx.upload_f32("v", &v),
+        ctx.upload_f32("out", &out0),
+    );
+    let mut batch = Batch::new(ctx);
+    kernels::attention(&mut batch, &qb, &kb, &vb, &ob, s);
+    batch.submit();
+    let got = read_f32(ctx, &ob, out0.len());
+
+    let scale = 1.0 / (hd as f64).sqrt();
+    let group = s.heads / s.kv_heads;
+    let mut want: Vec<f64> = out0.iter().map(|&x| x as f64).collect();
+    let mut tol = vec![0.0; want.len()];
+    for t in 0..s.tokens {
+        let pos = s.pos0 + t;
+        let start = if s.window > 0 {
+            (pos + 1).saturating_sub(s.window)
+        } else {
+            0
+        };
+        for h in 0..s.heads {
+            let qo = (t * s.heads + h) * hd;
+            let ko = (h / group) * hd;
+            let mut scores = Vec::new();
+            let mut abs_max = 0.0f64;
+            for j in start..=pos {
+                let (mut dot, mut abs) = (0.0, 0.0);
+                for d in 0..hd {
+                    let term = q[qo + d] as f64 * k[j * kvd + ko + d] as f64;
+                    dot += term;
+                    abs += term.abs();
+                }
+                scores.push(dot * scale);
+                abs_max = f64::max(abs_max, abs * scale);
+            }
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let p: Vec<f64> = scores.iter().map(|sc| (sc - m).exp()).collect();
+            let z: f64 = p.iter().sum();
+            let n = p.len();
+            // Score errors (a dot product of hd terms) shift the weights relatively; exp and
+            // the two sums over n keys add a few ulps each.
+            let rel = dot_tol(hd, abs_max) + 8.0 * EPS * ((n as f64).sqrt() + 4.0);
+            for d in 0..hd {
+                let (mut o, mut vmax) = (0.0, 0.0f64);
+                for (i, j) in (start..=pos).enumerate() {
+                    let vv = v[j * kvd + ko + d] as f64;
+                    o += p[i] * vv;
+                    vmax = vmax.max(vv.abs());
+                }
+                want[qo + d] = o / z;
+                tol[qo + d] = 2.0 * rel * vmax + 1e-30;
+            }
+        }
+    }
+    assert_close(&label, &got, &want, &tol)
+}
+
+#[test]
+fn attention_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(5);
+    let shape = |tokens, pos0, heads, kv_heads, head_dim, window| AttentionShape {
+        tokens,
+        pos0,
+        heads,
+        kv_heads,
+        head_dim,
+        window,
+    };
+    let mut cases = vec![
+        shape(1, 0, 1, 1, 1, 0),
+        shape(1, 100, 4, 2, 6, 0),
+        shape(3, 70, 6, 3, 10, 0),
+        shape(5, 130, 8, 2, 20, 0),
+        shape(2, 200, 4, 4, 128, 0),
+        shape(4, 61, 2, 1, 7, 0), // the queries straddle the 64-key tile boundary
+        shape(70, 0, 2, 1, 16, 0), // prefill: causal inside the chunk, two tiles
+        shape(9, 150, 4, 2, 20, 33),
+        shape(3, 300, 2, 1, 64, 64),
+        shape(6, 90, 2, 2, 16, 1),
+        shape(2, 10, 2, 1, 10, 100),   // window longer than the context
+        shape(1, 257, 2, 1, 200, 100), // head_dim > 128: all four accumulators
+        shape(17, 64, 4, 1, 32, 70),
+        shape(2, 129, 3, 3, 256, 0), // the largest head_dim the kernel holds
+    ];
+    for _ in 0..8 {
+        let kv_heads = rng.pick(&[1, 2, 3]);
+        cases.push(shape(
+            rng.pick(&[1, 2, 3, 7, 17]),
+            rng.pick(&[0, 1, 63, 64, 65, 127, 200, 333]),
+            kv_heads * rng.pick(&[1, 2, 4]),
+            kv_heads,
+            rng.pick(&[2, 6, 10, 20, 33, 64, 96, 128]),
+            rng.pick(&[0, 0, 1, 17, 64, 65, 150]),
+        ));
+    }
+    let mut worst = 0.0f64;
+    for s in cases {
+        worst = worst.max(check_attention(&ctx, &mut rng, s));
+    }
+    eprintln!("attention: worst error/tolerance {worst:.3}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// swiglu and add
+
+#[test]
+fn swiglu_and_add_match_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(6);
+    let mut worst = 0.0f64;
+    for count in [1, 3, 255, 256, 257, 1000, 65537] {
+        let mut gate = rng.vec(count, 8.0);
+        if count > 10 {
+            // Large magnitudes, where exp(−g) overflows or vanishes.
+            gate[..6].copy_from_slice(&[-100.0, -90.0, -30.0, 30.0, 90.0, 100.0]);
+        }
+        let up = rng.vec(count, 2.0);
+        let out0 = rng.vec(count + 3, 1.0);
+        let (gb, ub) = (ctx.upload_f32("gate", &gate), ctx.upload_f32("up", &up));
+        let (sb, ab) = (
+            ctx.upload_f32("swiglu", &out0),
+            ctx.upload_f32("add", &out0),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::swiglu(&mut batch, &gb, &ub, &sb, count);
+        kernels::add(&mut batch, &gb, &ub, &ab, count);
+        batch.submit();
+        let (got_s, got_a) = (
+            read_f32(&ctx, &sb, count + 3),
+            read_f32(&ctx, &ab, count + 3),
+        );
+
+        let mut want_s: Vec<f64> = out0.iter().map(|&v| v as f64).collect();
+        let mut want_a = want_s.clone();
+        let mut tol = vec![0.0; count + 3];
+        for i in 0..count {
+            let g = gate[i] as f64;
+            want_s[i] = g / (1.0 + (-g).exp()) * up[i] as f64;
+            tol[i] = 8.0 * EPS * want_s[i].abs() + 1e-30;
+            want_a[i] = (gate[i] + up[i]) as f64; // f32 addition is exact to the ulp
+        }
+        let label = format!("swiglu count {count}");
+        worst = worst.max(assert_close(&label, &got_s, &want_s, &tol));
+        let exact = vec![0.0; count + 3];
+        assert_close(&format!("add count {count}"), &got_a, &want_a, &exact);
+    }
+    eprintln!("swiglu: worst error/tolerance {worst:.3}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// embed
+
+#[test]
+fn embed_matches_cpu() {
+    // Small bindings: bigger tables are split into row chunks, smaller ones are not.
+    let ctx = context(Some(3000));
+    let mut rng = Rng::new(7);
+    let mut split = 0;
+    for dtype in DTYPES {
+        let mut cases: Vec<(usize, usize, usize)> = vec![
+            (1, 1, 1),
+            (5, 3, 7),
+            (17, 100, 33),
+            (9, 300, 17),
+            (64, 50, 95),
+        ];
+        for _ in 0..5 {
+            cases.push((
+                rng.pick(&[1, 2, 3, 7, 17, 33, 64]),
+                rng.pick(&[1, 7, 64, 130, 257]),
+                rng.pick(&[1, 2, 3, 17, 33, 64, 95, 130]),
+            ));
+        }
+        for (tokens, vocab, cols) in cases {
+            let label = format!("embed {dtype:?} tokens {tokens} vocab {vocab} cols {cols}");
+            let (table, tv) = random_matrix(&ctx, &mut rng, dtype, vocab, cols);
+            split += (table.chunks.len() > 1) as usize;
+            let mut ids: Vec<u32> = (0..tokens).map(|_| rng.below(vocab) as u32).collect();
+            ids[0] = (vocab - 1) as u32;
+            if tokens > 2 {
+                ids[1] = 0;
+                ids[2] = ids[0]; // a repeated id
+            }
+            let out0 = rng.vec(tokens * cols + 3, 1.0);
+            let (ib, ob) = (ctx.upload_u32("ids", &ids), ctx.upload_f32("out", &out0));
+            let mut batch = Batch::new(&ctx);
+            kernels::embed(&mut batch, &ib, &table, &ob, tokens);
+            batch.submit();
+            let got = read_f32(&ctx, &ob, out0.len());
+            let mut want: Vec<f64> = out0.iter().map(|&v| v as f64).collect();
+            for (t, &id) in ids.iter().enumerate() {
+                for k in 0..cols {
+                    want[t * cols + k] = tv[id as usize * cols + k] as f64;
+                }
+            }
+            assert_close(&label, &got, &want, &vec![0.0; want.len()]);
+        }
+    }
+    assert!(split >= 6, "only {split} tables were split");
+}
+
+// ---------------------------------------------------------------------------------------------
+// MoE: route_topk, expert_matvec, expert_combine
+
+/// softmax → top-k (ties to the lower index) → optional renormalisation, per token.
+fn route_cpu(logits: &[f32], experts: usize, top_k: usize, renorm: bool) -> (Vec<u32>, Vec<f64>) {
+    let (mut ids, mut weights) = (Vec::new(), Vec::new());
+    for row in logits.chunks(experts) {
+        let m = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let e: Vec<f64> = row.iter().map(|&l| (l as f64 - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        let mut order: Vec<usize> = (0..experts).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        let chosen = &order[..top_k];
+        let total: f64 = chosen.iter().map(|&i| e[i] / z).sum();
+        for &i in chosen {
+            ids.push(i as u32);
+            weights.push(if renorm { e[i] / z / total } else { e[i] / z });
+        }
+    }
+    (ids, weights)
+}
+
+#[test]
+fn route_topk_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(8);
+    // (tokens, experts, top_k, renormalize, logit step)
+    let mut cases: Vec<(usize, usize, usize, bool, f32)> = vec![
+        (1, 1, 1, true, 0.5),
+        (3, 2, 2, false, 0.5),
+        (5, 4, 2, true, 0.5),
+        (17, 8, 2, true, 0.25),
+        (65, 60, 4, false, 0.5),
+        (7, 64, 8, true, 1.0),
+        (3, 128, 6, true, 0.5),
+        (130, 256, 8, false, 0.25),
+        (4, 17, 17, true, 0.5),
+        (2, 8, 1, false, 0.0), // every logit equal: ids 0.., weight 1/experts
+    ];
+    for _ in 0..8 {
+        let experts = rng.pick(&[2, 3, 8, 17, 33, 64, 100, 256]);
+        cases.push((
+            rng.pick(&[1, 2, 3, 17, 64, 65]),
+            experts,
+            rng.pick(&[1, 2, 4, 6, 8]).min(experts),
+            rng.bool(),
+            rng.pick(&[0.25, 0.5, 1.0]),
+        ));
+    }
+    for (tokens, experts, top_k, renorm, step) in cases {
+        let label =
+            format!("route_topk tokens {tokens} experts {experts} top_k {top_k} renorm {renorm}");
+        // Logits on a coarse grid: many exact ties, and distinct values far apart relative to
+        // f32 rounding, so the order is unambiguous.
+        let logits: Vec<f32> = (0..tokens * experts)
+            .map(|_| (rng.below(21) as f32 - 10.0) * step)
+            .collect();
+        let (lb, ib, wb) = (
+            ctx.upload_f32("logits", &logits),
+            ctx.upload_u32("ids", &vec![u32::MAX; tokens * top_k + 1]),
+            ctx.upload_f32("weights", &vec![-7.0; tokens * top_k + 1]),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::route_topk(&mut batch, &lb, &ib, &wb, tokens, experts, top_k, renorm);
+        batch.submit();
+        let got_ids = read_u32(&ctx, &ib, tokens * top_k + 1);
+        let got_w = read_f32(&ctx, &wb, tokens * top_k + 1);
+        let (mut want_ids, mut want_w) = route_cpu(&logits, experts, top_k, renorm);
+        want_ids.push(u32::MAX);
+        want_w.push(-7.0);
+        assert_eq!(got_ids, want_ids, "{label}: ids");
+        let mut tol = vec![1e-6; want_w.len()];
+        *tol.last_mut().unwrap() = 0.0;
+        assert_close(&format!("{label}: weights"), &got_w, &want_w, &tol);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ExpertCase {
+    tokens: usize,
+    top_k: usize,
+    experts: usize,
+    rows: usize,
+    cols: usize,
+    x_per_slot: bool,
+}
+
+fn check_expert_matvec(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    dtype: DType,
+    c: ExpertCase,
+) -> (usize, f64) {
+    let label = format!("expert_matvec {dtype:?} {c:?}");
+    let (w, wv) = random_matrix(ctx, rng, dtype, c.experts * c.rows, c.cols);
+    let slots = c.tokens * c.top_k;
+    let ids: Vec<u32> = (0..slots).map(|_| rng.below(c.experts) as u32).collect();
+    let x_rows = if c.x_per_slot { slots } else { c.tokens };
+    let x = rng.vec(x_rows * c.cols, 1.0);
+    let y0 = rng.vec(slots * c.rows + 5, 1.0);
+    let (xb, ib, yb) = (
+        ctx.upload_f32("x", &x),
+        ctx.upload_u32("ids", &ids),
+        ctx.upload_f32("y", &y0),
+    );
+    let mut batch = Batch::new(ctx);
+    kernels::expert_matvec(
+        &mut batch,
+        &xb,
+        &w,
+        c.rows,
+        &ib,
+        &yb,
+        c.tokens,
+        c.top_k,
+        c.x_per_slot,
+    );
+    batch.submit();
+    let got = read_f32(ctx, &yb, y0.len());
+
+    let mut want: Vec<f64> = y0.iter().map(|&v| v as f64).collect();
+    let mut tol = vec![0.0; want.len()];
+    for slot in 0..slots {
+        let xr = if c.x_per_slot { slot } else { slot / c.top_k };
+        let e = ids[slot] as usize;
+        for n in 0..c.rows {
+            let (mut dot, mut abs) = (0.0f64, 0.0f64);
+            for k in 0..c.cols {
+                let term = x[xr * c.cols + k] as f64 * wv[(e * c.rows + n) * c.cols + k] as f64;
+                dot += term;
+                abs += term.abs();
+            }
+            want[slot * c.rows + n] = dot;
+            tol[slot * c.rows + n] = dot_tol(c.cols, abs) + 1e-30;
+        }
+    }
+    let worst = assert_close(&label, &got, &want, &tol);
+    (w.chunks.len(), worst)
+}
+
+#[test]
+fn expert_matvec_matches_cpu() {
+    // 2000-byte bindings: stacks of more than a few experts split, mid-expert.
+    let ctx = context(Some(2000));
+    let mut rng = Rng::new(9);
+    let mut worst = 0.0f64;
+    let mut split = 0;
+    for dtype in DTYPES {
+        for x_per_slot in [false, true] {
+            let case = |tokens, top_k, experts, rows, cols| ExpertCase {
+                tokens,
+                top_k,
+                experts,
+                rows,
+                cols,
+                x_per_slot,
+            };
+            let mut cases = vec![
+                case(1, 1, 1, 1, 1),
+                case(1, 2, 4, 7, 17),
+                case(3, 2, 8, 17, 33),
+                case(2, 4, 8, 33, 95),
+                case(5, 2, 4, 64, 3),
+                case(1, 8, 16, 9, 130),
+            ];
+            for _ in 0..3 {
+                cases.push(case(
+                    rng.pick(&[1, 2, 3, 5, 9]),
+                    rng.pick(&[1, 2, 4]),
+                    rng.pick(&[1, 2, 4, 8]),
+                    rng.pick(&[1, 3, 7, 17, 33, 64]),
+                    rng.pick(&[1, 2, 3, 17, 33, 64, 95, 130]),
+                ));
+            }
+            for c in cases {
+                let (chunks, w) = check_expert_matvec(&ctx, &mut rng, dtype, c);
+                worst = worst.max(w);
+                split += (chunks > 1) as usize;
+            }
+        }
+    }
+    assert!(split >= 12, "only {split} expert stacks were split");
+    eprintln!("expert_matvec: worst error/tolerance {worst:.3}, {split} split stacks");
+}
+
+#[test]
+fn expert_combine_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(10);
+    let mut worst = 0.0f64;
+    let mut cases = vec![(1, 1, 1), (3, 2, 7), (17, 2, 64), (5, 8, 130), (64, 4, 33)];
+    for _ in 0..6 {
+        cases.push((
+            rng.pick(&[1, 2, 3, 7, 17, 65]),
+            rng.pick(&[1, 2, 4, 6, 8]),
+            rng.pick(&[1, 3, 17, 33, 64, 95, 257]),
+        ));
+    }
+    for (tokens, top_k, dim) in cases {
+        let label = format!("expert_combine tokens {tokens} top_k {top_k} dim {dim}");
+        let eo = rng.vec(tokens * top_k * dim, 2.0);
+        let weights = rng.vec(tokens * top_k, 1.0);
+        let hidden0 = rng.vec(tokens * dim + 3, 1.0);
+        let (eb, wb, hb) = (
+            ctx.upload_f32("expert_out", &eo),
+            ctx.upload_f32("weights", &weights),
+            ctx.upload_f32("hidden", &hidden0),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::expert_combine(&mut batch, &eb, &wb, &hb, tokens, top_k, dim);
+        batch.submit();
+        let got = read_f32(&ctx, &hb, hidden0.len());
+        let mut want: Vec<f64> = hidden0.iter().map(|&v| v as f64).collect();
+        let mut tol = vec![0.0; want.len()];
+        for t in 0..tokens {
+            for j in 0..dim {
+                let mut abs = (hidden0[t * dim + j] as f64).abs();
+                for s in 0..top_k {
+                    let slot = t * top_k + s;
+                    let term = weights[slot] as f64 * eo[slot * dim + j] as f64;
+                    want[t * dim + j] += term;
+                    abs += term.abs();
+                }
+                tol[t * dim + j] = 2.0 * EPS * (top_k as f64 + 1.0) * abs + 1e-30;
+            }
+        }
+        worst = worst.max(assert_close(&label, &got, &want, &tol));
+    }
+    eprintln!("expert_combine: worst error/tolerance {worst:.3}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// sample
+
+/// Runs `sample` once per draw in one submission (each result copied out) and returns the ids.
+fn sample_draws(
+    ctx: &GpuContext,
+    logits: &wgpu::Buffer,
+    offset: usize,
+    count: usize,
+    s: SampleSettings,
+    draws: &[f32],
+) -> Vec<u32> {
+    let result = ctx.upload_u32("result", &[u32::MAX]);
+    let all = ctx.upload_u32("all", &vec![u32::MAX; draws.len()]);
+    let mut batch = Batch::new(ctx);
+    for (i, &u) in draws.iter().enumerate() {
+        kernels::sample(&mut batch, logits, offset, count, s, u, &result);
+        batch.copy(&result, 0, &all, (i * 4) as u64, 4);
+    }
+    batch.submit();
+    read_u32(ctx, &all, draws.len())
+}
+
+/// Logits embedded at `offset` of a larger buffer whose other elements are far larger than
+/// any logit (reading them would win every draw).
+fn upload_logits(ctx: &GpuContext, logits: &[f32], offset: usize) -> wgpu::Buffer {
+    let mut data = vec![1.0e4f32; offset + logits.len() + 5];
+    data[offset..offset + logits.len()].copy_from_slice(logits);
+    ctx.upload_f32("logits", &data)
+}
+
+fn argmax_first(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn sample_greedy_is_first_argmax() {
+    let ctx = context(None);
+    let mut rng = Rng::new(11);
+    for count in [1, 2, 7, 255, 256, 257, 1000, 32000, 151936] {
+        for variant in 0..5 {
+            let mut logits = rng.vec(count, 10.0);
+            let top = 12.5f32;
+            // Ties at the maximum, placed so that different invocations and the same
+            // invocation (i and i + 256) both see the tied value.
+            let tied: Vec<usize> = match variant {
+                0 => vec![],
+                1 => vec![count - 1],
+                2 => vec![count / 2, 0, count - 1],
+                3 => vec![
+                    count - 1,
+                    count.saturating_sub(257),
+                    count / 3,
+                    (count / 3) + 256,
+                ],
+                _ => (0..count).collect(), // every logit equal
+            };
+            for &i in &tied {
+                if i < count {
+                    logits[i] = top;
+                }
+            }
+            let offset = rng.pick(&[0, 1, 7, 1000]);
+            let lb = upload_logits(&ctx, &logits, offset);
+            let want = argmax_first(&logits);
+            for temperature in [0.0, -1.0] {
+                let s = SampleSettings {
+                    temperature,
+                    top_k: rng.pick(&[0, 1, 40]),
+                    top_p: rng.pick(&[1.0, 0.5]),
+                };
+                let got = sample_draws(&ctx, &lb, offset, count, s, &[0.3, 0.999]);
+                assert_eq!(
+                    got,
+                    vec![want; 2],
+                    "greedy count {count} variant {variant} offset {offset} {s:?}"
+                );
+            }
+        }
+    }
+}
+
+/// What the CPU allows a sampler to return.
+struct Allowed {
+    /// Tokens in the top-k ∩ top-p set.
+    keep: Vec<bool>,
+    /// `keep`, widened by the next logit level when the top-p mass lands within f32 rounding
+    /// of the goal (the GPU then may or may not include it).
+    loose: Vec<bool>,
+    /// The renormalised probabilities over `keep`.
+    probs: Vec<f64>,
+    /// Relative distance of the top-p goal from the nearest achievable mass (∞ without top-p).
+    margin: f64,
+}
+
+fn allowed(logits: &[f32], s: SampleSettings) -> Allowed {
+    let n = logits.len();
+    let m = logits.iter().cloned().fold(f32::MIN, f32::max);
+    let temperature = s.temperature.max(1e-6) as f64;
+    let w: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l - m) as f64 / temperature).exp())
+        .collect();
+    let mut sorted = logits.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let kth = if s.top_k > 0 && s.top_k < n {
+        sorted[s.top_k - 1]
+    } else {
+        f32::MIN
+    };
+    let mut threshold = kth;
+    let mut loose_threshold = kth;
+    let mut margin = f64::INFINITY;
+    if s.top_p < 1.0 {
+        let total: f64 = (0..n).filter(|&i| logits[i] >= kth).map(|i| w[i]).sum();
+        let goal = s.top_p.max(0.0) as f64 * total;
+        let mut levels: Vec<f32> = sorted.iter().cloned().filter(|&v| v >= kth).collect();
+        levels.dedup();
+        let mut cum = 0.0;
+        for (li, &level) in levels.iter().enumerate() {
+            let before = cum;
+            cum += (0..n)
+                .filter(|&i| logits[i] == level)
+                .map(|i| w[i])
+                .sum::<f64>();
+            if cum >= goal {
+                threshold = level;
+                let above = (cum - goal) / total;
+                let below = if li == 0 {
+                    f64::INFINITY
+                } else {
+                    (goal - before) / total
+                };
+                margin = above.min(below);
+                loose_threshold = if above < 1e-4 {
+                    levels.get(li + 1).copied().unwrap_or(level)
+                } else {
+                    level
+                };
+                break;
+            }
+        }
+    }
+    let keep: Vec<bool> = logits.iter().map(|&l| l >= threshold).collect();
+    let loose: Vec<bool> = logits.iter().map(|&l| l >= loose_threshold).collect();
+    let z: f64 = (0..n).filter(|&i| keep[i]).map(|i| w[i]).sum();
+    let probs = (0..n)
+        .map(|i| if keep[i] { w[i] / z } else { 0.0 })
+        .collect();
+    Allowed {
+        keep,
+        loose,
+        probs,
+        margin,
+    }
+}
+
+#[test]
+fn sample_stays_in_top_k_top_p_set() {
+    let ctx = context(None);
+    let mut rng = Rng::new(12);
+    let draws = [0.0, 1e-7, 0.1, 0.25, 0.5, 0.75, 0.9, 0.999, 0.9999999];
+    let mut checked = 0;
+    for count in [1, 2, 7, 256, 257, 1000, 32000] {
+        for round in 0..6 {
+            // Continuous logits, or a coarse grid with many ties (also at the top-k edge).
+            let logits: Vec<f32> = if round % 2 == 0 {
+                rng.vec(count, 4.0)
+            } else {
+                (0..count).map(|_| rng.below(9) as f32 * 0.5).collect()
+            };
+            let offset = rng.pick(&[0, 3, 100]);
+            let lb = upload_logits(&ctx, &logits, offset);
+            let s = SampleSettings {
+                temperature: rng.pick(&[0.3, 0.7, 1.0, 1.5]),
+                top_k: rng.pick(&[0, 1, 2, 5, 40, 300]),
+                top_p: rng.pick(&[1.0, 0.95, 0.8, 0.5, 0.1, 0.0]),
+            };
+            let a = allowed(&logits, s);
+            let got = sample_draws(&ctx, &lb, offset, count, s, &draws);
+            for (&id, &u) in got.iter().zip(&draws) {
+                assert!(
+                    (id as usize) < count && a.loose[id as usize],
+                    "sample count {count} offset {offset} {s:?} u {u}: id {id} is outside the allowed set ({} tokens)",
+                    a.keep.iter().filter(|&&k| k).count()
+                );
+                checked += 1;
+            }
+
+            // top_k = 1 is the argmax whatever the temperature, top_p and draw (any of the
+            // tied maxima on the grid).
+            let s1 = SampleSettings { top_k: 1, ..s };
+            let max = logits.iter().cloned().fold(f32::MIN, f32::max);
+            for id in sample_draws(&ctx, &lb, offset, count, s1, &draws) {
+                assert_eq!(
+                    logits[id as usize], max,
+                    "top_k 1, count {count} {s1:?}: id {id}"
+                );
+                if round % 2 == 0 {
+                    assert_eq!(id, argmax_first(&logits), "top_k 1, count {count} {s1:?}");
+                }
+            }
+        }
+    }
+    assert!(checked > 300);
+}
+
+#[test]
+fn sample_distribution_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(13);
+    const N: usize = 500;
+    let draws: Vec<f32> = (0..N).map(|i| (i as f32 + 0.5) / N as f32).collect();
+    let continuous = |rng: &mut Rng, n| rng.vec(n, 2.0);
+    // (vocab, temperature, top_k, top_p, grid logits)
+    let cases = [
+        (300, 1.0, 0, 1.0, false),
+        (300, 0.7, 10, 1.0, false),
+        (1000, 0.25, 0, 1.0, false),
+        (300, 1.3, 0, 0.8, false),
+        (257, 0.8, 40, 0.9, false),
+        (300, 1.0, 5, 1.0, true), // ties at the k-th value: more than 5 tokens kept
+        (100, 0.5, 0, 0.6, true),
+    ];
+    for (vocab, temperature, top_k, top_p, grid) in cases {
+        let logits: Vec<f32> = if grid {
+            (0..vocab).map(|_| rng.below(13) as f32 * 0.25).collect()
+        } else {
+            continuous(&mut rng, vocab)
+        };
+        let s = SampleSettings {
+            temperature,
+            top_k,
+            top_p,
+        };
+        let a = allowed(&logits, s);
+        assert!(a.margin > 1e-3, "{s:?}: ambiguous test data");
+        let offset = 11;
+        let lb = upload_logits(&ctx, &logits, offset);
+        let got = sample_draws(&ctx, &lb, offset, vocab, s, &draws);
+        let mut counts = vec![0usize; vocab];
+        for &id in &got {
+            assert!(
+                (id as usize) < vocab && a.keep[id as usize],
+                "{s:?}: id {id}"
+            );
+            counts[id as usize] += 1;
+        }
+        // The draws are evenly spaced quantiles and the kernel inverts the CDF in index order,
+        // so every count is N·p to within one draw at each end, and so is every prefix.
+        let (mut cum_count, mut cum_p, mut worst) = (0usize, 0.0f64, 0.0f64);
+        for i in 0..vocab {
+            let expected = N as f64 * a.probs[i];
+            assert!(
+                (counts[i] as f64 - expected).abs() <= 2.0,
+                "vocab {vocab} {s:?}: token {i} drawn {} times, expected {expected:.2}",
+                counts[i]
+            );
+            cum_count += counts[i];
+            cum_p += a.probs[i];
+            let d = (cum_count as f64 - N as f64 * cum_p).abs();
+            worst = worst.max(d);
+            assert!(
+                d <= 1.5,
+                "vocab {vocab} {s:?}: {cum_count} draws ≤ token {i}, expected {:.2}",
+                N as f64 * cum_p
+            );
+        }
+        eprintln!("sample {s:?}: worst prefix deviation {worst:.3} draws");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grids over 65 535 workgroups, spread over x and y
+
+#[test]
+fn large_grids_use_both_dimensions() {
+    let ctx = context(None);
+    let limit = ctx.max_workgroups_per_dim as usize;
+    let mut rng = Rng::new(14);
+
+    // matvec: 7 tokens × 10 000 four-row blocks.
+    {
+        let c = MatmulCase {
+            bias: true,
+            ..MatmulCase::plain(7, 40000, 3)
+        };
+        assert!(c.tokens * c.rows.div_ceil(4) > limit);
+        for dtype in [DType::F32, DType::F16] {
+            check_matmul(&ctx, &mut rng, dtype, c);
+        }
+    }
+    // rms_norm: one workgroup per token.
+    {
+        let (tokens, dim) = (limit + 100, 3);
+        let x = rng.vec(tokens * dim, 1.0);
+        let w = vec![1.0f32; dim];
+        let (xb, wb, yb) = (
+            ctx.upload_f32("x", &x),
+            ctx.upload_f32("w", &w),
+            ctx.upload_f32("y", &vec![0.0; tokens * dim]),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::rms_norm(&mut batch, &xb, &wb, &yb, tokens, dim, 1e-5);
+        batch.submit();
+        let got = read_f32(&ctx, &yb, tokens * dim);
+        let mut want = vec![0.0f64; tokens * dim];
+        let mut tol = vec![0.0; tokens * dim];
+        for t in 0..tokens {
+            let r = &x[t * dim..(t + 1) * dim];
+            let ms = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / dim as f64;
+            for i in 0..dim {
+                want[t * dim + i] = r[i] as f64 / (ms + 1e-5).sqrt();
+                tol[t * dim + i] = 8.0 * EPS * want[t * dim + i].abs() + 1e-30;
+            }
+        }
+        assert_close("rms_norm large grid", &got, &want, &tol);
+    }
+    // rope: 3 tokens × 22 000 heads × 64 pairs.
+    {
+        let (tokens, pos0, heads, head_dim) = (3usize, 5, 22000, 128);
+        assert!((tokens * heads * head_dim / 2).div_ceil(64) > limit);
+        let (cos, sin) = rope_tables(pos0 + tokens, head_dim);
+        let v0 = rng.vec(tokens * heads * head_dim, 1.0);
+        let (vb, cb, sb) = (
+            ctx.upload_f32("v", &v0),
+            ctx.upload_f32("cos", &cos),
+            ctx.upload_f32("sin", &sin),
+        );
+        let mut batch = Batch::new(&ctx);
+        let target = RopeTarget {
+            buffer: &vb,
+            tokens,
+            pos0,
+            heads,
+            head_dim,
+            stride: heads * head_dim,
+            offset: 0,
+        };
+        kernels::rope(&mut batch, target, &cb, &sb);
+        batch.submit();
+        let got = read_f32(&ctx, &vb, v0.len());
+        let half = head_dim / 2;
+        let mut want = vec![0.0f64; v0.len()];
+        let mut tol = vec![0.0; v0.len()];
+        for t in 0..tokens {
+            for h in 0..heads {
+                let base = (t * heads + h) * head_dim;
+                for j in 0..half {
+                    let c = cos[(pos0 + t) * half + j] as f64;
+                    let s = sin[(pos0 + t) * half + j] as f64;
+                    let (x1, x2) = (v0[base + j] as f64, v0[base + j + half] as f64);
+                    want[base + j] = x1 * c - x2 * s;
+                    want[base + j + half] = x2 * c + x1 * s;
+                    tol[base + j] = 2.0 * EPS * (x1.abs() + x2.abs()) + 1e-30;
+                    tol[base + j + half] = tol[base + j];
+                }
+            }
+        }
+        assert_close("rope large grid", &got, &want, &tol);
+    }
+    // attention: 4 200 tokens × 16 heads, a 2-position window keeps it cheap.
+    {
+        let s = AttentionShape {
+            tokens: 4200,
+            pos0: 3,
+            heads: 16,
+            kv_heads: 4,
+            head_dim: 2,
+            window: 2,
+        };
+        assert!(s.tokens * s.heads > limit);
+        check_attention(&ctx, &mut rng, s);
+    }
+    // swiglu and add: 256 values per workgroup.
+    {
+        let count = (limit + 2) * 256 + 17;
+        let a = rng.vec(count, 4.0);
+        let b = rng.vec(count, 1.0);
+        let (ab, bb) = (ctx.upload_f32("a", &a), ctx.upload_f32("b", &b));
+        let (sb, sumb) = (
+            ctx.upload_f32("s", &vec![0.0; count]),
+            ctx.upload_f32("sum", &vec![0.0; count]),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::swiglu(&mut batch, &ab, &bb, &sb, count);
+        kernels::add(&mut batch, &ab, &bb, &sumb, count);
+        batch.submit();
+        let got_s = read_f32(&ctx, &sb, count);
+        let got_a = read_f32(&ctx, &sumb, count);
+        for i in 0..count {
+            let g = a[i] as f64;
+            let want = g / (1.0 + (-g).exp()) * b[i] as f64;
+            assert!(
+                (got_s[i] as f64 - want).abs() <= 8.0 * EPS * want.abs() + 1e-30,
+                "swiglu large grid [{i}]: got {} want {want}",
+                got_s[i]
+            );
+            assert_eq!(got_a[i], a[i] + b[i], "add large grid [{i}]");
+        }
+    }
+    // embed: 4 100 tokens × 1 025 columns, 64 values per workgroup.
+    {
+        let (tokens, vocab, cols) = (4100usize, 50, 1025);
+        assert!((tokens * cols).div_ceil(64) > limit);
+        let (table, tv) = random_matrix(&ctx, &mut rng, DType::BF16, vocab, cols);
+        let ids: Vec<u32> = (0..tokens).map(|_| rng.below(vocab) as u32).collect();
+        let (ib, ob) = (
+            ctx.upload_u32("ids", &ids),
+            ctx.upload_f32("out", &vec![0.0; tokens * cols]),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::embed(&mut batch, &ib, &table, &ob, tokens);
+        batch.submit();
+        let got = read_f32(&ctx, &ob, tokens * cols);
+        for t in 0..tokens {
+            let row = &tv[ids[t] as usize * cols..(ids[t] as usize + 1) * cols];
+            assert_eq!(
+                &got[t * cols..(t + 1) * cols],
+                row,
+                "embed large grid token {t}"
+            );
+        }
+    }
+    // route_topk: 64 tokens per workgroup.
+    {
+        let (tokens, experts, top_k) = ((limit + 1) * 64 + 5, 3, 2);
+        let logits: Vec<f32> = (0..tokens * experts)
+            .map(|_| rng.below(7) as f32 * 0.5)
+            .collect();
+        let (lb, ib, wb) = (
+            ctx.upload_f32("logits", &logits),
+            ctx.upload_u32("ids", &vec![u32::MAX; tokens * top_k]),
+            ctx.upload_f32("weights", &vec![0.0; tokens * top_k]),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::route_topk(&mut batch, &lb, &ib, &wb, tokens, experts, top_k, true);
+        batch.submit();
+        let got_ids = read_u32(&ctx, &ib, tokens * top_k);
+        let got_w = read_f32(&ctx, &wb, tokens * top_k);
+        let (want_ids, want_w) = route_cpu(&logits, experts, top_k, true);
+        assert!(got_ids == want_ids, "route_topk large grid: ids differ");
+        assert_close(
+            "route_topk large grid",
+            &got_w,
+            &want_w,
+            &vec![1e-6; want_w.len()],
+        );
+    }
+    // expert_matvec: 2 050 four-row blocks × 32 slots.
+    {
+        let c = ExpertCase {
+            tokens: 8,
+            top_k: 4,
+            experts: 3,
+            rows: 8200,
+            cols: 3,
+            x_per_slot: false,
+        };
+        assert!(c.rows.div_ceil(4) * c.tokens * c.top_k > limit);
+        check_expert_matvec(&ctx, &mut rng, DType::F16, c);
+    }
+    // expert_combine: 64 values per workgroup.
+    {
+        let (tokens, top_k, dim) = (4100usize, 2, 1025);
+        assert!((tokens * dim).div_ceil(64) > limit);
+        let eo = rng.vec(tokens * top_k * dim, 1.0);
+        let weights = rng.vec(tokens * top_k, 1.0);
+        let (eb, wb, hb) = (
+            ctx.upload_f32("eo", &eo),
+            ctx.upload_f32("w", &weights),
+            ctx.upload_f32("h", &vec![0.0; tokens * dim]),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::expert_combine(&mut batch, &eb, &wb, &hb, tokens, top_k, dim);
+        batch.submit();
+        let got = read_f32(&ctx, &hb, tokens * dim);
+        let mut want = vec![0.0f64; tokens * dim];
+        let mut tol = vec![0.0; tokens * dim];
+        for t in 0..tokens {
+            for j in 0..dim {
+                let mut abs = 0.0;
+                for s in 0..top_k {
+                    let term = weights[t * top_k + s] as f64 * eo[(t * top_k + s) * dim + j] as f64;
+                    want[t * dim + j] += term;
+                    abs += term.abs();
+                }
+                tol[t * dim + j] = 2.0 * EPS * (top_k as f64 + 1.0) * abs + 1e-30;
+            }
+        }
+        assert_close("expert_combine large grid", &got, &want, &tol);
+    }
+}
