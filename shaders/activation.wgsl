@@ -25,8 +25,12 @@ fn swiglu(
 ) {
     let i = index(wg, nwg, lid);
     if (i < p.count) {
+        // sigmoid from exp(-|g|) ≤ 1: no overflow to infinity, which WGSL lets drivers assume
+        // never happens.
         let g = a[i];
-        out[i] = g / (1.0 + exp(-g)) * b[i];
+        let e = exp(-abs(g));
+        let sigmoid = select(e / (1.0 + e), 1.0 / (1.0 + e), g >= 0.0);
+        out[i] = g * sigmoid * b[i];
     }
 }
 

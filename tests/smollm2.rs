@@ -40,14 +40,20 @@ fn smollm2_matches_transformers() {
     let opened = open(imported());
     let (model, tokenizer) = (&opened.model, opened.tokenizer.as_ref().expect("tokenizer"));
     let cases = reference["cases"].as_array().expect("cases");
-    assert!(cases.iter().any(|c| c["input_ids"].as_array().map_or(0, Vec::len) >= 250));
+    assert!(cases
+        .iter()
+        .any(|c| c["input_ids"].as_array().map_or(0, Vec::len) >= 250));
     for case in cases {
         let label = case["name"].as_str().unwrap_or("?").to_string();
         let ids = u32s(&case["input_ids"]);
         let prompt = case["prompt"].as_str().expect("prompt");
         let ours = if case["chat"].as_bool() == Some(true) {
-            let user = case["messages"][0]["content"].as_str().expect("user message");
-            let text = tokenizer.apply_chat_template(&[ChatMessage::user(user)], true).unwrap();
+            let user = case["messages"][0]["content"]
+                .as_str()
+                .expect("user message");
+            let text = tokenizer
+                .apply_chat_template(&[ChatMessage::user(user)], true)
+                .unwrap();
             assert_eq!(text, prompt, "{label}: rendered chat template");
             tokenizer.prompt_ids(user, true).unwrap()
         } else {
@@ -57,16 +63,33 @@ fn smollm2_matches_transformers() {
 
         let mut session = model.session().unwrap();
         let logits = pollster::block_on(model.logits_last(&mut session, &ids)).unwrap();
-        let want_top: Vec<usize> = u32s(&case["top_ids"]).into_iter().map(|i| i as usize).collect();
+        let want_top: Vec<usize> = u32s(&case["top_ids"])
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
         assert_eq!(top_ids(&logits, 10), want_top, "{label}: top-10 ids");
         let ours_top: Vec<f32> = want_top.iter().map(|&i| logits[i]).collect();
         let diff = max_abs_diff(&ours_top, &f32s(&case["top_logits"]));
-        assert!(diff <= TOLERANCE, "{label}: max |Δlogit| over the top 10 = {diff}");
+        assert!(
+            diff <= TOLERANCE,
+            "{label}: max |Δlogit| over the top 10 = {diff}"
+        );
 
         // The reference decodes exactly 20 tokens, eos included: so do we.
-        let options = GenerateOptions { max_tokens: 20, ..Default::default() };
-        let out = pollster::block_on(generate(model, None, &ids, &options, &mut |_, _| true)).unwrap();
-        assert_eq!(out.output_ids, u32s(&case["greedy_ids"]), "{label}: greedy ids");
-        eprintln!("{label}: {} prompt tokens, max |Δlogit| {diff:.2e}", ids.len());
+        let options = GenerateOptions {
+            max_tokens: 20,
+            ..Default::default()
+        };
+        let out =
+            pollster::block_on(generate(model, None, &ids, &options, &mut |_, _| true)).unwrap();
+        assert_eq!(
+            out.output_ids,
+            u32s(&case["greedy_ids"]),
+            "{label}: greedy ids"
+        );
+        eprintln!(
+            "{label}: {} prompt tokens, max |Δlogit| {diff:.2e}",
+            ids.len()
+        );
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use moegraft::checkpoint::import::import_gguf;
+use moegraft::checkpoint::DType;
 use moegraft::generate::{self, GenerateOptions, SampleSettings};
 use moegraft::gpu::{GpuContext, GpuOptions};
 use moegraft::model::open::{open_dir, OpenedModel};
@@ -29,8 +31,26 @@ enum Command {
     Logits(LogitsArgs),
     /// Generate text from a prompt.
     Generate(GenerateArgs),
+    /// Convert a GGUF file into a Hugging Face model directory.
+    ImportGguf(ImportArgs),
     /// Describe the GPU adapter moegraft would use.
     Adapter(GpuArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The GGUF file (llama, qwen2, or llama with experts → mixtral).
+    file: PathBuf,
+    /// Output directory (written under a temporary name, renamed when complete).
+    #[arg(long)]
+    out: PathBuf,
+    /// Element type of the written weights.
+    #[arg(long, default_value = "f16", value_parser = parse_dtype)]
+    dtype: DType,
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
+    DType::parse(s).ok_or_else(|| format!("unknown dtype '{s}' (f32, f16 or bf16)"))
 }
 
 #[derive(Args, Clone)]
@@ -115,6 +135,11 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Logits(a) => logits(a).await,
         Command::Generate(a) => generate_text(a).await,
+        Command::ImportGguf(a) => {
+            let summary = import_gguf(&a.file, &a.out, a.dtype)?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::Adapter(a) => {
             let ctx = gpu(&a, 0).await?;
             println!(
