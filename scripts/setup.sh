@@ -29,12 +29,15 @@ apt_install() {
 
 setup_native() {
   # Mesa's lavapipe: a Vulkan driver on the CPU, so the GPU code runs on any machine.
-  apt_install mesa-vulkan-drivers libvulkan1 python3-pip
+  apt_install mesa-vulkan-drivers libvulkan1
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
   command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
 }
 
 setup_wasm() {
-  apt_install nodejs npm
+  # Node may come from elsewhere than Debian's packages: install only what is missing.
+  command -v node >/dev/null || apt_install nodejs
+  command -v npm >/dev/null || apt_install npm
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     log "rustup target add wasm32-unknown-unknown"
     rustup target add wasm32-unknown-unknown
