@@ -298,3 +298,54 @@ fn small_binding_limit_splits_the_vocabulary_projection() {
     let diff = max_abs_diff(&f32s(&full["top_logits"]), &f32s(&split["top_logits"]));
     assert!(diff < 1e-4, "{diff}");
 }
+
+/// Runs `import-gguf` on a file that must be refused; returns the one-line error and checks
+/// that no output directory (complete or partial) was left.
+fn import_refused(gguf: &Path) -> String {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = out_dir.path().join("model");
+    let run = moegraft(&[
+        "import-gguf",
+        gguf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(!run.status.success(), "expected failure");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "expected one line: {err}");
+    let left: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "import left files behind: {left:?}");
+    err
+}
+
+#[test]
+fn hostile_gguf_files_are_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixtures().join("gguf/types.gguf");
+    let bytes = std::fs::read(&source).unwrap();
+
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..300]).unwrap();
+    let err = import_refused(&truncated);
+    assert!(
+        err.contains("truncated.gguf") && err.contains("truncated"),
+        "{err}"
+    );
+
+    let not_gguf = dir.path().join("not.gguf");
+    std::fs::write(&not_gguf, b"PK\x03\x04 definitely not a gguf file").unwrap();
+    let err = import_refused(&not_gguf);
+    assert!(
+        err.contains("not.gguf") && err.to_lowercase().contains("gguf"),
+        "{err}"
+    );
+
+    // A tensor count far beyond what the file could hold.
+    let mut huge = bytes.clone();
+    huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    let huge_path = dir.path().join("huge.gguf");
+    std::fs::write(&huge_path, &huge).unwrap();
+    let err = import_refused(&huge_path);
+    assert!(err.contains("huge.gguf"), "{err}");
+}
