@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod generate;
+pub mod graft;
 pub mod gpu;
 pub mod model;
 pub mod tokenizer;

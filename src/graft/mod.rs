@@ -1,0 +1,4 @@
+//! Grafting (DeltaMoE, Zhou et al. 2026): the post-training delta Δ = θ_instruct − θ_base
+//! added to a continued-pretrained model — once to attention, norms and embeddings, and to
+//! every expert of an upcycled MoE — plus upcycling dense checkpoints into language experts
+//! and the routers that choose between them.
