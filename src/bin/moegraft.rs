@@ -9,6 +9,8 @@ use moegraft::checkpoint::import::import_gguf;
 use moegraft::checkpoint::DType;
 use moegraft::generate::{self, GenerateOptions, SampleSettings};
 use moegraft::gpu::{GpuContext, GpuOptions};
+use moegraft::graft::plan::GraftOptions;
+use moegraft::graft::run::{graft_dirs, GraftInputs};
 use moegraft::model::open::{open_dir, OpenedModel};
 use moegraft::model::LoadOptions;
 use moegraft::tokenizer::Tokenizer;
@@ -35,6 +37,39 @@ enum Command {
     ImportGguf(ImportArgs),
     /// Describe the GPU adapter moegraft would use.
     Adapter(GpuArgs),
+    /// Graft Δ = instruct − base onto a target: ParamΔ for a dense target, DeltaMoE for a
+    /// Mixtral MoE upcycled from the base.
+    Graft(GraftArgs),
+}
+
+#[derive(Args)]
+struct GraftArgs {
+    /// The dense pretrained model Δ is measured from.
+    #[arg(long)]
+    base: PathBuf,
+    /// The base's instruct/chat version.
+    #[arg(long)]
+    instruct: PathBuf,
+    /// The continued-pretrained model Δ is added to (dense, or an upcycled Mixtral MoE).
+    #[arg(long)]
+    target: PathBuf,
+    /// Output directory (written under a temporary name, renamed when complete).
+    #[arg(long)]
+    out: PathBuf,
+    /// Scale of Δ.
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f32,
+    /// Scale of Δ per expert (DeltaMoE), comma-separated; default: --alpha for every expert.
+    #[arg(long, value_delimiter = ',')]
+    expert_alpha: Option<Vec<f32>>,
+    /// Element type of the written weights; default: the target's.
+    #[arg(long, value_parser = parse_dtype)]
+    dtype: Option<DType>,
+    /// Cut weight files above this many bytes.
+    #[arg(long, default_value_t = moegraft::checkpoint::writer::DEFAULT_MAX_SHARD_BYTES)]
+    max_shard_bytes: u64,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args)]
@@ -140,6 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Graft(a) => graft(a).await,
         Command::Adapter(a) => {
             let ctx = gpu(&a, 0).await?;
             println!(
@@ -149,6 +185,23 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn graft(a: GraftArgs) -> Result<()> {
+    let ctx = gpu(&a.gpu, 0).await?;
+    let inputs = GraftInputs {
+        base: &a.base,
+        instruct: &a.instruct,
+        target: &a.target,
+    };
+    let options = GraftOptions {
+        alpha: a.alpha,
+        expert_alpha: a.expert_alpha,
+        dtype: a.dtype,
+    };
+    let summary = graft_dirs(&ctx, &inputs, &a.out, &options, a.max_shard_bytes).await?;
+    println!("{summary}");
+    Ok(())
 }
 
 async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {

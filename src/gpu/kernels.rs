@@ -516,3 +516,84 @@ pub fn sample(
         1,
     );
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GraftParams {
+    count: u32,
+    delta_len: u32,
+    alpha: f32,
+    _pad: u32,
+}
+
+/// The graft kernel's pipelines, one per (target, instruct, base) dtype triple — three
+/// override constants a `PipelineKey` cannot name — compiled on first use.
+#[derive(Default)]
+pub struct GraftPipelines {
+    built: std::collections::HashMap<[crate::checkpoint::DType; 3], wgpu::ComputePipeline>,
+}
+
+impl GraftPipelines {
+    fn get(
+        &mut self,
+        ctx: &super::GpuContext,
+        dtypes: [crate::checkpoint::DType; 3],
+    ) -> wgpu::ComputePipeline {
+        use super::shaders::weight_dtype_constant as c;
+        self.built
+            .entry(dtypes)
+            .or_insert_with(|| {
+                ctx.create_pipeline(
+                    Shader::Graft,
+                    "graft",
+                    &[
+                        ("T_DTYPE", c(dtypes[0]) as f64),
+                        ("I_DTYPE", c(dtypes[1]) as f64),
+                        ("B_DTYPE", c(dtypes[2]) as f64),
+                    ],
+                )
+            })
+            .clone()
+    }
+}
+
+/// A u32-packed input of the graft kernel and the dtype its words hold.
+#[derive(Clone, Copy)]
+pub struct Packed<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub dtype: crate::checkpoint::DType,
+}
+
+/// out[i] = t[i] + alpha · (inst[i] − base[i]) for i < delta_len, out[i] = t[i] for
+/// delta_len ≤ i < count (rows beyond the base's vocabulary), all in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn graft(
+    batch: &mut Batch,
+    pipelines: &mut GraftPipelines,
+    t: Packed,
+    inst: Packed,
+    base: Packed,
+    out: &wgpu::Buffer,
+    count: usize,
+    delta_len: usize,
+    alpha: f32,
+) {
+    let pipeline = pipelines.get(batch.ctx(), [t.dtype, inst.dtype, base.dtype]);
+    let params = GraftParams {
+        count: u(count),
+        delta_len: u(delta_len.min(count)),
+        alpha,
+        _pad: 0,
+    };
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![
+            (1, b(t.buffer)),
+            (2, b(inst.buffer)),
+            (3, b(base.buffer)),
+            (4, b(out)),
+        ],
+        u(count.div_ceil(256)),
+    );
+}

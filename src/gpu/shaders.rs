@@ -17,10 +17,11 @@ pub enum Shader {
     Embed,
     Moe,
     Sample,
+    Graft,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 9] = [
         Shader::Matmul,
         Shader::Norm,
         Shader::Rope,
@@ -29,6 +30,7 @@ impl Shader {
         Shader::Embed,
         Shader::Moe,
         Shader::Sample,
+        Shader::Graft,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Shader {
             Shader::Embed => "embed.wgsl",
             Shader::Moe => "moe.wgsl",
             Shader::Sample => "sample.wgsl",
+            Shader::Graft => "graft.wgsl",
         }
     }
 
@@ -54,6 +57,7 @@ impl Shader {
             Shader::Embed => include_str!("../../shaders/embed.wgsl"),
             Shader::Moe => include_str!("../../shaders/moe.wgsl"),
             Shader::Sample => include_str!("../../shaders/sample.wgsl"),
+            Shader::Graft => include_str!("../../shaders/graft.wgsl"),
         }
     }
 
@@ -86,27 +90,38 @@ impl GpuContext {
         if let Some(p) = self.pipelines.borrow().get(&key) {
             return p.clone();
         }
-        let module = self.module(key.shader);
         let constants: Vec<(&str, f64)> = key
             .weight_dtype
             .map(|d| vec![("W_DTYPE", weight_dtype_constant(d) as f64)])
             .unwrap_or_default();
-        let pipeline = self
-            .device
+        let pipeline = self.create_pipeline(key.shader, key.entry, &constants);
+        self.pipelines.borrow_mut().insert(key, pipeline.clone());
+        pipeline
+    }
+
+    /// Compiles a pipeline with arbitrary override constants, uncached: for kernels whose
+    /// variants a `PipelineKey` cannot name (e.g. graft's three input dtypes); the caller
+    /// keeps what it builds.
+    pub fn create_pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        let module = self.module(shader);
+        self.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(key.entry),
+                label: Some(entry),
                 layout: None,
                 module: &module,
-                entry_point: Some(key.entry),
+                entry_point: Some(entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
+                    constants,
                     // Every kernel writes its workgroup memory before reading it.
                     zero_initialize_workgroup_memory: false,
                 },
                 cache: None,
-            });
-        self.pipelines.borrow_mut().insert(key, pipeline.clone());
-        pipeline
+            })
     }
 
     fn module(&self, shader: Shader) -> wgpu::ShaderModule {

@@ -2,3 +2,11 @@
 //! added to a continued-pretrained model — once to attention, norms and embeddings, and to
 //! every expert of an upcycled MoE — plus upcycling dense checkpoints into language experts
 //! and the routers that choose between them.
+
+pub mod delta;
+pub mod gpu;
+pub mod manifest;
+pub mod plan;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod run;
+pub mod sidecar;

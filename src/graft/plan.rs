@@ -1,0 +1,373 @@
+//! Validating the three checkpoints against each other and planning every output tensor,
+//! before anything is read or written. Target-independent (no file system), so the browser
+//! can plan a graft from the files a user picked.
+
+use std::collections::BTreeSet;
+
+use super::delta::{delta_source, is_vocab_tensor, DeltaSource, Scale};
+use crate::checkpoint::writer::TensorSpec;
+use crate::checkpoint::{Architecture, Checkpoint, DType, ModelConfig};
+use crate::error::{Error, Result};
+
+/// How many mismatches the error message lists before "and N more".
+const SHOWN_MISMATCHES: usize = 5;
+
+#[derive(Debug, Clone, Default)]
+pub struct GraftOptions {
+    /// α of attention, norms and embeddings (and every tensor under ParamΔ).
+    pub alpha: f32,
+    /// α_e per expert (DeltaMoE only); `None`: α for every expert.
+    pub expert_alpha: Option<Vec<f32>>,
+    /// Output element type; `None`: the target's.
+    pub dtype: Option<DType>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// A dense target: θ = θ_cpt + αΔ.
+    ParamDelta,
+    /// A Mixtral-layout MoE target upcycled from the base's architecture.
+    DeltaMoe,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::ParamDelta => "paramdelta",
+            Method::DeltaMoe => "deltamoe",
+        }
+    }
+}
+
+/// Δ's contribution to one output tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedDelta {
+    /// The base/instruct tensor Δ is taken from.
+    pub source: String,
+    pub alpha: f32,
+    /// Leading elements of the (flattened) target tensor that get Δ: all of them, or the rows
+    /// of the base's vocabulary when the target's is larger.
+    pub elements: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// `None`: copied from the target unchanged (a router).
+    pub delta: Option<PlannedDelta>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GraftPlan {
+    pub method: Method,
+    pub alpha: f32,
+    /// α_e per expert (empty for ParamΔ).
+    pub expert_alpha: Vec<f32>,
+    pub dtype: DType,
+    pub tensors: Vec<PlannedTensor>,
+}
+
+impl GraftPlan {
+    /// The output tensors in write order.
+    pub fn specs(&self) -> Vec<TensorSpec> {
+        self.tensors
+            .iter()
+            .map(|t| TensorSpec::new(&t.name, self.dtype, t.shape.clone()))
+            .collect()
+    }
+}
+
+/// Checks that `base`, `instruct` and `target` fit together and plans each output tensor.
+/// Every mismatch found is listed (the first few) in one error.
+pub fn plan(
+    base: &Checkpoint,
+    instruct: &Checkpoint,
+    target: &Checkpoint,
+    options: &GraftOptions,
+) -> Result<GraftPlan> {
+    let mut report = Mismatches::default();
+    let method = check_configs(base, instruct, target, &mut report);
+    report.fail_if_any()?;
+    let method = method.ok_or_else(|| Error::InvalidArgument("no graft method fits".into()))?;
+
+    let expert_alpha = match (method, &options.expert_alpha) {
+        (Method::DeltaMoe, Some(a)) if a.len() != target.config.num_experts => {
+            return Err(Error::InvalidArgument(format!(
+                "--expert-alpha has {} values but {} has {} experts per layer",
+                a.len(),
+                target.files.display_name("config.json"),
+                target.config.num_experts
+            )));
+        }
+        (Method::DeltaMoe, Some(a)) => a.clone(),
+        (Method::DeltaMoe, None) => vec![options.alpha; target.config.num_experts],
+        (Method::ParamDelta, Some(_)) => {
+            return Err(Error::InvalidArgument(format!(
+                "--expert-alpha needs an MoE target, but {} is dense",
+                target.files.label()
+            )))
+        }
+        (Method::ParamDelta, None) => Vec::new(),
+    };
+
+    let base_ties = !base.has("lm_head.weight");
+    let mut tensors = Vec::new();
+    let mut used = BTreeSet::new();
+    for name in target.tensor_names() {
+        let Some(t) = report.info(target, name) else {
+            continue;
+        };
+        let delta = match delta_source(name, base_ties) {
+            DeltaSource::Keep => None,
+            DeltaSource::Add { tensor, scale } => {
+                used.insert(tensor.clone());
+                let alpha = match scale {
+                    Scale::Shared => options.alpha,
+                    Scale::Expert(e) => match expert_alpha.get(e) {
+                        Some(&a) => a,
+                        None => {
+                            report.push(format!(
+                                "{}: tensor '{name}' is expert {e}, beyond the {} experts of config.json",
+                                t.file,
+                                expert_alpha.len()
+                            ));
+                            continue;
+                        }
+                    },
+                };
+                let Some(elements) = check_delta(base, instruct, name, &t, &tensor, &mut report)
+                else {
+                    continue;
+                };
+                Some(PlannedDelta {
+                    source: tensor,
+                    alpha,
+                    elements,
+                })
+            }
+        };
+        tensors.push(PlannedTensor {
+            name: name.to_string(),
+            shape: t.shape,
+            delta,
+        });
+    }
+    for name in base.tensor_names().filter(|n| !used.contains(*n)) {
+        report.push(format!(
+            "{}: tensor '{name}' has no counterpart in {}",
+            base.files.label(),
+            target.files.label()
+        ));
+    }
+    for name in instruct.tensor_names().filter(|n| !base.has(n)) {
+        report.push(format!(
+            "{}: tensor '{name}' is not in {}",
+            instruct.files.label(),
+            base.files.label()
+        ));
+    }
+    report.fail_if_any()?;
+
+    let dtype = options.dtype.unwrap_or_else(|| target_dtype(target));
+    Ok(GraftPlan {
+        method,
+        alpha: options.alpha,
+        expert_alpha,
+        dtype,
+        tensors,
+    })
+}
+
+/// Architectures and sizes: instruct must be the base's twin; the target either the base's
+/// architecture (ParamΔ) or a Mixtral MoE whose dense counterpart is the base (DeltaMoE).
+fn check_configs(
+    base: &Checkpoint,
+    instruct: &Checkpoint,
+    target: &Checkpoint,
+    report: &mut Mismatches,
+) -> Option<Method> {
+    let (b, i, t) = (&base.config, &instruct.config, &target.config);
+    let name = |c: &Checkpoint| c.files.display_name("config.json");
+    if i.architecture != b.architecture || i.is_moe() != b.is_moe() {
+        report.push(format!(
+            "{} is {} but {} is {} (instruct and base must share an architecture)",
+            name(instruct),
+            i.architecture.model_type(),
+            name(base),
+            b.architecture.model_type()
+        ));
+    }
+    let method = if t.architecture == b.architecture && t.num_experts == b.num_experts {
+        Some(Method::ParamDelta)
+    } else if t.architecture == Architecture::Mixtral
+        && !b.is_moe()
+        && matches!(b.architecture, Architecture::Llama | Architecture::Mistral)
+    {
+        Some(Method::DeltaMoe)
+    } else {
+        report.push(format!(
+            "{} is {}{} but {} is {}: the target must be the base's architecture or a Mixtral MoE upcycled from a llama/mistral base",
+            name(target),
+            t.architecture.model_type(),
+            if t.is_moe() { " (MoE)" } else { "" },
+            name(base),
+            b.architecture.model_type()
+        ));
+        None
+    };
+    for (other, oc) in [(instruct, i), (target, t)] {
+        compare_sizes(name(base).as_str(), b, &name(other), oc, report);
+    }
+    if i.vocab_size != b.vocab_size {
+        report.push(format!(
+            "{}: vocab_size {} but {} has {}",
+            name(instruct),
+            i.vocab_size,
+            name(base),
+            b.vocab_size
+        ));
+    }
+    if t.vocab_size < b.vocab_size {
+        report.push(format!(
+            "{}: vocab_size {} is smaller than {}'s {}",
+            name(target),
+            t.vocab_size,
+            name(base),
+            b.vocab_size
+        ));
+    }
+    method
+}
+
+fn compare_sizes(
+    base_name: &str,
+    b: &ModelConfig,
+    other_name: &str,
+    o: &ModelConfig,
+    report: &mut Mismatches,
+) {
+    let fields = [
+        ("num_hidden_layers", b.num_layers, o.num_layers),
+        ("hidden_size", b.hidden_size, o.hidden_size),
+        (
+            "intermediate_size",
+            b.intermediate_size,
+            o.intermediate_size,
+        ),
+        ("num_attention_heads", b.num_heads, o.num_heads),
+        ("num_key_value_heads", b.num_kv_heads, o.num_kv_heads),
+        ("head_dim", b.head_dim, o.head_dim),
+    ];
+    for (field, bv, ov) in fields {
+        if bv != ov {
+            report.push(format!(
+                "{other_name}: {field} {ov} but {base_name} has {bv}"
+            ));
+        }
+    }
+}
+
+/// Checks Δ's source tensor in base and instruct against target tensor `name`; returns how
+/// many leading elements of the target get Δ.
+fn check_delta(
+    base: &Checkpoint,
+    instruct: &Checkpoint,
+    name: &str,
+    t: &Info,
+    source: &str,
+    report: &mut Mismatches,
+) -> Option<usize> {
+    let b = report.info(base, source);
+    let i = report.info(instruct, source);
+    let (b, i) = (b?, i?);
+    if i.shape != b.shape {
+        report.push(format!(
+            "{}: tensor '{source}' has shape {:?} but {} has {:?}",
+            i.file, i.shape, b.file, b.shape
+        ));
+        return None;
+    }
+    let same = t.shape == b.shape;
+    // An enlarged vocabulary: more rows in the target, Δ on the overlapping ones.
+    let more_rows = is_vocab_tensor(name)
+        && t.shape.len() == 2
+        && b.shape.len() == 2
+        && t.shape[1] == b.shape[1]
+        && t.shape[0] >= b.shape[0];
+    if !same && !more_rows {
+        report.push(format!(
+            "{}: tensor '{name}' has shape {:?} but {}: tensor '{source}' has {:?}",
+            t.file, t.shape, b.file, b.shape
+        ));
+        return None;
+    }
+    Some(b.shape.iter().product())
+}
+
+/// The target's own dtype: config.json's `torch_dtype`/`dtype`, else its embedding's.
+fn target_dtype(target: &Checkpoint) -> DType {
+    let raw = &target.config.raw;
+    ["torch_dtype", "dtype"]
+        .iter()
+        .find_map(|k| raw.get(*k).and_then(|v| v.as_str()).and_then(DType::parse))
+        .or_else(|| {
+            target
+                .info("model.embed_tokens.weight")
+                .ok()
+                .and_then(|(_, i)| i.dtype)
+        })
+        .unwrap_or(DType::F32)
+}
+
+/// Where a tensor lives (for messages) and its shape.
+struct Info {
+    file: String,
+    shape: Vec<usize>,
+}
+
+/// The mismatches found so far; reported together in one error.
+#[derive(Default)]
+struct Mismatches(Vec<String>);
+
+impl Mismatches {
+    fn push(&mut self, message: String) {
+        self.0.push(message);
+    }
+
+    /// A tensor's file and shape; a mismatch if it is missing or not a float weight.
+    fn info(&mut self, cp: &Checkpoint, name: &str) -> Option<Info> {
+        match cp.info(name) {
+            Err(_) => {
+                self.push(format!("{}: tensor '{name}' is missing", cp.files.label()));
+                None
+            }
+            Ok((file, info)) if info.dtype.is_none() => {
+                self.push(format!(
+                    "{}: tensor '{name}' has dtype {}, not F32/F16/BF16",
+                    cp.files.display_name(file),
+                    info.dtype_name
+                ));
+                None
+            }
+            Ok((file, info)) => Some(Info {
+                file: cp.files.display_name(file),
+                shape: info.shape.clone(),
+            }),
+        }
+    }
+
+    fn fail_if_any(&self) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut shown = self.0[..self.0.len().min(SHOWN_MISMATCHES)].join("; ");
+        if self.0.len() > SHOWN_MISMATCHES {
+            shown.push_str(&format!("; and {} more", self.0.len() - SHOWN_MISMATCHES));
+        }
+        Err(Error::InvalidArgument(format!(
+            "the models do not fit together ({} mismatches): {shown}",
+            self.0.len()
+        )))
+    }
+}

@@ -1,0 +1,604 @@
+//! `moegraft graft`: ParamΔ and DeltaMoE on tiny triples built from the fixtures, checked
+//! against an independent CPU computation of t + α·(inst − base), plus the mismatch report,
+//! the carried tokenizer settings, moegraft.json and the CLI.
+
+mod common;
+mod graft_models;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use graft_models::{base, noise, tiny, upcycled, Model, EXPERTS};
+use moegraft::checkpoint::{dtype, Checkpoint, DType, ModelFiles, Tensor};
+use moegraft::gpu::kernels::GraftPipelines;
+use moegraft::gpu::{GpuContext, GpuOptions};
+use moegraft::graft::gpu::graft_tensor;
+use moegraft::graft::plan::{GraftOptions, PlannedDelta};
+use moegraft::graft::run::{graft_dirs, GraftInputs, GraftSummary};
+use moegraft::Result;
+use sha2::{Digest, Sha256};
+
+fn gpu(max_binding: Option<u64>) -> GpuContext {
+    pollster::block_on(GpuContext::new(GpuOptions {
+        max_binding_override: max_binding,
+        ..Default::default()
+    }))
+    .expect("GPU")
+}
+
+/// The CPU oracle: t + α·(inst − base) in f32, Δ on the first `delta_len` elements only.
+fn oracle(t: &[f32], inst: &[f32], base: &[f32], alpha: f32) -> Vec<f32> {
+    t.iter()
+        .enumerate()
+        .map(|(k, &x)| match (inst.get(k), base.get(k)) {
+            (Some(i), Some(b)) => x + alpha * (i - b),
+            _ => x,
+        })
+        .collect()
+}
+
+/// |a − b| within `ulps` units of `dtype`'s precision at the larger magnitude (the GPU may
+/// fuse the multiply-add, and a different f32 can round to a neighbouring 16-bit value).
+fn assert_close(what: &str, got: &[f32], want: &[f32], dtype: DType, ulps: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let eps = match dtype {
+        DType::F32 => f32::EPSILON,
+        DType::F16 => 1.0 / 1024.0,
+        DType::BF16 => 1.0 / 128.0,
+    };
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = ulps * eps * g.abs().max(w.abs()).max(1e-3);
+        assert!((g - w).abs() <= tol, "{what}[{k}]: got {g}, want {w}");
+    }
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        Dirs { _tmp: tmp, root }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+    fn write(&self, name: &str, model: &Model, dtype: DType) -> PathBuf {
+        let dir = self.path(name);
+        model.write(&dir, dtype, &tiny("tiny-llama"));
+        dir
+    }
+}
+
+fn run_graft(
+    b: &Path,
+    i: &Path,
+    t: &Path,
+    out: &Path,
+    options: &GraftOptions,
+) -> Result<GraftSummary> {
+    let inputs = GraftInputs {
+        base: b,
+        instruct: i,
+        target: t,
+    };
+    pollster::block_on(graft_dirs(&gpu(None), &inputs, out, options, u64::MAX))
+}
+
+fn alpha(a: f32) -> GraftOptions {
+    GraftOptions {
+        alpha: a,
+        ..Default::default()
+    }
+}
+
+fn read_raw(dir: &Path) -> Vec<Tensor> {
+    pollster::block_on(async {
+        let cp = Checkpoint::open(ModelFiles::from_dir(dir)?).await?;
+        let mut out = Vec::new();
+        for name in cp.tensor_names() {
+            out.push(cp.read(name).await?);
+        }
+        Ok::<_, moegraft::Error>(out)
+    })
+    .expect("read output")
+}
+
+fn raw_tensor(dtype: DType, values: &[f32], name: &str) -> Tensor {
+    Tensor {
+        name: name.into(),
+        dtype,
+        shape: vec![values.len()],
+        bytes: dtype::from_f32(dtype, values),
+    }
+}
+
+#[test]
+fn kernel_matches_cpu_for_every_dtype_combination_in_pieces() {
+    // 256-byte bindings: 64 elements a piece, so 301 elements take five pieces, and the Δ
+    // boundary (250) falls inside one.
+    let ctx = gpu(Some(256));
+    let mut pipelines = GraftPipelines::default();
+    let dtypes = [DType::F32, DType::F16, DType::BF16];
+    let (count, delta_len, a) = (301, 250, 0.75);
+    for (n, &(td, id, bd)) in dtypes
+        .iter()
+        .flat_map(|&x| dtypes.iter().flat_map(move |&y| dtypes.map(|z| (x, y, z))))
+        .collect::<Vec<_>>()
+        .iter()
+        .enumerate()
+    {
+        let seed = n as u64 * 3;
+        let gen = |s: u64, len: usize| (0..len).map(|k| noise(s, k) * 2.0).collect::<Vec<_>>();
+        let t = raw_tensor(td, &gen(seed, count), "t");
+        let i = raw_tensor(id, &gen(seed + 1, delta_len), "i");
+        let b = raw_tensor(bd, &gen(seed + 2, delta_len), "b");
+        let delta = PlannedDelta {
+            source: "x".into(),
+            alpha: a,
+            elements: delta_len,
+        };
+        let got = pollster::block_on(graft_tensor(&ctx, &mut pipelines, &t, &i, &b, &delta))
+            .expect("graft");
+        let want = oracle(&t.to_f32(), &i.to_f32(), &b.to_f32(), a);
+        assert_close(
+            &format!("{td:?}/{id:?}/{bd:?}"),
+            &got,
+            &want,
+            DType::F32,
+            4.0,
+        );
+        // The rows beyond Δ are the target's, bit for bit.
+        assert_eq!(&got[delta_len..], &t.to_f32()[delta_len..]);
+    }
+}
+
+#[test]
+fn target_equal_to_base_gives_instruct_and_alpha_zero_gives_target() {
+    let d = Dirs::new();
+    let b = base();
+    let bd = d.write("base", &b, DType::F32);
+    let id = d.write("inst", &b.perturbed(1, 0.02), DType::F32);
+    let out = d.path("out");
+    run_graft(&bd, &id, &bd, &out, &alpha(1.0)).expect("graft");
+    // b + (i − b) rounds twice in f32, so it may miss i by an ulp or two.
+    let inst = read_raw(&id);
+    for (got, want) in read_raw(&out).iter().zip(&inst) {
+        assert_eq!(got.name, want.name);
+        assert_close(&got.name, &got.to_f32(), &want.to_f32(), DType::F32, 2.0);
+    }
+
+    let t = d.write("cpt", &b.perturbed(2, 0.02), DType::F16);
+    let out0 = d.path("out0");
+    run_graft(&bd, &id, &t, &out0, &alpha(0.0)).expect("graft");
+    for (got, want) in read_raw(&out0).iter().zip(&read_raw(&t)) {
+        assert_eq!(
+            (got.dtype, &got.bytes),
+            (want.dtype, &want.bytes),
+            "{}",
+            got.name
+        );
+    }
+}
+
+#[test]
+fn paramdelta_matches_cpu_across_input_and_output_dtypes() {
+    let d = Dirs::new();
+    let b = base();
+    let bd = d.write("base", &b, DType::F32);
+    let i = b.perturbed(1, 0.03);
+    let id = d.write("inst", &i, DType::BF16);
+    let t = b.perturbed(2, 0.03);
+    let td = d.write("cpt", &t, DType::F16);
+    let (bq, iq, tq) = (Model::read(&bd), Model::read(&id), Model::read(&td));
+    for out_dtype in [None, Some(DType::F32), Some(DType::BF16)] {
+        let out = d.path(&format!("out-{out_dtype:?}"));
+        let options = GraftOptions {
+            alpha: 0.6,
+            dtype: out_dtype,
+            ..Default::default()
+        };
+        let s = run_graft(&bd, &id, &td, &out, &options).expect("graft");
+        assert_eq!(s.method.name(), "paramdelta");
+        let written = read_raw(&out);
+        assert_eq!(written.len(), tq.tensors.len());
+        let want_dtype = out_dtype.unwrap_or(DType::F16);
+        for w in &written {
+            assert_eq!(w.dtype, want_dtype, "{}", w.name);
+            let want = oracle(tq.get(&w.name), iq.get(&w.name), bq.get(&w.name), 0.6);
+            // The oracle rounded to the output dtype, then compared at that precision.
+            let want = dtype::to_f32(want_dtype, &dtype::from_f32(want_dtype, &want));
+            assert_close(&w.name, &w.to_f32(), &want, want_dtype, 1.0);
+        }
+    }
+}
+
+#[test]
+fn deltamoe_adds_each_experts_alpha_and_keeps_routers() {
+    let d = Dirs::new();
+    let b = base();
+    let i = b.perturbed(5, 0.03);
+    let t = upcycled(&b, 9);
+    let (bd, id) = (
+        d.write("base", &b, DType::F32),
+        d.write("inst", &i, DType::F32),
+    );
+    let td = d.write("moe", &t, DType::F32);
+    let out = d.path("out");
+    let alphas = [1.0, 0.5, 0.0, 2.0];
+    let options = GraftOptions {
+        alpha: 0.8,
+        expert_alpha: Some(alphas.to_vec()),
+        dtype: None,
+    };
+    let s = run_graft(&bd, &id, &td, &out, &options).expect("graft");
+    assert_eq!(s.method.name(), "deltamoe");
+    let written = read_raw(&out);
+    let target_raw = read_raw(&td);
+    let mut experts_seen = 0;
+    for (w, traw) in written.iter().zip(&target_raw) {
+        assert_eq!(w.name, traw.name);
+        let name = w.name.as_str();
+        if name.ends_with("block_sparse_moe.gate.weight") {
+            assert_eq!(
+                w.bytes, traw.bytes,
+                "{name}: the router is copied bit for bit"
+            );
+            continue;
+        }
+        let (source, a) = match name.split_once(".block_sparse_moe.experts.") {
+            Some((layer, rest)) => {
+                let (e, w) = rest.split_once('.').expect("expert");
+                let e: usize = e.parse().expect("expert id");
+                let dense = match &w[..2] {
+                    "w1" => "gate_proj",
+                    "w3" => "up_proj",
+                    "w2" => "down_proj",
+                    other => panic!("{other}"),
+                };
+                experts_seen += 1;
+                (format!("{layer}.mlp.{dense}.weight"), alphas[e])
+            }
+            None => (name.to_string(), 0.8),
+        };
+        let want = oracle(t.get(name), i.get(&source), b.get(&source), a);
+        assert_close(name, &w.to_f32(), &want, DType::F32, 4.0);
+    }
+    assert_eq!(experts_seen, 2 * EXPERTS * 3);
+    // The paper's property: expert 0 (the frozen base FFN) with α_0 = 1 is the instruct FFN.
+    let w1 = written
+        .iter()
+        .find(|w| w.name == "model.layers.1.block_sparse_moe.experts.0.w1.weight")
+        .expect("expert 0");
+    let inst_gate = i.get("model.layers.1.mlp.gate_proj.weight");
+    assert_close("expert 0", &w1.to_f32(), inst_gate, DType::F32, 2.0);
+}
+
+#[test]
+fn enlarged_vocabulary_keeps_the_new_rows() {
+    let d = Dirs::new();
+    let b = base();
+    let i = b.perturbed(3, 0.03);
+    let mut t = b.perturbed(4, 0.03);
+    let extra = 24;
+    let embed = t
+        .tensors
+        .iter_mut()
+        .find(|x| x.0 == "model.embed_tokens.weight")
+        .expect("embed");
+    let cols = embed.1[1];
+    embed.1[0] += extra;
+    embed
+        .2
+        .extend((0..extra * cols).map(|k| noise(77, k) * 0.3 + 0.01));
+    let vocab = embed.1[0];
+    t.config["vocab_size"] = vocab.into();
+    let (bd, id) = (
+        d.write("base", &b, DType::F32),
+        d.write("inst", &i, DType::F32),
+    );
+    let td = d.write("cpt", &t, DType::F32);
+    let out = d.path("out");
+    run_graft(&bd, &id, &td, &out, &alpha(1.0)).expect("graft");
+    let got = read_raw(&out)
+        .into_iter()
+        .find(|x| x.name == "model.embed_tokens.weight")
+        .expect("embed");
+    assert_eq!(got.shape, vec![vocab, cols]);
+    let got = got.to_f32();
+    let name = "model.embed_tokens.weight";
+    let overlap = (vocab - extra) * cols;
+    let want = oracle(t.get(name), i.get(name), b.get(name), 1.0);
+    assert_close(
+        "overlap",
+        &got[..overlap],
+        &want[..overlap],
+        DType::F32,
+        4.0,
+    );
+    assert_eq!(
+        &got[overlap..],
+        &t.get(name)[overlap..],
+        "new rows kept exactly"
+    );
+    assert_ne!(&got[..overlap], &t.get(name)[..overlap], "overlap got Δ");
+}
+
+/// Runs a graft that must fail, checks the message names what it should and nothing was
+/// written.
+fn assert_rejected(
+    d: &Dirs,
+    b: &Path,
+    i: &Path,
+    t: &Path,
+    options: &GraftOptions,
+    needles: &[&str],
+) {
+    let out = d.path("rejected");
+    let err = run_graft(b, i, t, &out, options)
+        .expect_err("mismatched inputs must fail")
+        .to_string();
+    for needle in needles {
+        assert!(err.contains(needle), "'{needle}' not in: {err}");
+    }
+    assert!(!out.exists(), "output written despite: {err}");
+    let partial = std::fs::read_dir(&d.root)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("partial"));
+    assert!(!partial, "partial output left behind");
+}
+
+#[test]
+fn mismatched_inputs_fail_before_writing() {
+    let d = Dirs::new();
+    let b = base();
+    let bd = d.write("base", &b, DType::F32);
+    let i = b.perturbed(1, 0.01);
+    let id = d.write("inst", &i, DType::F32);
+    let one = alpha(1.0);
+
+    // Fewer layers in the instruct model.
+    let mut short = i.clone();
+    short.config["num_hidden_layers"] = 1.into();
+    short
+        .tensors
+        .retain(|t| !t.0.starts_with("model.layers.1."));
+    let sd = d.write("short", &short, DType::F32);
+    assert_rejected(
+        &d,
+        &bd,
+        &sd,
+        &bd,
+        &one,
+        &["short/config.json", "num_hidden_layers 1"],
+    );
+
+    // A different hidden size in the target.
+    let mut wide = b.clone();
+    wide.config["hidden_size"] = 96.into();
+    let wd = d.write("wide", &wide, DType::F32);
+    assert_rejected(
+        &d,
+        &bd,
+        &id,
+        &wd,
+        &one,
+        &["wide/config.json", "hidden_size 96"],
+    );
+
+    // A tensor missing from the instruct side.
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    let md = d.write("missing", &i.without(q), DType::F32);
+    assert_rejected(&d, &bd, &md, &bd, &one, &["missing", q, "is missing"]);
+
+    // Mixed architectures: a qwen2 target for a llama base.
+    assert_rejected(&d, &bd, &id, &tiny("tiny-qwen2"), &one, &["qwen2", "llama"]);
+
+    // A dense target whose FFN has a different shape.
+    let mut odd = b.clone();
+    let g = odd
+        .tensors
+        .iter_mut()
+        .find(|t| t.0 == "model.layers.0.mlp.gate_proj.weight")
+        .expect("gate");
+    g.1[0] -= 1;
+    g.2.truncate(g.1[0] * g.1[1]);
+    let od = d.write("odd", &odd, DType::F32);
+    assert_rejected(
+        &d,
+        &bd,
+        &id,
+        &od,
+        &one,
+        &[
+            "odd/model.safetensors",
+            "mlp.gate_proj.weight",
+            "[95, 64]",
+            "[96, 64]",
+        ],
+    );
+
+    // --expert-alpha with the wrong number of values.
+    let td = d.write("moe", &upcycled(&b, 3), DType::F32);
+    let three = GraftOptions {
+        alpha: 1.0,
+        expert_alpha: Some(vec![1.0, 1.0, 1.0]),
+        dtype: None,
+    };
+    assert_rejected(
+        &d,
+        &bd,
+        &id,
+        &td,
+        &three,
+        &["--expert-alpha has 3", "4 experts"],
+    );
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let bytes = std::fs::read(path).expect("read");
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn output_runs_with_the_instruct_chat_settings_and_records_its_inputs() {
+    let d = Dirs::new();
+    let b = base();
+    let bd = d.write("base", &b, DType::F32);
+    let id = d.write("inst", &b.perturbed(1, 0.02), DType::F32);
+    // The instruct side's own chat template and generation settings.
+    let marker = "<|im_start|>INSTRUCT ";
+    let mut tc = common::json(&id.join("tokenizer_config.json"));
+    tc["chat_template"] = format!(
+        "{{% for m in messages %}}{{{{'{marker}' + m['content'] + '<|im_end|>'}}}}{{% endfor %}}"
+    )
+    .into();
+    std::fs::write(id.join("tokenizer_config.json"), tc.to_string()).expect("write");
+    std::fs::write(
+        id.join("generation_config.json"),
+        r#"{"eos_token_id": 2, "temperature": 0.25}"#,
+    )
+    .expect("write");
+    let td = d.write("cpt", &b.perturbed(2, 0.02), DType::F32);
+    let out = d.path("out");
+    run_graft(&bd, &id, &td, &out, &alpha(1.0)).expect("graft");
+
+    let opened = common::open(&out);
+    let tokenizer = opened.tokenizer.as_ref().expect("tokenizer");
+    let text = tokenizer
+        .apply_chat_template(&[moegraft::tokenizer::ChatMessage::user("hi")], false)
+        .expect("template");
+    assert!(
+        text.starts_with(marker),
+        "chat template not the instruct one: {text}"
+    );
+    assert_eq!(
+        common::json(&out.join("generation_config.json"))["temperature"],
+        0.25
+    );
+    let mut session = opened.model.session().expect("session");
+    let logits =
+        pollster::block_on(opened.model.logits_last(&mut session, &[5, 17, 42])).expect("logits");
+    assert!(logits.iter().all(|x| x.is_finite()));
+
+    let m = common::json(&out.join("moegraft.json"));
+    assert_eq!(m["method"], "paramdelta");
+    assert_eq!(m["alpha"], 1.0);
+    assert_eq!(m["router_mode"], "learned");
+    assert_eq!(m["version"], env!("CARGO_PKG_VERSION"));
+    for (role, dir) in [("base", &bd), ("instruct", &id), ("target", &td)] {
+        let files = m["inputs"][role]["files"].as_array().expect("files");
+        assert_eq!(files.len(), std::fs::read_dir(dir).expect("ls").count());
+        for f in files {
+            let path = dir.join(f["name"].as_str().expect("name"));
+            assert_eq!(f["sha256"], sha256_hex(&path), "{}", path.display());
+            assert_eq!(f["size"], std::fs::metadata(&path).expect("stat").len());
+        }
+    }
+}
+
+#[test]
+fn deltamoe_output_with_unit_alpha_and_target_base_runs_like_instruct_on_expert_zero() {
+    // Derived property: with α = 1 and a target whose attention, norms, embeddings and
+    // expert 0 are the base's, a model forced onto expert 0 is θ_inst. Every expert here is
+    // expert 0's copy, so any routing sees the instruct model.
+    let d = Dirs::new();
+    let b = base();
+    let i = b.perturbed(8, 0.02);
+    let mut t = upcycled(&b, 1);
+    for (name, _, v) in t.tensors.iter_mut() {
+        if let Some((layer, rest)) = name.split_once(".block_sparse_moe.experts.") {
+            let w = &rest[rest.find('.').expect("dot") + 1..];
+            let dense = match &w[..2] {
+                "w1" => "gate_proj",
+                "w3" => "up_proj",
+                _ => "down_proj",
+            };
+            *v = b.get(&format!("{layer}.mlp.{dense}.weight")).to_vec();
+        }
+    }
+    let (bd, id) = (
+        d.write("base", &b, DType::F32),
+        d.write("inst", &i, DType::F32),
+    );
+    let td = d.write("moe", &t, DType::F32);
+    let out = d.path("out");
+    run_graft(&bd, &id, &td, &out, &alpha(1.0)).expect("graft");
+    let ids = [3u32, 50, 99, 7];
+    let logits = |dir: &Path| {
+        let m = common::open(dir);
+        let mut s = m.model.session().expect("session");
+        pollster::block_on(m.model.logits_last(&mut s, &ids)).expect("logits")
+    };
+    let (ours, inst) = (logits(&out), logits(&id));
+    let diff = common::max_abs_diff(&ours, &inst);
+    assert!(
+        diff < 1e-3,
+        "DeltaMoE on base-copy experts differs from instruct by {diff}"
+    );
+    let base_diff = common::max_abs_diff(&logits(&bd), &inst);
+    assert!(
+        base_diff > 10.0 * diff.max(1e-5),
+        "the test cannot tell base from instruct"
+    );
+}
+
+#[test]
+fn cli_prints_one_line_and_fails_in_one_line() {
+    let d = Dirs::new();
+    let b = base();
+    let bd = d.write("base", &b, DType::F32);
+    let id = d.write("inst", &b.perturbed(1, 0.01), DType::F32);
+    let td = d.write("moe", &upcycled(&b, 2), DType::F16);
+    let out = d.path("out");
+    let run = |extra: &[&str], out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_moegraft"))
+            .arg("graft")
+            .args([
+                "--base",
+                bd.to_str().unwrap(),
+                "--instruct",
+                id.to_str().unwrap(),
+            ])
+            .args([
+                "--target",
+                td.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .expect("run moegraft")
+    };
+    let ok = run(&["--expert-alpha", "1,0.5,0.5,1", "--dtype", "bf16"], &out);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("deltamoe:"), "{stdout}");
+    let m = common::json(&out.join("moegraft.json"));
+    assert_eq!(m["expert_alpha"], serde_json::json!([1.0, 0.5, 0.5, 1.0]));
+    assert_eq!(
+        common::json(&out.join("config.json"))["torch_dtype"],
+        "bfloat16"
+    );
+
+    let bad_out = d.path("bad");
+    let bad = run(&["--expert-alpha", "1,2"], &bad_out);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--expert-alpha has 2"), "{stderr}");
+    assert!(!bad_out.exists());
+}
