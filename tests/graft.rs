@@ -10,8 +10,8 @@ use std::process::Command;
 
 use graft_models::{base, noise, tiny, upcycled, Model, EXPERTS};
 use moegraft::checkpoint::{dtype, Checkpoint, DType, ModelFiles, Tensor};
-use moegraft::gpu::kernels::GraftPipelines;
-use moegraft::gpu::{GpuContext, GpuOptions};
+use moegraft::gpu::kernels::{self, GraftPipelines, Packed};
+use moegraft::gpu::{Batch, GpuContext, GpuOptions};
 use moegraft::graft::gpu::graft_tensor;
 use moegraft::graft::plan::{GraftOptions, PlannedDelta};
 use moegraft::graft::run::{graft_dirs, GraftInputs, GraftSummary};
@@ -154,6 +154,41 @@ fn kernel_matches_cpu_for_every_dtype_combination_in_pieces() {
         // The rows beyond Δ are the target's, bit for bit.
         assert_eq!(&got[delta_len..], &t.to_f32()[delta_len..]);
     }
+}
+
+#[test]
+fn kernel_adds_delta_only_below_delta_len() {
+    // Inputs that do hold values past delta_len: the kernel itself must not read them (the
+    // executor binds shorter buffers there, which out-of-bounds rules alone would not fix).
+    let ctx = gpu(None);
+    let count = 100;
+    let delta_len = 37;
+    let bits = |s: u64| -> Vec<u32> { (0..count).map(|k| noise(s, k).to_bits()).collect() };
+    let (t, i, b) = (bits(1), bits(2), bits(3));
+    let buffers = [&t, &i, &b].map(|v| ctx.upload_u32("x", v));
+    let out = ctx.create_storage("out", count).expect("out");
+    let mut batch = Batch::new(&ctx);
+    let packed = |k: usize| Packed {
+        buffer: &buffers[k],
+        dtype: DType::F32,
+    };
+    let mut pipelines = GraftPipelines::default();
+    kernels::graft(
+        &mut batch,
+        &mut pipelines,
+        packed(0),
+        packed(1),
+        packed(2),
+        &out,
+        count,
+        delta_len,
+        -1.5,
+    );
+    batch.submit();
+    let got = pollster::block_on(ctx.read_f32(&out, 0, count)).expect("read");
+    let f = |v: &[u32]| v.iter().map(|x| f32::from_bits(*x)).collect::<Vec<_>>();
+    let want = oracle(&f(&t), &f(&i)[..delta_len], &f(&b)[..delta_len], -1.5);
+    assert_close("graft", &got, &want, DType::F32, 4.0);
 }
 
 #[test]
