@@ -396,6 +396,9 @@ fn mismatched_inputs_fail_before_writing() {
     let id = d.write("inst", &i, DType::F32);
     let one = alpha(1.0);
 
+    // A non-finite α would write NaN everywhere.
+    assert_rejected(&d, &bd, &id, &bd, &alpha(f32::NAN), &["finite"]);
+
     // Fewer layers in the instruct model.
     let mut short = i.clone();
     short.config["num_hidden_layers"] = 1.into();

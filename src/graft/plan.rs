@@ -86,6 +86,13 @@ pub fn plan(
     target: &Checkpoint,
     options: &GraftOptions,
 ) -> Result<GraftPlan> {
+    let alphas =
+        std::iter::once(options.alpha).chain(options.expert_alpha.iter().flatten().copied());
+    if let Some(bad) = alphas.into_iter().find(|a| !a.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "alpha must be a finite number, got {bad}"
+        )));
+    }
     let mut report = Mismatches::default();
     let method = check_configs(base, instruct, target, &mut report);
     report.fail_if_any()?;
@@ -369,5 +376,25 @@ impl Mismatches {
             "the models do not fit together ({} mismatches): {shown}",
             self.0.len()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_lists_the_first_mismatches_and_counts_the_rest() {
+        let mut report = Mismatches::default();
+        assert!(report.fail_if_any().is_ok());
+        for k in 0..7 {
+            report.push(format!("m{k}"));
+        }
+        let message = report.fail_if_any().expect_err("mismatches").to_string();
+        assert!(
+            message.contains("(7 mismatches): m0; m1; m2; m3; m4; and 2 more"),
+            "{message}"
+        );
+        assert!(!message.contains("m5"), "{message}");
     }
 }
