@@ -362,6 +362,40 @@ fn enlarged_vocabulary_keeps_the_new_rows() {
     assert_ne!(&got[..overlap], &t.get(name)[..overlap], "overlap got Δ");
 }
 
+#[test]
+fn untied_target_of_a_tied_base_gives_lm_head_the_embedding_delta() {
+    // The base uses its embedding as output projection; a target that unties it has an
+    // lm_head whose Δ can only be the embedding's.
+    let d = Dirs::new();
+    let b = base();
+    let i = b.perturbed(3, 0.03);
+    let mut t = b.perturbed(4, 0.03);
+    let embed = "model.embed_tokens.weight";
+    let mut head = t
+        .tensors
+        .iter()
+        .find(|x| x.0 == embed)
+        .expect("embed")
+        .clone();
+    head.0 = "lm_head.weight".into();
+    graft_models::perturb(&mut head.2, 99, 0.1);
+    t.tensors.insert(0, head);
+    t.config["tie_word_embeddings"] = false.into();
+    let (bd, id) = (
+        d.write("base", &b, DType::F32),
+        d.write("inst", &i, DType::F32),
+    );
+    let td = d.write("cpt", &t, DType::F32);
+    let out = d.path("out");
+    run_graft(&bd, &id, &td, &out, &alpha(1.0)).expect("graft");
+    let got = read_raw(&out);
+    for name in ["lm_head.weight", embed] {
+        let w = got.iter().find(|x| x.name == name).expect("tensor");
+        let want = oracle(t.get(name), i.get(embed), b.get(embed), 1.0);
+        assert_close(name, &w.to_f32(), &want, DType::F32, 4.0);
+    }
+}
+
 /// Runs a graft that must fail, checks the message names what it should and nothing was
 /// written.
 fn assert_rejected(
