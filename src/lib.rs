@@ -5,8 +5,8 @@
 pub mod checkpoint;
 pub mod error;
 pub mod generate;
-pub mod graft;
 pub mod gpu;
+pub mod graft;
 pub mod model;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]

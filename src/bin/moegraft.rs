@@ -9,6 +9,7 @@ use moegraft::checkpoint::import::import_gguf;
 use moegraft::checkpoint::DType;
 use moegraft::generate::{self, GenerateOptions, SampleSettings};
 use moegraft::gpu::{GpuContext, GpuOptions};
+use moegraft::graft::router::RouterChoice;
 use moegraft::model::open::{open_dir, OpenedModel};
 use moegraft::model::LoadOptions;
 use moegraft::tokenizer::Tokenizer;
@@ -68,6 +69,10 @@ struct ModelArgs {
     /// Longest context to allocate the KV cache for.
     #[arg(long, default_value_t = 4096)]
     max_context: usize,
+    /// MoE routing: learned, language-prior or expert=N (default: config.json's
+    /// moegraft.router, else learned).
+    #[arg(long, value_parser = RouterChoice::parse)]
+    router: Option<RouterChoice>,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -163,6 +168,7 @@ async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {
 async fn load(args: &ModelArgs) -> Result<OpenedModel> {
     let options = LoadOptions {
         max_context: args.max_context,
+        router: args.router,
         ..Default::default()
     };
     let gpu = GpuOptions {

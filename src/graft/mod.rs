@@ -2,3 +2,6 @@
 //! added to a continued-pretrained model — once to attention, norms and embeddings, and to
 //! every expert of an upcycled MoE — plus upcycling dense checkpoints into language experts
 //! and the routers that choose between them.
+
+pub mod router;
+pub mod script;
