@@ -3,5 +3,8 @@
 //! every expert of an upcycled MoE — plus upcycling dense checkpoints into language experts
 //! and the routers that choose between them.
 
+pub mod centroid;
 pub mod router;
 pub mod script;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod upcycle;
