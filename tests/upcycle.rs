@@ -189,9 +189,9 @@ fn centroid_rows_are_normalised_mean_router_inputs() {
         s.capture_router_inputs(&model.ctx, c).unwrap();
         pollster::block_on(model.logits_last(&mut s, &ids)).unwrap();
         let captured = pollster::block_on(model.last_captured(&s)).unwrap();
-        for l in 0..c.num_layers {
+        for (l, layer) in captured.iter().enumerate() {
             let mut mean = vec![0.0f64; c.hidden_size];
-            for row in captured[l].chunks(c.hidden_size) {
+            for row in layer.chunks(c.hidden_size) {
                 for (m, v) in mean.iter_mut().zip(row) {
                     *m += *v as f64 / ids.len() as f64;
                 }
