@@ -11,7 +11,7 @@ use common::*;
 use moegraft::checkpoint::writer::{
     write_dir_atomically, write_file, write_json, ModelWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES,
 };
-use moegraft::checkpoint::{Checkpoint, ModelFiles};
+use moegraft::checkpoint::{Checkpoint, DType, ModelFiles};
 use moegraft::gpu::GpuOptions;
 use moegraft::graft::centroid::centroid_row;
 use moegraft::graft::router::{RouterChoice, RouterMode};
@@ -260,11 +260,21 @@ fn captured_router_input_matches_a_cpu_first_layer() {
     assert!(diff < 1e-4, "layer 0 router input: {diff}");
 }
 
-/// Copies tiny-llama into `out` with `edit` applied to its tensor list and config.
+/// Copies tiny-llama into `out`, keeping the tensors `keep` accepts (f32 values rewritten by
+/// `scale`: name → factor) and with `edit_config` applied to its config.
 fn variant(
     out: &Path,
     edit_config: impl FnOnce(&mut serde_json::Value),
     keep: impl Fn(&str) -> bool,
+) {
+    variant_scaled(out, edit_config, keep, |_| 1.0)
+}
+
+fn variant_scaled(
+    out: &Path,
+    edit_config: impl FnOnce(&mut serde_json::Value),
+    keep: impl Fn(&str) -> bool,
+    scale: impl Fn(&str) -> f32,
 ) {
     let src = tiny_llama();
     let ckpt = pollster::block_on(Checkpoint::open(ModelFiles::from_dir(&src).unwrap())).unwrap();
@@ -275,7 +285,14 @@ fn variant(
         .collect();
     let tensors: Vec<_> = names
         .iter()
-        .map(|n| pollster::block_on(ckpt.read(n)).unwrap())
+        .map(|n| {
+            let mut t = pollster::block_on(ckpt.read(n)).unwrap();
+            assert_eq!(t.dtype, DType::F32, "tiny-llama is f32");
+            let f = scale(n);
+            let scaled: Vec<f32> = t.to_f32().iter().map(|v| v * f).collect();
+            t.bytes = bytemuck::cast_slice(&scaled).to_vec();
+            t
+        })
         .collect();
     let mut config = ckpt.config.raw.clone();
     edit_config(&mut config);
@@ -406,4 +423,90 @@ fn language_prior_routes_japanese_to_the_ja_expert() {
     pollster::block_on(learned.model.logits_last(&mut s, &ids)).unwrap();
     let routes = pollster::block_on(learned.model.last_routes(&s)).unwrap();
     assert!(routes.iter().flatten().all(|r| r == &vec![0]));
+}
+
+/// --average-non-ffn: attention, norms and embeddings are the mean over base and experts
+/// (Branch-Train-MiX); FFNs are still each checkpoint's own.
+#[test]
+fn average_non_ffn_takes_the_mean_of_non_ffn_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scaled = tmp.path().join("scaled");
+    // Everything ×3: the mean of base and this expert is ×2 for non-FFN tensors.
+    variant_scaled(&scaled, |_| {}, |_| true, |_| 3.0);
+    let out = tmp.path().join("moe");
+    let mut o = options(&out, vec![expert(&scaled, &["ja"])]);
+    o.samples = samples(tmp.path());
+    o.average_non_ffn = true;
+    upcycle(&o).unwrap();
+    let read = |dir: &Path, n: &str| {
+        let c = pollster::block_on(Checkpoint::open(ModelFiles::from_dir(dir).unwrap())).unwrap();
+        pollster::block_on(c.read_f32(n)).unwrap()
+    };
+    for name in [
+        "model.embed_tokens.weight",
+        "model.layers.1.self_attn.q_proj.weight",
+        "model.norm.weight",
+    ] {
+        let base = read(&tiny_llama(), name);
+        let want: Vec<f32> = base.iter().map(|v| v * 2.0).collect();
+        let diff = max_abs_diff(&read(&out, name), &want);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+    let down = "model.layers.0.mlp.down_proj.weight";
+    let w2 = |e: usize| {
+        read(
+            &out,
+            &format!("model.layers.0.block_sparse_moe.experts.{e}.w2.weight"),
+        )
+    };
+    assert_eq!(w2(0), read(&tiny_llama(), down));
+    assert_eq!(w2(1), read(&scaled, down));
+}
+
+/// The CLI face: flags parse, warnings go to stderr, a missing-samples error is clear.
+#[test]
+fn cli_upcycle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = samples(tmp.path());
+    let bin = env!("CARGO_BIN_EXE_moegraft");
+    let base = tiny_llama();
+    let base = base.to_str().unwrap();
+    let out = tmp.path().join("moe");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "upcycle".to_string(),
+            "--base".into(),
+            base.into(),
+            "--expert".into(),
+            format!("{base}=ja"),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let r = run(&[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("--samples"), "{err}");
+    assert!(!out.exists());
+    let en = format!("en={}", s[0].1.display());
+    let ja = format!("ja={}", s[1].1.display());
+    let r = run(&[
+        "--samples",
+        &en,
+        "--samples",
+        &ja,
+        "--top-k",
+        "2",
+        "--router",
+        "language-prior",
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    let config = json(&out.join("config.json"));
+    assert_eq!(config["num_experts_per_tok"], 2);
+    assert_eq!(config["moegraft"]["router"], "language-prior");
 }
