@@ -510,3 +510,35 @@ fn cli_upcycle() {
     assert_eq!(config["num_experts_per_tok"], 2);
     assert_eq!(config["moegraft"]["router"], "language-prior");
 }
+
+/// With the centroid router alone, tokens of each expert's own sample go to that expert more
+/// often than chance (1/2) in every layer.
+#[test]
+fn centroid_router_prefers_the_sample_language_expert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("moe");
+    let mut o = options(&out, vec![expert(&tiny_llama(), &["ja"])]);
+    o.samples = samples(tmp.path());
+    upcycle(&o).unwrap();
+    let opened = open(&out);
+    let (model, tokenizer) = (&opened.model, opened.tokenizer.as_ref().unwrap());
+    for (e, lang) in ["en", "ja"].iter().enumerate() {
+        let text = std::fs::read_to_string(tmp.path().join(format!("{lang}.txt"))).unwrap();
+        let ids = tokenizer.encode(&text, false).unwrap();
+        let mut s = model.session().unwrap();
+        s.record_routes(&model.ctx, &model.config).unwrap();
+        pollster::block_on(model.logits_last(&mut s, &ids)).unwrap();
+        for (l, layer) in pollster::block_on(model.last_routes(&s))
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let hits = layer.iter().filter(|r| r[0] as usize == e).count();
+            assert!(
+                2 * hits > ids.len(),
+                "{lang} layer {l}: {hits}/{} to expert {e}",
+                ids.len()
+            );
+        }
+    }
+}
