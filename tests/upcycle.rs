@@ -542,3 +542,56 @@ fn centroid_router_prefers_the_sample_language_expert() {
         }
     }
 }
+
+/// The prior's script memory crosses chunk boundaries: fed three tokens at a time, every chunk
+/// routes as the whole prompt would (a letterless token opening a chunk inherits the script
+/// of the previous chunk's last token).
+#[test]
+fn language_prior_carries_the_script_across_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("moe");
+    let mut o = options(&out, vec![expert(&tiny_llama(), &["ja"])]);
+    o.router = UpcycleRouter::LanguagePrior;
+    upcycle(&o).unwrap();
+    let opened = open_with(
+        &out,
+        LoadOptions {
+            prefill_chunk: 3,
+            ..Default::default()
+        },
+        GpuOptions::default(),
+    );
+    let (model, tokenizer) = (&opened.model, opened.tokenizer.as_ref().unwrap());
+    // Japanese, then punctuation and digits only: those must stay with the ja expert.
+    let mut ids = prompt_ids(2);
+    let tail = tokenizer.encode("。 123 、", false).unwrap();
+    assert!(tail
+        .iter()
+        .all(|&t| text_script(&tokenizer.decode(&[t], false).unwrap()).is_none()));
+    ids.extend(&tail);
+    let mut previous = None;
+    let want: Vec<u32> = ids
+        .iter()
+        .map(|&id| {
+            previous = text_script(&tokenizer.decode(&[id], false).unwrap()).or(previous);
+            u32::from(matches!(previous, Some(Script::Kana | Script::Han)))
+        })
+        .collect();
+    assert_eq!(want.last(), Some(&1));
+    let letterless = |id: u32| text_script(&tokenizer.decode(&[id], false).unwrap()).is_none();
+    assert!(
+        (0..ids.len())
+            .step_by(3)
+            .any(|i| i > 0 && letterless(ids[i]) && want[i] == 1),
+        "no chunk opens with a letterless Japanese-context token"
+    );
+    let mut s = model.session().unwrap();
+    s.record_routes(&model.ctx, &model.config).unwrap();
+    for (n, piece) in ids.chunks(3).enumerate() {
+        pollster::block_on(model.logits_last(&mut s, piece)).unwrap();
+        let routes = pollster::block_on(model.last_routes(&s)).unwrap();
+        for (t, r) in routes[0].iter().enumerate() {
+            assert_eq!(r[0], want[n * 3 + t], "chunk {n} token {t}");
+        }
+    }
+}
