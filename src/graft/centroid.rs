@@ -74,8 +74,11 @@ pub fn router_warnings(layer: usize, rows: &[Vec<f32>]) -> Vec<String> {
             }
         }
     }
+    // A zero row (an expert without samples) is reported where it arises; its infinite
+    // condition number would only repeat that.
+    let has_zero_row = rows.iter().any(|r| r.iter().all(|v| *v == 0.0));
     let cond = condition_number(rows);
-    if cond > MAX_CONDITION as f64 {
+    if !has_zero_row && cond > MAX_CONDITION as f64 {
         out.push(format!(
             "layer {layer}: router matrix is ill-conditioned (condition number {cond:.1} > {MAX_CONDITION})"
         ));
