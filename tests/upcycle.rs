@@ -355,6 +355,18 @@ fn mismatched_experts_fail_before_writing() {
     assert!(err.contains("has shape"), "{err}");
     assert_nothing_written(tmp.path(), &out);
 
+    // Bad options are refused before writing too.
+    let mut o = options(&out, vec![expert(&tiny_llama(), &["ja"])]);
+    o.samples = samples(tmp.path());
+    o.top_k = 3;
+    let err = upcycle(&o).unwrap_err().to_string();
+    assert!(err.contains("--top-k 3"), "{err}");
+    o.top_k = 1;
+    o.experts = vec![expert(&tiny_llama(), &["xx"])];
+    let err = upcycle(&o).unwrap_err().to_string();
+    assert!(err.contains("unknown language code 'xx'"), "{err}");
+    assert_nothing_written(tmp.path(), &out);
+
     // Centroid routing without samples for an expert is refused, also before writing.
     let o = options(&out, vec![expert(&tiny_llama(), &["ja"])]);
     let err = upcycle(&o).unwrap_err().to_string();
