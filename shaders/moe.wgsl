@@ -17,7 +17,11 @@ struct Params {
     chunk_rows: u32,
     x_per_slot: u32,   // 0: input row is the token's; 1: one input row per (token, slot)
     out_dim: u32,      // combine: hidden size
-    _pad: u32,
+    forced_expert: u32, // route_topk: every slot to this expert (0xffffffff: none)
+    has_bias: u32,     // route_topk: add route_bias to the logits before the softmax
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -25,6 +29,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> router_logits: array<f32>; // [tokens, experts]
 @group(0) @binding(2) var<storage, read_write> route_ids: array<u32>; // [tokens, top_k]
 @group(0) @binding(3) var<storage, read_write> route_weights: array<f32>;
+@group(0) @binding(11) var<storage, read> route_bias: array<f32>; // [tokens, experts]
 // expert_matvec
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read> w: array<u32>;
@@ -37,7 +42,20 @@ struct Params {
 
 //!include weights
 
+// The logit the router gives expert e for token t, plus the per-token bias (a language prior)
+// when there is one.
+fn biased_logit(t: u32, e: u32) -> f32 {
+    let i = t * p.experts + e;
+    var l = router_logits[i];
+    if (p.has_bias != 0u) {
+        l += route_bias[i];
+    }
+    return l;
+}
+
 // softmax over the experts → top-k (ties to the lower index) → optional renormalisation.
+// A forced expert bypasses the router: slot 0 gets it with weight 1 and the other slots repeat
+// it with weight 0, so the expert kernels still read valid ids but add nothing for them.
 @compute @workgroup_size(64)
 fn route_topk(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -48,14 +66,20 @@ fn route_topk(
     if (t >= p.tokens) {
         return;
     }
-    let base = t * p.experts;
-    var m = router_logits[base];
+    if (p.forced_expert != 0xffffffffu) {
+        for (var s = 0u; s < p.top_k; s++) {
+            route_ids[t * p.top_k + s] = p.forced_expert;
+            route_weights[t * p.top_k + s] = select(0.0, 1.0, s == 0u);
+        }
+        return;
+    }
+    var m = biased_logit(t, 0u);
     for (var e = 1u; e < p.experts; e++) {
-        m = max(m, router_logits[base + e]);
+        m = max(m, biased_logit(t, e));
     }
     var z = 0.0;
     for (var e = 0u; e < p.experts; e++) {
-        z += exp(router_logits[base + e] - m);
+        z += exp(biased_logit(t, e) - m);
     }
     var chosen: array<u32, 8>; // bitmask over up to 256 experts
     var total = 0.0;
@@ -64,7 +88,7 @@ fn route_topk(
         var best_p = -1.0;
         for (var e = 0u; e < p.experts; e++) {
             let taken = (chosen[e / 32u] >> (e % 32u)) & 1u;
-            let prob = exp(router_logits[base + e] - m) / z;
+            let prob = exp(biased_logit(t, e) - m) / z;
             if (taken == 0u && prob > best_p) {
                 best = e;
                 best_p = prob;

@@ -807,7 +807,17 @@ fn route_topk_matches_cpu() {
             ctx.upload_f32("weights", &vec![-7.0; tokens * top_k + 1]),
         );
         let mut batch = Batch::new(&ctx);
-        kernels::route_topk(&mut batch, &lb, &ib, &wb, tokens, experts, top_k, renorm);
+        kernels::route_topk(
+            &mut batch,
+            &lb,
+            &ib,
+            &wb,
+            tokens,
+            experts,
+            top_k,
+            renorm,
+            Default::default(),
+        );
         batch.submit();
         let got_ids = read_u32(&ctx, &ib, tokens * top_k + 1);
         let got_w = read_f32(&ctx, &wb, tokens * top_k + 1);
@@ -818,6 +828,103 @@ fn route_topk_matches_cpu() {
         let mut tol = vec![1e-6; want_w.len()];
         *tol.last_mut().unwrap() = 0.0;
         assert_close(&format!("{label}: weights"), &got_w, &want_w, &tol);
+    }
+}
+
+/// The language prior's bias is added to the logits before the softmax: the kernel with a bias
+/// buffer must match the CPU reference run on logits + bias.
+#[test]
+fn route_topk_adds_the_bias_before_the_softmax() {
+    let ctx = context(None);
+    let mut rng = Rng::new(81);
+    for (tokens, experts, top_k, renorm) in [
+        (1, 2, 1, true),
+        (5, 4, 2, true),
+        (17, 8, 2, false),
+        (65, 17, 3, true),
+        (3, 64, 8, false),
+    ] {
+        let label = format!("biased route_topk tokens {tokens} experts {experts} top_k {top_k}");
+        let logits: Vec<f32> = (0..tokens * experts)
+            .map(|_| (rng.below(21) as f32 - 10.0) * 0.25)
+            .collect();
+        // Bias on a coarser grid, so biased and unbiased winners often differ.
+        let bias: Vec<f32> = (0..tokens * experts)
+            .map(|_| rng.pick(&[0.0, 0.0, 3.0, 10.0]))
+            .collect();
+        let biased: Vec<f32> = logits.iter().zip(&bias).map(|(l, b)| l + b).collect();
+        let (lb, bb, ib, wb) = (
+            ctx.upload_f32("logits", &logits),
+            ctx.upload_f32("bias", &bias),
+            ctx.upload_u32("ids", &vec![u32::MAX; tokens * top_k + 1]),
+            ctx.upload_f32("weights", &vec![-7.0; tokens * top_k + 1]),
+        );
+        let mut batch = Batch::new(&ctx);
+        let steer = kernels::RouteSteer {
+            bias: Some(&bb),
+            forced_expert: None,
+        };
+        kernels::route_topk(
+            &mut batch, &lb, &ib, &wb, tokens, experts, top_k, renorm, steer,
+        );
+        batch.submit();
+        let got_ids = read_u32(&ctx, &ib, tokens * top_k + 1);
+        let got_w = read_f32(&ctx, &wb, tokens * top_k + 1);
+        let (mut want_ids, mut want_w) = route_cpu(&biased, experts, top_k, renorm);
+        let (plain_ids, _) = route_cpu(&logits, experts, top_k, renorm);
+        assert_ne!(
+            want_ids, plain_ids,
+            "{label}: the bias must change some routes"
+        );
+        want_ids.push(u32::MAX);
+        want_w.push(-7.0);
+        assert_eq!(got_ids, want_ids, "{label}: ids");
+        let mut tol = vec![1e-6; want_w.len()];
+        *tol.last_mut().unwrap() = 0.0;
+        assert_close(&format!("{label}: weights"), &got_w, &want_w, &tol);
+    }
+}
+
+/// A forced expert ignores the logits (and any bias): slot 0 = the expert with weight 1, the
+/// other slots repeat it with weight 0.
+#[test]
+fn route_topk_forced_expert_ignores_the_router() {
+    let ctx = context(None);
+    let mut rng = Rng::new(82);
+    for (tokens, experts, top_k, forced, with_bias) in [
+        (1, 1, 1, 0, false),
+        (7, 4, 2, 3, false),
+        (65, 8, 2, 0, true),
+        (3, 17, 4, 16, false),
+    ] {
+        let label = format!("forced route_topk tokens {tokens} experts {experts} expert {forced}");
+        let logits = rng.vec(tokens * experts, 5.0);
+        let bias = rng.vec(tokens * experts, 20.0);
+        let (lb, bb, ib, wb) = (
+            ctx.upload_f32("logits", &logits),
+            ctx.upload_f32("bias", &bias),
+            ctx.upload_u32("ids", &vec![u32::MAX; tokens * top_k + 1]),
+            ctx.upload_f32("weights", &vec![-7.0; tokens * top_k + 1]),
+        );
+        let mut batch = Batch::new(&ctx);
+        let steer = kernels::RouteSteer {
+            bias: with_bias.then_some(&bb),
+            forced_expert: Some(forced),
+        };
+        kernels::route_topk(
+            &mut batch, &lb, &ib, &wb, tokens, experts, top_k, true, steer,
+        );
+        batch.submit();
+        let got_ids = read_u32(&ctx, &ib, tokens * top_k + 1);
+        let got_w = read_f32(&ctx, &wb, tokens * top_k + 1);
+        let mut want_ids = vec![forced as u32; tokens * top_k];
+        want_ids.push(u32::MAX);
+        let mut want_w: Vec<f32> = (0..tokens * top_k)
+            .map(|i| if i % top_k == 0 { 1.0 } else { 0.0 })
+            .collect();
+        want_w.push(-7.0);
+        assert_eq!(got_ids, want_ids, "{label}: ids");
+        assert_eq!(got_w, want_w, "{label}: weights");
     }
 }
 
@@ -1437,7 +1544,17 @@ fn large_grids_use_both_dimensions() {
             ctx.upload_f32("weights", &vec![0.0; tokens * top_k]),
         );
         let mut batch = Batch::new(&ctx);
-        kernels::route_topk(&mut batch, &lb, &ib, &wb, tokens, experts, top_k, true);
+        kernels::route_topk(
+            &mut batch,
+            &lb,
+            &ib,
+            &wb,
+            tokens,
+            experts,
+            top_k,
+            true,
+            Default::default(),
+        );
         batch.submit();
         let got_ids = read_u32(&ctx, &ib, tokens * top_k);
         let got_w = read_f32(&ctx, &wb, tokens * top_k);

@@ -9,8 +9,11 @@ use moegraft::checkpoint::import::import_gguf;
 use moegraft::checkpoint::DType;
 use moegraft::generate::{self, GenerateOptions, SampleSettings};
 use moegraft::gpu::{GpuContext, GpuOptions};
+use moegraft::graft::centroid;
 use moegraft::graft::plan::GraftOptions;
+use moegraft::graft::router::RouterChoice;
 use moegraft::graft::run::{graft_dirs, GraftInputs};
+use moegraft::graft::upcycle::{self, ExpertSource, UpcycleOptions, UpcycleRouter};
 use moegraft::model::open::{open_dir, OpenedModel};
 use moegraft::model::LoadOptions;
 use moegraft::tokenizer::Tokenizer;
@@ -35,6 +38,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Convert a GGUF file into a Hugging Face model directory.
     ImportGguf(ImportArgs),
+    /// Build a Mixtral-layout language-expert MoE from dense checkpoints of one base.
+    Upcycle(UpcycleArgs),
     /// Describe the GPU adapter moegraft would use.
     Adapter(GpuArgs),
     /// Graft Δ = instruct − base onto a target: ParamΔ for a dense target, DeltaMoE for a
@@ -84,6 +89,78 @@ struct ImportArgs {
     dtype: DType,
 }
 
+#[derive(Args)]
+struct UpcycleArgs {
+    /// The dense base model: its FFN becomes expert 0, its other tensors are kept.
+    #[arg(long)]
+    base: PathBuf,
+    /// A dense checkpoint of the same base and its languages: DIR=lang[,lang]. Repeatable;
+    /// expert i is the i-th.
+    #[arg(long = "expert", value_parser = parse_expert, required = true)]
+    experts: Vec<ExpertSource>,
+    /// Languages of the base model (expert 0).
+    #[arg(long, value_delimiter = ',', default_value = "en")]
+    base_languages: Vec<String>,
+    /// centroid (router from sample text) or language-prior (centroid router written, but
+    /// moegraft routes by each token's script by default).
+    #[arg(long, default_value = "centroid", value_parser = parse_upcycle_router)]
+    router: UpcycleRouter,
+    /// Sample text for the centroid router: LANG=FILE. Repeatable.
+    #[arg(long = "samples", value_parser = parse_sample)]
+    samples: Vec<(String, PathBuf)>,
+    /// Experts per token (1: hard top-1, the safest zero-training default).
+    #[arg(long, default_value_t = upcycle::DEFAULT_TOP_K)]
+    top_k: usize,
+    /// Norm of every centroid router row (the router's logit scale).
+    #[arg(long, default_value_t = centroid::DEFAULT_TEMPERATURE)]
+    temperature: f32,
+    /// Average attention, norms and embeddings over base and experts (as Branch-Train-MiX
+    /// does) instead of taking the base's.
+    #[arg(long)]
+    average_non_ffn: bool,
+    /// Output directory (written under a temporary name, renamed when complete).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+fn parse_expert(s: &str) -> std::result::Result<ExpertSource, String> {
+    let (dir, langs) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("'{s}': expected DIR=lang[,lang]"))?;
+    let languages: Vec<String> = langs
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if dir.is_empty() || languages.is_empty() {
+        return Err(format!("'{s}': expected DIR=lang[,lang]"));
+    }
+    Ok(ExpertSource {
+        dir: PathBuf::from(dir),
+        languages,
+    })
+}
+
+fn parse_sample(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((lang, file)) if !lang.is_empty() && !file.is_empty() => {
+            Ok((lang.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!("'{s}': expected LANG=FILE")),
+    }
+}
+
+fn parse_upcycle_router(s: &str) -> std::result::Result<UpcycleRouter, String> {
+    match s {
+        "centroid" => Ok(UpcycleRouter::Centroid),
+        "language-prior" => Ok(UpcycleRouter::LanguagePrior),
+        _ => Err(format!("unknown router '{s}' (centroid or language-prior)")),
+    }
+}
+
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     DType::parse(s).ok_or_else(|| format!("unknown dtype '{s}' (f32, f16 or bf16)"))
 }
@@ -103,6 +180,10 @@ struct ModelArgs {
     /// Longest context to allocate the KV cache for.
     #[arg(long, default_value_t = 4096)]
     max_context: usize,
+    /// MoE routing: learned, language-prior or expert=N (default: config.json's
+    /// moegraft.router, else learned).
+    #[arg(long, value_parser = RouterChoice::parse)]
+    router: Option<RouterChoice>,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -176,6 +257,29 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Graft(a) => graft(a).await,
+        Command::Upcycle(a) => {
+            let options = UpcycleOptions {
+                base: a.base,
+                base_languages: a.base_languages,
+                experts: a.experts,
+                router: a.router,
+                samples: a.samples,
+                top_k: a.top_k,
+                temperature: a.temperature,
+                average_non_ffn: a.average_non_ffn,
+                out: a.out,
+                gpu: GpuOptions {
+                    max_binding_override: a.gpu.max_binding,
+                    ..Default::default()
+                },
+            };
+            let summary = upcycle::upcycle(&options)?;
+            for w in &summary.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{summary}");
+            Ok(())
+        }
         Command::Adapter(a) => {
             let ctx = gpu(&a, 0).await?;
             println!(
@@ -216,6 +320,7 @@ async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {
 async fn load(args: &ModelArgs) -> Result<OpenedModel> {
     let options = LoadOptions {
         max_context: args.max_context,
+        router: args.router,
         ..Default::default()
     };
     let gpu = GpuOptions {

@@ -365,7 +365,18 @@ struct MoeParams {
     chunk_rows: u32,
     x_per_slot: u32,
     out_dim: u32,
-    _pad: u32,
+    forced_expert: u32,
+    has_bias: u32,
+    _pad: [u32; 3],
+}
+
+/// How routing departs from the router's own choice (see `graft::router::RouterMode`).
+#[derive(Clone, Copy, Default)]
+pub struct RouteSteer<'a> {
+    /// [tokens, experts] added to the router logits before the softmax.
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// Every token to this expert with weight 1 (other slots: the same id, weight 0).
+    pub forced_expert: Option<usize>,
 }
 
 /// Router probabilities → top-k expert ids and weights per token, on the GPU.
@@ -379,19 +390,29 @@ pub fn route_topk(
     experts: usize,
     top_k: usize,
     renormalize: bool,
+    steer: RouteSteer,
 ) {
     let params = MoeParams {
         tokens: u(tokens),
         experts: u(experts),
         top_k: u(top_k),
         renormalize: renormalize as u32,
+        forced_expert: steer.forced_expert.map_or(u32::MAX, u),
+        has_bias: steer.bias.is_some() as u32,
         ..Default::default()
     };
     let pipeline = batch.ctx().pipeline(key(Shader::Moe, "route_topk"));
+    // Without a bias the logits stand in for it: the binding must exist but is never read.
+    let bias = steer.bias.unwrap_or(router_logits);
     batch.dispatch(
         pipeline,
         bytemuck::bytes_of(&params),
-        vec![(1, b(router_logits)), (2, b(ids)), (3, b(weights))],
+        vec![
+            (1, b(router_logits)),
+            (2, b(ids)),
+            (3, b(weights)),
+            (11, b(bias)),
+        ],
         u(tokens.div_ceil(64)),
     );
 }

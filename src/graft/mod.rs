@@ -3,10 +3,15 @@
 //! every expert of an upcycled MoE — plus upcycling dense checkpoints into language experts
 //! and the routers that choose between them.
 
+pub mod centroid;
 pub mod delta;
 pub mod gpu;
 pub mod manifest;
 pub mod plan;
+pub mod router;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;
+pub mod script;
 pub mod sidecar;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod upcycle;

@@ -5,8 +5,9 @@
 use super::session::Session;
 use super::weights::{DenseFfn, Ffn, LayerWeights, MoeFfn};
 use super::Model;
-use crate::gpu::kernels::{self, AttentionShape, Output, RopeTarget};
+use crate::gpu::kernels::{self, AttentionShape, Output, RopeTarget, RouteSteer};
 use crate::gpu::Batch;
+use crate::graft::router::RouterMode;
 
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +43,14 @@ impl Model {
                 c.hidden_size,
                 c.rms_norm_eps,
             );
+            if let Some(captured) = &s.captured {
+                let row = (c.hidden_size * 4) as u64;
+                let at = (i * sc.chunk) as u64 * row;
+                batch.copy(&sc.h, 0, captured, at, tokens as u64 * row);
+            }
             match &layer.ffn {
                 Ffn::Dense(ffn) => self.record_dense_ffn(batch, s, ffn, tokens),
-                Ffn::Moe(moe) => self.record_moe_ffn(batch, s, moe, tokens),
+                Ffn::Moe(moe) => self.record_moe_ffn(batch, s, moe, i, tokens),
             }
         }
         let h = c.hidden_size;
@@ -192,6 +198,21 @@ impl Model {
         );
     }
 
+    /// The routing mode as the route_topk kernel takes it (the bias was uploaded by `feed`).
+    fn route_steer<'a>(&self, s: &'a Session) -> RouteSteer<'a> {
+        match &self.router {
+            RouterMode::Learned => RouteSteer::default(),
+            RouterMode::Expert(n) => RouteSteer {
+                forced_expert: Some(*n),
+                ..Default::default()
+            },
+            RouterMode::LanguagePrior(_) => RouteSteer {
+                bias: Some(&s.scratch.route_bias),
+                ..Default::default()
+            },
+        }
+    }
+
     fn record_dense_ffn(&self, batch: &mut Batch, s: &Session, f: &DenseFfn, tokens: usize) {
         let c = &self.config;
         let sc = &s.scratch;
@@ -226,7 +247,14 @@ impl Model {
         );
     }
 
-    fn record_moe_ffn(&self, batch: &mut Batch, s: &Session, m: &MoeFfn, tokens: usize) {
+    fn record_moe_ffn(
+        &self,
+        batch: &mut Batch,
+        s: &Session,
+        m: &MoeFfn,
+        layer: usize,
+        tokens: usize,
+    ) {
         let c = &self.config;
         let sc = &s.scratch;
         let (h, i, e, k) = (
@@ -253,7 +281,13 @@ impl Model {
             e,
             k,
             true,
+            self.route_steer(s),
         );
+        if let Some(routes) = &s.routes {
+            let row = (k * 4) as u64;
+            let at = (layer * sc.chunk) as u64 * row;
+            batch.copy(&sc.route_ids, 0, routes, at, tokens as u64 * row);
+        }
         kernels::expert_matvec(
             batch,
             &sc.h,

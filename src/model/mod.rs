@@ -15,6 +15,7 @@ use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, SampleSettings};
 use crate::gpu::{Batch, GpuContext};
+use crate::graft::router::{RouterChoice, RouterMode};
 use weights::ModelWeights;
 
 /// Options for loading a model.
@@ -24,6 +25,8 @@ pub struct LoadOptions {
     pub max_context: usize,
     /// Tokens per forward pass when feeding a prompt.
     pub prefill_chunk: usize,
+    /// How MoE layers route; `None`: the config's `moegraft.router`, else the learned router.
+    pub router: Option<RouterChoice>,
 }
 
 impl Default for LoadOptions {
@@ -31,6 +34,7 @@ impl Default for LoadOptions {
         Self {
             max_context: 4096,
             prefill_chunk: 128,
+            router: None,
         }
     }
 }
@@ -42,6 +46,8 @@ pub struct Model {
     pub options: LoadOptions,
     rope_cos: wgpu::Buffer,
     rope_sin: wgpu::Buffer,
+    /// How MoE layers choose experts (`Learned` unless set).
+    router: RouterMode,
 }
 
 impl Model {
@@ -77,7 +83,63 @@ impl Model {
             options,
             rope_cos,
             rope_sin,
+            router: RouterMode::Learned,
         })
+    }
+
+    /// Chooses how MoE layers route tokens from now on; refused for dense models and for
+    /// experts the model does not have.
+    pub fn set_router_mode(&mut self, mode: RouterMode) -> Result<()> {
+        mode.check(&self.config)?;
+        self.router = mode;
+        Ok(())
+    }
+
+    pub fn router_mode(&self) -> &RouterMode {
+        &self.router
+    }
+
+    /// The route ids of the last chunk fed, per MoE layer: [layer][token][slot]. The session
+    /// must have been set to record them (`Session::record_routes`) before feeding.
+    pub async fn last_routes(&self, s: &Session) -> Result<Vec<Vec<Vec<u32>>>> {
+        let routes = s
+            .routes
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("this session does not record routes".into()))?;
+        let k = self.config.experts_per_token.max(1);
+        let mut batch = Batch::new(&self.ctx);
+        let rb = batch.read_back(
+            routes,
+            0,
+            (self.config.num_layers * s.scratch.chunk * k * 4) as u64,
+        );
+        batch.submit();
+        let all = rb.u32s(&self.ctx).await?;
+        Ok((0..self.config.num_layers)
+            .map(|l| {
+                (0..s.last_chunk)
+                    .map(|t| {
+                        let at = (l * s.scratch.chunk + t) * k;
+                        all.get(at..at + k).map(<[u32]>::to_vec).unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Each layer's router input (post-attention-norm hidden state) for the last chunk fed:
+    /// [layer][token × hidden]. The session must capture them (`Session::capture_router_inputs`).
+    pub async fn last_captured(&self, s: &Session) -> Result<Vec<Vec<f32>>> {
+        let captured = s.captured.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("this session does not capture router inputs".into())
+        })?;
+        let h = self.config.hidden_size;
+        let mut out = Vec::with_capacity(self.config.num_layers);
+        for l in 0..self.config.num_layers {
+            let at = l * s.scratch.chunk * h;
+            out.push(self.ctx.read_f32(captured, at, s.last_chunk * h).await?);
+        }
+        Ok(out)
     }
 
     /// A fresh session (its own KV cache).
@@ -135,6 +197,13 @@ impl Model {
             self.ctx
                 .queue
                 .write_buffer(&s.scratch.ids, 0, bytemuck::cast_slice(chunk));
+            if let RouterMode::LanguagePrior(prior) = &self.router {
+                let bias = prior.bias(chunk, self.config.num_experts, &mut s.last_script);
+                self.ctx
+                    .queue
+                    .write_buffer(&s.scratch.route_bias, 0, bytemuck::cast_slice(&bias));
+            }
+            s.last_chunk = chunk.len();
             let mut batch = Batch::new(&self.ctx);
             let want = if n == last {
                 wanted

@@ -8,6 +8,7 @@ use super::{weights::Progress, LoadOptions, Model};
 use crate::checkpoint::{Checkpoint, ModelFiles};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuOptions};
+use crate::graft::router::{MoegraftSection, RouterChoice, RouterMode};
 use crate::tokenizer::Tokenizer;
 
 pub struct OpenedModel {
@@ -38,7 +39,9 @@ pub async fn open_files(
     let ckpt = Checkpoint::open(files).await?;
     gpu.wanted_binding_bytes = gpu.wanted_binding_bytes.max(largest_tensor_bytes(&ckpt));
     let ctx = Rc::new(GpuContext::new(gpu).await?);
-    let model = Model::load_with_progress(ctx, &ckpt, options, progress).await?;
+    let router = options.router;
+    let mut model = Model::load_with_progress(ctx, &ckpt, options, progress).await?;
+    apply_router(&mut model, &ckpt, router, tokenizer.as_ref())?;
     Ok(OpenedModel { model, tokenizer })
 }
 
@@ -54,8 +57,28 @@ pub async fn open_files_on(
         None => None,
     };
     let ckpt = Checkpoint::open(files).await?;
-    let model = Model::load_with_progress(ctx, &ckpt, options, progress).await?;
+    let router = options.router;
+    let mut model = Model::load_with_progress(ctx, &ckpt, options, progress).await?;
+    apply_router(&mut model, &ckpt, router, tokenizer.as_ref())?;
     Ok(OpenedModel { model, tokenizer })
+}
+
+/// Sets the routing asked for, or else the one config.json's `moegraft` section names.
+fn apply_router(
+    model: &mut Model,
+    ckpt: &Checkpoint,
+    asked: Option<RouterChoice>,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<()> {
+    let file = ckpt.files.display_name("config.json");
+    let section = MoegraftSection::from_config(&ckpt.config, &file)?;
+    let choice = asked.unwrap_or_else(|| {
+        section
+            .as_ref()
+            .map_or(RouterChoice::Learned, MoegraftSection::default_choice)
+    });
+    let mode = RouterMode::build(choice, &ckpt.config, section.as_ref(), tokenizer)?;
+    model.set_router_mode(mode)
 }
 
 /// Opens a model directory on disk.

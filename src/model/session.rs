@@ -4,6 +4,7 @@
 use crate::checkpoint::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::graft::script::Script;
 
 pub struct Scratch {
     /// Tokens one pass processes at most (prompts are fed in chunks of this size).
@@ -20,6 +21,8 @@ pub struct Scratch {
     pub route_ids: wgpu::Buffer,
     pub route_weights: wgpu::Buffer,
     pub expert_out: wgpu::Buffer,
+    /// [chunk, experts] per-token router-logit bias (the language prior), uploaded per chunk.
+    pub route_bias: wgpu::Buffer,
     pub last_hidden: wgpu::Buffer,
     pub last_normed: wgpu::Buffer,
     /// [chunk, vocab] when every position's logits are wanted, else [1, vocab].
@@ -35,6 +38,16 @@ pub struct Session {
     pub k_cache: Vec<wgpu::Buffer>,
     pub v_cache: Vec<wgpu::Buffer>,
     pub scratch: Scratch,
+    /// The script of the last token fed, so the language prior's letterless tokens inherit it
+    /// across chunks.
+    pub last_script: Option<Script>,
+    /// Tokens in the last chunk fed (the rows `routes` and `captured` hold).
+    pub last_chunk: usize,
+    /// When set, every MoE layer copies its route ids here: [layers, chunk, top_k].
+    pub routes: Option<wgpu::Buffer>,
+    /// When set, every layer copies its post-attention-norm hidden state (the router's input)
+    /// here: [layers, chunk, hidden]. Off the hot path unless asked for.
+    pub captured: Option<wgpu::Buffer>,
 }
 
 impl Session {
@@ -70,6 +83,7 @@ impl Session {
             route_ids: s("route_ids", slots)?,
             route_weights: s("route_weights", slots)?,
             expert_out: s("expert_out", slots * c.hidden_size)?,
+            route_bias: s("route_bias", chunk * c.num_experts.max(1))?,
             last_hidden: s("last_hidden", c.hidden_size)?,
             last_normed: s("last_normed", c.hidden_size)?,
             logits: s("logits", logits_rows * c.vocab_size)?,
@@ -82,12 +96,33 @@ impl Session {
             k_cache,
             v_cache,
             scratch,
+            last_script: None,
+            last_chunk: 0,
+            routes: None,
+            captured: None,
         })
     }
 
     /// Forgets the cached context (the buffers are kept).
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.last_script = None;
+    }
+
+    /// Starts recording each MoE layer's route ids for every later chunk (see
+    /// `Model::last_routes`).
+    pub fn record_routes(&mut self, ctx: &GpuContext, c: &ModelConfig) -> Result<()> {
+        let len = c.num_layers * self.scratch.chunk * c.experts_per_token.max(1);
+        self.routes = Some(ctx.create_storage("routes", len)?);
+        Ok(())
+    }
+
+    /// Starts capturing each layer's router input for every later chunk (see
+    /// `Model::last_captured`).
+    pub fn capture_router_inputs(&mut self, ctx: &GpuContext, c: &ModelConfig) -> Result<()> {
+        let len = c.num_layers * self.scratch.chunk * c.hidden_size;
+        self.captured = Some(ctx.create_storage("captured", len)?);
+        Ok(())
     }
 
     pub fn check_room(&self, tokens: usize) -> Result<()> {

@@ -1,0 +1,484 @@
+//! Training-free upcycling (Branch-Train-MiX style, PAPER.md): a Mixtral-layout MoE built from
+//! dense checkpoints of one base. Expert 0 is the base's FFN (its original languages), expert i
+//! the FFN of dense checkpoint i (continued-pretrained for language i); every other tensor comes
+//! from the base, or is averaged over base and experts as BTX does. The router is a centroid
+//! router computed from sample text; config.json's `moegraft` section records each expert's
+//! languages so the runtime can route by a language prior instead.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::centroid::{self, centroid_row, mean_router_inputs};
+use super::router::{MoegraftSection, RouterChoice, DEFAULT_PRIOR_STRENGTH};
+use super::script::language_scripts;
+use crate::checkpoint::dtype::{from_f32, to_f32};
+use crate::checkpoint::writer::{
+    write_dir_atomically, write_file, write_json, ModelWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES,
+};
+use crate::checkpoint::{Architecture, Checkpoint, DType, ModelFiles};
+use crate::error::{Error, Result};
+use crate::gpu::GpuOptions;
+use crate::model::open::open_dir;
+use crate::model::LoadOptions;
+
+/// Hard top-1 is the zero-training default (PAPER.md): experts trained apart were never taught
+/// to be mixed, so a token should see exactly one of them — and a base-language token routed
+/// to expert 0 then sees exactly the base model.
+pub const DEFAULT_TOP_K: usize = 1;
+
+/// One dense checkpoint that becomes an expert, and the languages it was trained for.
+#[derive(Debug, Clone)]
+pub struct ExpertSource {
+    pub dir: PathBuf,
+    pub languages: Vec<String>,
+}
+
+/// How the written model routes by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpcycleRouter {
+    /// The centroid router alone.
+    Centroid,
+    /// The centroid router is written too (so plain Mixtral loaders work), but moegraft routes
+    /// by the language prior unless told otherwise.
+    LanguagePrior,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpcycleOptions {
+    pub base: PathBuf,
+    /// Languages of the base model (expert 0).
+    pub base_languages: Vec<String>,
+    pub experts: Vec<ExpertSource>,
+    pub router: UpcycleRouter,
+    /// (language, sample text file) pairs for the centroid router.
+    pub samples: Vec<(String, PathBuf)>,
+    pub top_k: usize,
+    pub temperature: f32,
+    pub average_non_ffn: bool,
+    pub out: PathBuf,
+    pub gpu: GpuOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpcycleSummary {
+    pub experts: usize,
+    pub layers: usize,
+    pub top_k: usize,
+    pub files: Vec<String>,
+    /// Nearly parallel router rows and similar: printed by the CLI on stderr.
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Display for UpcycleSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "wrote a {}-expert top-{} MoE of {} layers ({})",
+            self.experts,
+            self.top_k,
+            self.layers,
+            self.files.join(", ")
+        )
+    }
+}
+
+/// Files copied from the base as they are (tokenizer, chat template, generation defaults).
+const COPIED_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "generation_config.json",
+];
+
+/// Dense FFN projections and the Mixtral expert matrices they become.
+const FFN_MAP: [(&str, &str); 3] = [("gate_proj", "w1"), ("up_proj", "w3"), ("down_proj", "w2")];
+
+fn ffn_name(layer: usize, proj: &str) -> String {
+    format!("model.layers.{layer}.mlp.{proj}.weight")
+}
+
+fn is_ffn(name: &str) -> bool {
+    name.starts_with("model.layers.") && name.contains(".mlp.")
+}
+
+/// Where one output tensor's bytes come from.
+enum Source {
+    /// A tensor of checkpoint `0` (base) or `i` (expert i), under its name there.
+    Copy(usize, String),
+    /// The mean of this tensor over every checkpoint.
+    Average(String),
+    /// Layer ℓ's router.
+    Router(usize),
+}
+
+/// Builds the MoE; nothing is written unless every input checks out.
+pub fn upcycle(o: &UpcycleOptions) -> Result<UpcycleSummary> {
+    let sources = open_all(o)?;
+    check_compatible(&sources)?;
+    let experts = sources.len();
+    let languages = expert_languages(o)?;
+    if o.top_k == 0 || o.top_k > experts {
+        return Err(Error::InvalidArgument(format!(
+            "--top-k {} must be between 1 and the number of experts ({experts})",
+            o.top_k
+        )));
+    }
+    if !(o.temperature.is_finite() && o.temperature > 0.0) {
+        return Err(Error::InvalidArgument(format!(
+            "--temperature {} must be positive",
+            o.temperature
+        )));
+    }
+    let base = &sources[0];
+    let c = &base.config;
+    let (rows, mut warnings) = pollster::block_on(router_rows(o, &languages, c.num_layers))?;
+    for (layer, r) in rows.iter().enumerate() {
+        warnings.extend(centroid::router_warnings(layer, r));
+    }
+
+    let dtype_of = |name: &str| -> Result<DType> {
+        let (file, info) = base.info(name)?;
+        info.dtype.ok_or_else(|| {
+            Error::tensor_format(
+                base.files.display_name(file),
+                name,
+                "not a floating-point tensor",
+            )
+        })
+    };
+    let mut plan: Vec<(TensorSpec, Source)> = Vec::new();
+    for name in base.tensor_names().filter(|n| !is_ffn(n)) {
+        let (_, info) = base.info(name)?;
+        let source = if o.average_non_ffn {
+            Source::Average(name.to_string())
+        } else {
+            Source::Copy(0, name.to_string())
+        };
+        plan.push((
+            TensorSpec::new(name, dtype_of(name)?, info.shape.clone()),
+            source,
+        ));
+    }
+    for layer in 0..c.num_layers {
+        let moe = format!("model.layers.{layer}.block_sparse_moe");
+        let router_dtype = dtype_of(&ffn_name(layer, "gate_proj"))?;
+        plan.push((
+            TensorSpec::new(
+                format!("{moe}.gate.weight"),
+                router_dtype,
+                vec![experts, c.hidden_size],
+            ),
+            Source::Router(layer),
+        ));
+        for e in 0..experts {
+            for (proj, w) in FFN_MAP {
+                let from = ffn_name(layer, proj);
+                let (_, info) = base.info(&from)?;
+                plan.push((
+                    TensorSpec::new(
+                        format!("{moe}.experts.{e}.{w}.weight"),
+                        dtype_of(&from)?,
+                        info.shape.clone(),
+                    ),
+                    Source::Copy(e, from),
+                ));
+            }
+        }
+    }
+
+    let config = moe_config(o, c.raw.clone(), experts, &languages);
+    let specs: Vec<TensorSpec> = plan.iter().map(|(s, _)| s.clone()).collect();
+    let files = write_dir_atomically(&o.out, |dir| {
+        let mut writer = ModelWriter::new(dir, specs, DEFAULT_MAX_SHARD_BYTES)?;
+        for (spec, source) in &plan {
+            let bytes = pollster::block_on(tensor_bytes(&sources, spec, source, &rows))?;
+            writer.write_tensor(&spec.name, &bytes)?;
+        }
+        let mut files = writer.finish()?;
+        write_json(dir, "config.json", &config)?;
+        files.push("config.json".into());
+        for name in COPIED_FILES {
+            if let Some(bytes) = pollster::block_on(base.files.read_bytes(name))? {
+                write_file(dir, name, &bytes)?;
+                files.push(name.into());
+            }
+        }
+        Ok(files)
+    })?;
+    Ok(UpcycleSummary {
+        experts,
+        layers: c.num_layers,
+        top_k: o.top_k,
+        files,
+        warnings,
+    })
+}
+
+fn open_all(o: &UpcycleOptions) -> Result<Vec<Checkpoint>> {
+    if o.experts.is_empty() {
+        return Err(Error::InvalidArgument(
+            "upcycling needs at least one --expert DIR=lang".into(),
+        ));
+    }
+    std::iter::once(&o.base)
+        .chain(o.experts.iter().map(|e| &e.dir))
+        .map(|dir| pollster::block_on(Checkpoint::open(ModelFiles::from_dir(dir)?)))
+        .collect()
+}
+
+/// Expert 0's languages, then each --expert's; unknown codes are refused.
+fn expert_languages(o: &UpcycleOptions) -> Result<Vec<Vec<String>>> {
+    let all: Vec<Vec<String>> = std::iter::once(o.base_languages.clone())
+        .chain(o.experts.iter().map(|e| e.languages.clone()))
+        .collect();
+    for (e, langs) in all.iter().enumerate() {
+        if langs.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "expert {e} has no languages"
+            )));
+        }
+        if let Some(bad) = langs.iter().find(|l| language_scripts(l).is_none()) {
+            return Err(Error::InvalidArgument(format!(
+                "expert {e}: unknown language code '{bad}' (use ISO 639-1, e.g. en, ja)"
+            )));
+        }
+    }
+    Ok(all)
+}
+
+/// How many mismatches an error lists.
+const LISTED_MISMATCHES: usize = 8;
+
+/// All checkpoints must be dense Llama/Mistral models of one architecture and size with the
+/// same tensors of the same shapes; the first mismatches are listed.
+fn check_compatible(ckpts: &[Checkpoint]) -> Result<()> {
+    let base = &ckpts[0];
+    let c = &base.config;
+    let label = base.files.label().to_string();
+    if !matches!(c.architecture, Architecture::Llama | Architecture::Mistral) || c.is_moe() {
+        return Err(Error::config(
+            &label,
+            "upcycling needs a dense llama or mistral base model",
+        ));
+    }
+    if c.qkv_bias || c.o_bias || c.mlp_bias {
+        return Err(Error::config(
+            &label,
+            "the Mixtral layout has no attention or MLP biases; this base has some",
+        ));
+    }
+    let key = |c: &crate::checkpoint::ModelConfig| {
+        (
+            c.architecture,
+            c.vocab_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_layers,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim,
+        )
+    };
+    let mut problems = Vec::new();
+    for other in &ckpts[1..] {
+        let who = other.files.label();
+        if key(&other.config) != key(c) {
+            problems.push(format!(
+                "{who}: architecture/sizes {:?} differ from the base's {:?} (arch, vocab, hidden, intermediate, layers, heads, kv heads, head dim)",
+                key(&other.config),
+                key(c)
+            ));
+        }
+        for name in base.tensor_names() {
+            match other.info(name) {
+                Err(_) => problems.push(format!("{who}: tensor '{name}' is missing")),
+                Ok((_, info)) => {
+                    let (_, want) = base.info(name)?;
+                    if info.shape != want.shape {
+                        problems.push(format!(
+                            "{who}: tensor '{name}' has shape {:?}, the base's is {:?}",
+                            info.shape, want.shape
+                        ));
+                    }
+                }
+            }
+        }
+        for name in other.tensor_names().filter(|n| !base.has(n)) {
+            problems.push(format!("{who}: tensor '{name}' is not in the base"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let more = problems.len().saturating_sub(LISTED_MISMATCHES);
+    problems.truncate(LISTED_MISMATCHES);
+    if more > 0 {
+        problems.push(format!("… and {more} more"));
+    }
+    Err(Error::InvalidArgument(format!(
+        "the expert checkpoints do not match the base:\n  {}",
+        problems.join("\n  ")
+    )))
+}
+
+/// Every layer's router rows ([layer][expert][hidden]) and warnings. Centroids come from the
+/// *base* model's hidden states for every expert's samples (mergekit-moe's "hidden" mode): the
+/// upcycled model keeps the base's attention, norms and expert 0, so the base's residual
+/// stream is the closest single-model stand-in for the MoE's own router input, and one model
+/// on the GPU is enough however many experts there are.
+async fn router_rows(
+    o: &UpcycleOptions,
+    languages: &[Vec<String>],
+    layers: usize,
+) -> Result<(Vec<Vec<Vec<f32>>>, Vec<String>)> {
+    let mut texts: BTreeMap<&str, String> = BTreeMap::new();
+    for (lang, file) in &o.samples {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(label(file), e))?;
+        let entry = texts.entry(lang.as_str()).or_default();
+        entry.push_str(&text);
+        entry.push('\n');
+    }
+    let missing: Vec<usize> = (0..languages.len())
+        .filter(|&e| !languages[e].iter().any(|l| texts.contains_key(l.as_str())))
+        .collect();
+    let mut warnings = Vec::new();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|&e| format!("expert {e} ({})", languages[e].join(",")))
+            .collect();
+        if o.router == UpcycleRouter::Centroid {
+            return Err(Error::InvalidArgument(format!(
+                "the centroid router needs --samples LANG=FILE for every expert's languages; none for {}",
+                list.join(", ")
+            )));
+        }
+        warnings.push(format!(
+            "no samples for {}: their router rows are zero (the language prior still routes; plain Mixtral loaders will not)",
+            list.join(", ")
+        ));
+    }
+    let hidden_rows = |hidden: usize| vec![vec![vec![0.0f32; hidden]; languages.len()]; layers];
+    if missing.len() == languages.len() {
+        let hidden = Checkpoint::open(ModelFiles::from_dir(&o.base)?)
+            .await?
+            .config
+            .hidden_size;
+        return Ok((hidden_rows(hidden), warnings));
+    }
+    let options = LoadOptions {
+        router: Some(RouterChoice::Learned),
+        ..Default::default()
+    };
+    let opened = open_dir(&o.base, options, o.gpu.clone()).await?;
+    let tokenizer = opened.tokenizer.as_ref().ok_or_else(|| {
+        Error::io(
+            label(&o.base.join("tokenizer.json")),
+            "centroid routers need the base's tokenizer to read the samples",
+        )
+    })?;
+    let mut rows = hidden_rows(opened.model.config.hidden_size);
+    for (e, langs) in languages.iter().enumerate() {
+        let text: String = langs
+            .iter()
+            .filter_map(|l| texts.get(l.as_str()))
+            .cloned()
+            .collect();
+        if text.is_empty() {
+            continue;
+        }
+        let ids = tokenizer.encode(&text, false)?;
+        let means = mean_router_inputs(&opened.model, &ids).await?;
+        for (layer, mean) in means.iter().enumerate() {
+            rows[layer][e] = centroid_row(mean, o.temperature);
+        }
+    }
+    Ok((rows, warnings))
+}
+
+fn label(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Mixtral's config from the base's: the same sizes plus the expert counts and our section.
+fn moe_config(
+    o: &UpcycleOptions,
+    mut raw: Value,
+    experts: usize,
+    languages: &[Vec<String>],
+) -> Value {
+    let router = match o.router {
+        UpcycleRouter::Centroid => "centroid",
+        UpcycleRouter::LanguagePrior => "language-prior",
+    };
+    if let Some(map) = raw.as_object_mut() {
+        map.insert("architectures".into(), json!(["MixtralForCausalLM"]));
+        map.insert("model_type".into(), json!("mixtral"));
+        map.insert("num_local_experts".into(), json!(experts));
+        map.insert("num_experts_per_tok".into(), json!(o.top_k));
+        map.insert("output_router_logits".into(), json!(false));
+        map.entry("router_aux_loss_coef").or_insert(json!(0.02));
+        // Llama has no sliding window; Mixtral reads the key, so make "none" explicit.
+        map.entry("sliding_window").or_insert(Value::Null);
+        for key in ["mlp_bias", "attention_bias"] {
+            map.remove(key);
+        }
+        map.insert(
+            MoegraftSection::KEY.into(),
+            json!({
+                "expert_languages": languages,
+                "router": router,
+                "prior_strength": DEFAULT_PRIOR_STRENGTH,
+                "centroid_temperature": o.temperature,
+                "non_ffn": if o.average_non_ffn { "average" } else { "base" },
+                "experts": std::iter::once(&o.base)
+                    .chain(o.experts.iter().map(|e| &e.dir))
+                    .map(|p| label(p))
+                    .collect::<Vec<_>>(),
+            }),
+        );
+    }
+    raw
+}
+
+async fn tensor_bytes(
+    ckpts: &[Checkpoint],
+    spec: &TensorSpec,
+    source: &Source,
+    rows: &[Vec<Vec<f32>>],
+) -> Result<Vec<u8>> {
+    match source {
+        Source::Copy(i, name) => {
+            let t = ckpts[*i].read(name).await?;
+            Ok(if t.dtype == spec.dtype {
+                t.bytes
+            } else {
+                from_f32(spec.dtype, &t.to_f32())
+            })
+        }
+        Source::Average(name) => {
+            let mut sum: Vec<f64> = Vec::new();
+            for ckpt in ckpts {
+                let t = ckpt.read(name).await?;
+                let v = to_f32(t.dtype, &t.bytes);
+                if sum.is_empty() {
+                    sum = vec![0.0; v.len()];
+                }
+                for (s, x) in sum.iter_mut().zip(v) {
+                    *s += x as f64;
+                }
+            }
+            let n = ckpts.len() as f64;
+            let mean: Vec<f32> = sum.into_iter().map(|s| (s / n) as f32).collect();
+            Ok(from_f32(spec.dtype, &mean))
+        }
+        Source::Router(layer) => {
+            let flat: Vec<f32> = rows[*layer].iter().flatten().copied().collect();
+            Ok(from_f32(spec.dtype, &flat))
+        }
+    }
+}
