@@ -674,3 +674,43 @@ fn cli_prints_one_line_and_fails_in_one_line() {
     assert!(stderr.contains("--expert-alpha has 2"), "{stderr}");
     assert!(!bad_out.exists());
 }
+
+#[test]
+fn deltamoe_routed_to_expert_zero_is_the_instruct_model() {
+    // The paper's preservation property: an MoE-CPT whose attention, norms, embeddings and
+    // expert 0 equal the base's (experts 1..3 trained further, routers learned), grafted
+    // with α = 1 and forced onto expert 0, computes θ_inst.
+    use moegraft::graft::router::RouterMode;
+    let d = Dirs::new();
+    let b = base();
+    let i = b.perturbed(8, 0.02);
+    let t = upcycled(&b, 1);
+    let bd = d.write("base", &b, DType::F32);
+    let id = d.write("inst", &i, DType::F32);
+    let td = d.write("moe", &t, DType::F32);
+    let out = d.path("out");
+    run_graft(&bd, &id, &td, &out, &alpha(1.0)).expect("graft");
+    let ids = [3u32, 50, 99, 7, 12, 250];
+    let logits = |dir: &Path, mode: Option<RouterMode>| {
+        let mut m = common::open(dir);
+        if let Some(mode) = mode {
+            m.model.set_router_mode(mode).expect("router mode");
+        }
+        let mut s = m.model.session().expect("session");
+        pollster::block_on(m.model.logits_last(&mut s, &ids)).expect("logits")
+    };
+    let inst = logits(&id, None);
+    let expert0 = logits(&out, Some(RouterMode::Expert(0)));
+    let diff = common::max_abs_diff(&expert0, &inst);
+    assert!(
+        diff < 1e-4,
+        "DeltaMoE on expert 0 differs from instruct by {diff}"
+    );
+    // The learned routing mixes in the new-language experts: it must differ, or the test
+    // could not fail.
+    let learned = common::max_abs_diff(&logits(&out, None), &inst);
+    assert!(
+        learned > 100.0 * diff.max(1e-6),
+        "learned routing equals instruct ({learned})"
+    );
+}
