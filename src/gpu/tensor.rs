@@ -152,20 +152,15 @@ impl GpuContext {
 
     /// An f32 storage buffer holding `data`.
     pub fn upload_f32(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
-        let contents: &[u8] = if data.is_empty() {
-            &[0; 4]
-        } else {
-            bytemuck::cast_slice(data)
-        };
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: STORAGE,
-            })
+        self.upload(label, data)
     }
 
     pub fn upload_u32(&self, label: &str, data: &[u32]) -> wgpu::Buffer {
+        self.upload(label, data)
+    }
+
+    /// A storage buffer holding `data` (4 zero bytes when empty: bindings cannot be empty).
+    fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let contents: &[u8] = if data.is_empty() {
             &[0; 4]
         } else {

@@ -25,24 +25,41 @@ pub fn largest_tensor_bytes(ckpt: &Checkpoint) -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens a model on a new GPU context suited to it.
+/// The tokenizer (if the directory has one) and the checkpoint's headers.
+async fn read_parts(files: ModelFiles) -> Result<(Option<Tokenizer>, Checkpoint)> {
+    let tokenizer = match files.get("tokenizer.json") {
+        Some(_) => Some(Tokenizer::from_files(&files).await?),
+        None => None,
+    };
+    Ok((tokenizer, Checkpoint::open(files).await?))
+}
+
+/// Loads the weights onto `ctx` and applies the router mode.
+async fn load_parts(
+    ctx: Rc<GpuContext>,
+    tokenizer: Option<Tokenizer>,
+    ckpt: Checkpoint,
+    options: LoadOptions,
+    progress: Progress<'_>,
+) -> Result<OpenedModel> {
+    let router = options.router;
+    let mut model = Model::load_with_progress(ctx, &ckpt, options, progress).await?;
+    apply_router(&mut model, &ckpt, router, tokenizer.as_ref())?;
+    Ok(OpenedModel { model, tokenizer })
+}
+
+/// Opens a model on a new GPU context suited to it (storage bindings as large as its
+/// largest tensor, where the adapter allows).
 pub async fn open_files(
     files: ModelFiles,
     options: LoadOptions,
     mut gpu: GpuOptions,
     progress: Progress<'_>,
 ) -> Result<OpenedModel> {
-    let tokenizer = match files.get("tokenizer.json") {
-        Some(_) => Some(Tokenizer::from_files(&files).await?),
-        None => None,
-    };
-    let ckpt = Checkpoint::open(files).await?;
+    let (tokenizer, ckpt) = read_parts(files).await?;
     gpu.wanted_binding_bytes = gpu.wanted_binding_bytes.max(largest_tensor_bytes(&ckpt));
     let ctx = Rc::new(GpuContext::new(gpu).await?);
-    let router = options.router;
-    let mut model = Model::load_with_progress(ctx, &ckpt, options, progress).await?;
-    apply_router(&mut model, &ckpt, router, tokenizer.as_ref())?;
-    Ok(OpenedModel { model, tokenizer })
+    load_parts(ctx, tokenizer, ckpt, options, progress).await
 }
 
 /// Opens a model on an existing GPU context (several models sharing one device).
@@ -52,15 +69,8 @@ pub async fn open_files_on(
     options: LoadOptions,
     progress: Progress<'_>,
 ) -> Result<OpenedModel> {
-    let tokenizer = match files.get("tokenizer.json") {
-        Some(_) => Some(Tokenizer::from_files(&files).await?),
-        None => None,
-    };
-    let ckpt = Checkpoint::open(files).await?;
-    let router = options.router;
-    let mut model = Model::load_with_progress(ctx, &ckpt, options, progress).await?;
-    apply_router(&mut model, &ckpt, router, tokenizer.as_ref())?;
-    Ok(OpenedModel { model, tokenizer })
+    let (tokenizer, ckpt) = read_parts(files).await?;
+    load_parts(ctx, tokenizer, ckpt, options, progress).await
 }
 
 /// Sets the routing asked for, or else the one config.json's `moegraft` section names.
