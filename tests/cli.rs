@@ -349,3 +349,28 @@ fn hostile_gguf_files_are_refused_cleanly() {
     let err = import_refused(&huge_path);
     assert!(err.contains("huge.gguf"), "{err}");
 }
+
+#[test]
+fn argument_errors_are_one_line_too() {
+    for args in [
+        &["logits", "--ids", "1,2"][..],
+        &[
+            "generate",
+            "--model",
+            "x",
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "many",
+        ],
+        &["no-such-command"],
+    ] {
+        let out = moegraft(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+    let help = moegraft(&["--help"]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("logits"));
+}
