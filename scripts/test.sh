@@ -20,4 +20,4 @@ cargo test --no-fail-fast
 log "wasm build"
 bash scripts/build-wasm.sh
 log "browser tests (headless Chromium, WebGPU on SwiftShader)"
-node --test tests/browser/
+node --test --test-concurrency=1 tests/browser/

@@ -12,9 +12,10 @@ use graft_models::{base, noise, tiny, upcycled, Model, EXPERTS};
 use moegraft::checkpoint::{dtype, Checkpoint, DType, ModelFiles, Tensor};
 use moegraft::gpu::kernels::{self, GraftPipelines, Packed};
 use moegraft::gpu::{Batch, GpuContext, GpuOptions};
+use moegraft::graft::export::GraftSummary;
 use moegraft::graft::gpu::graft_tensor;
 use moegraft::graft::plan::{GraftOptions, PlannedDelta};
-use moegraft::graft::run::{graft_dirs, GraftInputs, GraftSummary};
+use moegraft::graft::run::{graft_dirs, GraftInputs};
 use moegraft::Result;
 use sha2::{Digest, Sha256};
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use common::*;
 use graft_models::{base, tiny, upcycled};
-use moegraft::checkpoint::DType;
+use moegraft::checkpoint::{Checkpoint, DType, ModelFiles};
 use moegraft::gpu::{GpuContext, GpuOptions};
 use moegraft::graft::plan::GraftOptions;
 use moegraft::graft::run::{graft_dirs, GraftInputs};
@@ -48,23 +48,51 @@ fn runtime_matches_transformers_on_the_committed_export() {
     }
 }
 
+/// The committed inputs of the export (f16): base, instruct and the upcycled target.
+fn triple_dir() -> PathBuf {
+    fixtures().join("graft/triple")
+}
+
 #[test]
-#[ignore = "writes the committed fixture; run by hand to regenerate it"]
-fn regenerate() {
+fn committed_triple_grafts_to_the_committed_export() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let b = base();
-    let i = b.perturbed(11, 0.05);
-    let t = upcycled(&b, 21);
-    let dirs = [("base", &b), ("inst", &i), ("moe", &t)].map(|(name, m)| {
-        let dir = tmp.path().join(name);
-        m.write(&dir, DType::F32, &tiny("tiny-llama"));
-        dir
-    });
-    let out = export_dir();
-    if out.exists() {
-        std::fs::remove_dir_all(&out).expect("remove old export");
+    let out = tmp.path().join("out");
+    graft_triple(&out);
+    let want = raw_tensors(&export_dir());
+    let got = raw_tensors(&out);
+    assert_eq!(got.len(), want.len(), "tensor count");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0, "tensor order");
+        assert!(g.1 == w.1, "{}: bytes differ", w.0);
     }
+    for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        assert_eq!(
+            std::fs::read(out.join(file)).expect("read"),
+            std::fs::read(export_dir().join(file)).expect("read"),
+            "{file}"
+        );
+    }
+}
+
+/// Every tensor's name and stored bytes, in file order.
+fn raw_tensors(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    pollster::block_on(async {
+        let cp = Checkpoint::open(ModelFiles::from_dir(dir).expect("files"))
+            .await
+            .expect("open");
+        let mut out = Vec::new();
+        for name in cp.tensor_names().map(str::to_string).collect::<Vec<_>>() {
+            let t = cp.read(&name).await.expect("read");
+            out.push((name, t.bytes));
+        }
+        out
+    })
+}
+
+/// The graft the fixture was made with.
+fn graft_triple(out: &std::path::Path) {
     let ctx = pollster::block_on(GpuContext::new(GpuOptions::default())).expect("GPU");
+    let dirs = ["base", "instruct", "target"].map(|n| triple_dir().join(n));
     let inputs = GraftInputs {
         base: &dirs[0],
         instruct: &dirs[1],
@@ -76,6 +104,26 @@ fn regenerate() {
         dtype: Some(DType::F16),
     };
     let summary =
-        pollster::block_on(graft_dirs(&ctx, &inputs, &out, &options, u64::MAX)).expect("graft");
+        pollster::block_on(graft_dirs(&ctx, &inputs, out, &options, u64::MAX)).expect("graft");
     println!("{summary}");
+}
+
+#[test]
+#[ignore = "writes the committed fixtures; run by hand to regenerate them"]
+fn regenerate() {
+    let b = base();
+    let i = b.perturbed(11, 0.05);
+    let t = upcycled(&b, 21);
+    for (name, m) in [("base", &b), ("instruct", &i), ("target", &t)] {
+        let dir = triple_dir().join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("remove old input");
+        }
+        m.write(&dir, DType::F16, &tiny("tiny-llama"));
+    }
+    let out = export_dir();
+    if out.exists() {
+        std::fs::remove_dir_all(&out).expect("remove old export");
+    }
+    graft_triple(&out);
 }

@@ -4,7 +4,9 @@
 // console: adapter, model (info of the loaded model), lastResult ({input_ids, output_ids,
 // text, stop_reason, timing}), lastError, loadState, the counters loads/generations (finished
 // either way), and generate(prompt, options)/generateIds(ids, options), which run exactly what
-// the Generate button runs (options override the form's).
+// the Generate button runs (options override the form's). Grafting: graftState, graftResult
+// ({method, tensors, grafted, bytes, files: [{name, size}]}), the counter grafts,
+// graft(options) (what the Graft button runs) and graftFileBase64(name).
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,6 +28,18 @@ const ui = {
   output: $('output'),
   stats: $('stats'),
   generateError: $('generate-error'),
+  graftInputs: { base: $('graft-base'), instruct: $('graft-instruct'), target: $('graft-target') },
+  graftPicked: $('graft-picked'),
+  graftAlpha: $('graft-alpha'),
+  graftExpertAlpha: $('graft-expert-alpha'),
+  graftDtype: $('graft-dtype'),
+  graft: $('graft'),
+  graftProgress: $('graft-progress'),
+  graftStatus: $('graft-status'),
+  graftError: $('graft-error'),
+  graftResult: $('graft-result'),
+  graftFiles: $('graft-files'),
+  graftLoad: $('graft-load'),
 };
 
 const hook = {
@@ -40,6 +54,11 @@ const hook = {
   generations: 0,
   generate: (prompt, options) => runGeneration({ prompt }, options),
   generateIds: (ids, options) => runGeneration({ ids: Array.from(ids) }, options),
+  graftState: 'idle',
+  graftResult: null,
+  grafts: 0,
+  graft: (options) => runGraft(options),
+  graftFileBase64: (name) => graftFileBase64(name),
 };
 window.__moegraft = hook;
 
@@ -178,8 +197,10 @@ function pickedFiles(list) {
   return { entries: top, label };
 }
 
-async function loadModel(list) {
-  const { entries, label } = pickedFiles(list);
+async function loadModel(list, labelOverride) {
+  const picked = pickedFiles(list);
+  const entries = picked.entries;
+  const label = labelOverride ?? picked.label;
   if (entries.length === 0) return;
   if (hook.loadState === 'loading') {
     showError(ui.loadError, 'A model is already loading; wait for it to finish.');
@@ -187,6 +208,10 @@ async function loadModel(list) {
   }
   if (hook.generating) {
     showError(ui.loadError, 'Stop the running generation before loading another model.');
+    return;
+  }
+  if (hook.graftState === 'grafting') {
+    showError(ui.loadError, 'A graft is running; load the model when it has finished.');
     return;
   }
   const bytes = entries.reduce((n, f) => n + f.file.size, 0);
@@ -305,6 +330,135 @@ ui.form.addEventListener('submit', (event) => {
 
 ui.stop.addEventListener('click', () => {
   worker?.postMessage({ type: 'stop' });
+});
+
+// ---- grafting -----------------------------------------------------------------------------
+
+const graftPicks = { base: null, instruct: null, target: null };
+let graftBlobs = [];
+
+function updateGraftControls() {
+  const picked = Object.entries(graftPicks).map(([role, p]) => `${role}: ${p ? `${p.label} (${p.entries.length} files)` : 'none'}`);
+  ui.graftPicked.textContent = picked.join(' · ');
+  ui.graft.disabled = hook.graftState === 'grafting' || !Object.values(graftPicks).every(Boolean);
+}
+
+for (const [role, input] of Object.entries(ui.graftInputs)) {
+  input.addEventListener('change', () => {
+    const p = pickedFiles(Array.from(input.files || []));
+    input.value = '';
+    graftPicks[role] = p.entries.length ? { ...p, label: p.label === 'model' ? role : p.label } : null;
+    updateGraftControls();
+  });
+}
+
+function readGraftOptions() {
+  const alpha = Number(ui.graftAlpha.value);
+  if (!Number.isFinite(alpha)) throw new Error('α must be a number');
+  const options = { alpha };
+  const experts = ui.graftExpertAlpha.value.trim();
+  if (experts) {
+    options.expert_alpha = experts.split(',').map((v) => {
+      const a = Number(v.trim());
+      if (v.trim() === '' || !Number.isFinite(a)) throw new Error(`α per expert: '${v.trim()}' is not a number`);
+      return a;
+    });
+  }
+  if (ui.graftDtype.value) options.dtype = ui.graftDtype.value;
+  return options;
+}
+
+function showGraftFiles(files) {
+  for (const a of ui.graftFiles.querySelectorAll('a')) URL.revokeObjectURL(a.href);
+  ui.graftFiles.replaceChildren(
+    ...files.map(({ name, blob }) => {
+      const li = document.createElement('li');
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = name;
+      a.textContent = name;
+      li.append(a, ` (${(blob.size / 1e6).toFixed(2)} MB)`);
+      return li;
+    }),
+  );
+  ui.graftResult.hidden = files.length === 0;
+}
+
+async function runGraft(overrides) {
+  if (hook.graftState === 'grafting') throw new Error('a graft is already running');
+  showError(ui.graftError, '');
+  let options;
+  try {
+    if (!Object.values(graftPicks).every(Boolean)) throw new Error('pick the base, instruct and target folders first');
+    if (hook.loadState === 'loading' || hook.generating) throw new Error('wait for the running load or generation to finish');
+    options = { ...readGraftOptions(), ...(overrides || {}) };
+  } catch (e) {
+    hook.lastError = e.message;
+    showError(ui.graftError, e.message);
+    throw e;
+  }
+  hook.graftState = 'grafting';
+  hook.graftResult = null;
+  graftBlobs = [];
+  showGraftFiles([]);
+  updateGraftControls();
+  ui.graftStatus.textContent = `Grafting ${graftPicks.instruct.label} − ${graftPicks.base.label} onto ${graftPicks.target.label}…`;
+  ui.graftStatus.dataset.state = 'busy';
+  ui.graftProgress.hidden = false;
+  ui.graftProgress.value = 0;
+  onProgress = (done, total) => {
+    ui.graftProgress.max = Math.max(total, 1);
+    ui.graftProgress.value = done;
+  };
+  const started = performance.now();
+  try {
+    const r = await request('graft', {
+      base: graftPicks.base.entries,
+      instruct: graftPicks.instruct.entries,
+      target: graftPicks.target.entries,
+      options,
+    });
+    graftBlobs = r.files;
+    hook.graftResult = { ...r, files: r.files.map(({ name, blob }) => ({ name, size: blob.size })) };
+    hook.graftState = 'done';
+    const seconds = (performance.now() - started) / 1000;
+    ui.graftStatus.textContent =
+      `${r.method}: ${r.tensors} tensors (${r.grafted} grafted, ${r.tensors - r.grafted} kept), ` +
+      `${(r.bytes / 1e6).toFixed(1)} MB of weights in ${seconds.toFixed(1)} s`;
+    ui.graftStatus.dataset.state = 'ok';
+    showGraftFiles(r.files);
+    return hook.graftResult;
+  } catch (e) {
+    hook.graftState = 'error';
+    hook.lastError = e.message;
+    showError(ui.graftError, `Graft failed: ${e.message}`);
+    ui.graftStatus.textContent = '';
+    ui.graftStatus.dataset.state = 'idle';
+    throw e;
+  } finally {
+    onProgress = () => {};
+    ui.graftProgress.hidden = true;
+    hook.grafts += 1;
+    updateGraftControls();
+  }
+}
+
+async function graftFileBase64(name) {
+  const f = graftBlobs.find((x) => x.name === name);
+  if (!f) throw new Error(`no grafted file '${name}'`);
+  const bytes = new Uint8Array(await f.blob.arrayBuffer());
+  let text = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+ui.graft.addEventListener('click', () => {
+  runGraft().catch(() => {}); // shown in place
+});
+
+ui.graftLoad.addEventListener('click', () => {
+  const files = graftBlobs.map(({ name, blob }) => new File([blob], name));
+  loadModel(files, `grafted ${graftPicks.target?.label ?? 'model'}`);
 });
 
 // ---- start --------------------------------------------------------------------------------

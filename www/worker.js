@@ -4,15 +4,17 @@
 //   page → worker  {rid, type: 'adapter'}
 //                  {rid, type: 'load', files: [{file, path}], options}
 //                  {rid, type: 'generate', prompt | ids, options}
+//                  {rid, type: 'graft', base, instruct, target, options}
+//                                                      (each a [{file, path}] folder)
 //                  {type: 'stop'}                      (ends a running generation)
 //   worker → page  {type: 'reply', rid, ok, value | error, fatal}
-//                  {type: 'progress', done, total}     (while loading)
+//                  {type: 'progress', done, total}     (while loading or grafting)
 //                  {type: 'token', id, piece}          (while generating)
 //
 // A reply with fatal: true means the wasm instance trapped (a Rust panic); the page then
 // starts a fresh worker.
 
-import init, { adapter_info, WebModel } from './pkg/moegraft.js';
+import init, { adapter_info, graft as graftModels, WebModel } from './pkg/moegraft.js';
 
 let wasm = null;
 let model = null;
@@ -68,6 +70,18 @@ async function adapter() {
   return { available: true, browser, runtime };
 }
 
+// Progress messages at most every 50 ms (and the last one).
+function progressReporter() {
+  let last = 0;
+  return (done, total) => {
+    const now = performance.now();
+    if (done >= total || now - last > 50) {
+      last = now;
+      self.postMessage({ type: 'progress', done, total });
+    }
+  };
+}
+
 async function load({ files, options }) {
   claim('loading');
   try {
@@ -76,15 +90,7 @@ async function load({ files, options }) {
       model = null;
     }
     await ready();
-    let last = 0;
-    const onProgress = (done, total) => {
-      const now = performance.now();
-      if (done >= total || now - last > 50) {
-        last = now;
-        self.postMessage({ type: 'progress', done, total });
-      }
-    };
-    model = await WebModel.load(files, options ?? {}, onProgress);
+    model = await WebModel.load(files, options ?? {}, progressReporter());
     return model.info();
   } finally {
     busy = null;
@@ -125,7 +131,19 @@ async function generate({ prompt, ids, options }) {
   }
 }
 
-const handlers = { adapter, load, generate };
+// The merged files come back as Blobs (structured-cloned to the page without copying the
+// bytes through JS); the loaded model, if any, stays.
+async function graft({ base, instruct, target, options }) {
+  claim('grafting');
+  try {
+    await ready();
+    return await graftModels(base, instruct, target, options ?? {}, progressReporter());
+  } finally {
+    busy = null;
+  }
+}
+
+const handlers = { adapter, load, generate, graft };
 
 self.onmessage = async ({ data }) => {
   if (data?.type === 'stop') {

@@ -321,7 +321,7 @@ async fn graft(a: GraftArgs) -> Result<()> {
         dtype: a.dtype,
     };
     let summary = graft_dirs(&ctx, &inputs, &a.out, &options, a.max_shard_bytes).await?;
-    println!("{summary}");
+    println!("{summary} -> {}", a.out.display());
     Ok(())
 }
 

@@ -244,19 +244,207 @@ pub fn index_json(specs: &[TensorSpec], shards: &[ShardPlan]) -> Value {
     json!({ "metadata": { "total_size": total }, "weight_map": weight_map })
 }
 
+/// Where a model's files go: a directory natively (written under a temporary name and
+/// renamed when complete), `Blob`s handed to the page in the browser.
+pub trait OutputFiles {
+    type File: Write;
+    /// Starts the file `name`.
+    fn create(&mut self, name: &str) -> Result<Self::File>;
+    /// Takes a completely written file (flushes, syncs or hands it over).
+    fn complete(&mut self, name: &str, file: Self::File) -> Result<()>;
+    /// How the file `name` appears in messages.
+    fn label(&self, name: &str) -> String;
+
+    /// Writes a small file (JSON, tokenizer) whole.
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let mut file = self.create(name)?;
+        file.write_all(bytes)
+            .map_err(|e| Error::io(self.label(name), e))?;
+        self.complete(name, file)
+    }
+
+    /// Writes `value` as pretty JSON with a trailing newline.
+    fn write_json(&mut self, name: &str, value: &Value) -> Result<()> {
+        self.write_file(name, &pretty_json(value))
+    }
+}
+
+impl<T: OutputFiles> OutputFiles for &mut T {
+    type File = T::File;
+    fn create(&mut self, name: &str) -> Result<Self::File> {
+        (**self).create(name)
+    }
+    fn complete(&mut self, name: &str, file: Self::File) -> Result<()> {
+        (**self).complete(name, file)
+    }
+    fn label(&self, name: &str) -> String {
+        (**self).label(name)
+    }
+}
+
+/// Pretty JSON with a trailing newline, as Hugging Face writes its files.
+pub fn pretty_json(value: &Value) -> Vec<u8> {
+    let mut text = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"null".to_vec());
+    text.push(b'\n');
+    text
+}
+
+/// Streams a (possibly sharded) checkpoint into an output: tensors are written in the order of
+/// the specs given to `new`, each shard's file started when its first tensor comes.
+pub struct ShardedWriter<O: OutputFiles> {
+    out: O,
+    specs: Vec<TensorSpec>,
+    shards: Vec<ShardPlan>,
+    shard: usize,
+    current: Option<SafetensorsWriter<O::File>>,
+    written: usize,
+}
+
+impl<O: OutputFiles> ShardedWriter<O> {
+    pub fn to(out: O, specs: Vec<TensorSpec>, max_shard_bytes: u64) -> Result<Self> {
+        let shards = plan_shards(&specs, max_shard_bytes);
+        // Catch duplicates before any file is created.
+        let mut names = std::collections::HashSet::new();
+        for s in &specs {
+            if !names.insert(s.name.as_str()) {
+                return Err(Error::tensor_format(
+                    out.label(""),
+                    &s.name,
+                    "tensor name is duplicated",
+                ));
+            }
+        }
+        Ok(Self {
+            out,
+            specs,
+            shards,
+            shard: 0,
+            current: None,
+            written: 0,
+        })
+    }
+
+    pub fn shards(&self) -> &[ShardPlan] {
+        &self.shards
+    }
+
+    /// Appends the next tensor (in spec order).
+    pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let mut writer = match self.current.take() {
+            Some(w) => w,
+            None => self.open_shard(name)?,
+        };
+        writer.write_tensor(name, bytes)?;
+        self.written += 1;
+        if writer.expected_next().is_some() {
+            self.current = Some(writer);
+            return Ok(());
+        }
+        let file_name = &self.shards[self.shard].file_name;
+        let file = writer.finish()?;
+        self.out.complete(file_name, file)?;
+        self.shard += 1;
+        Ok(())
+    }
+
+    fn open_shard(&mut self, name: &str) -> Result<SafetensorsWriter<O::File>> {
+        let plan = self.shards.get(self.shard).ok_or_else(|| {
+            Error::tensor_format(
+                self.out.label(""),
+                name,
+                "written after all declared tensors",
+            )
+        })?;
+        let file = self.out.create(&plan.file_name)?;
+        let specs = plan
+            .tensors
+            .iter()
+            .map(|&i| self.specs[i].clone())
+            .collect();
+        SafetensorsWriter::new(file, self.out.label(&plan.file_name), specs)
+    }
+
+    /// Checks every tensor was written and writes the index when sharded. Returns the names
+    /// of the files written.
+    pub fn finish(mut self) -> Result<Vec<String>> {
+        if self.written < self.specs.len() {
+            return Err(Error::tensor_format(
+                self.out.label(""),
+                &self.specs[self.written].name,
+                "declared but never written",
+            ));
+        }
+        // An empty model still gets its (empty) single file.
+        if self.specs.is_empty() {
+            let name = super::SINGLE_FILE;
+            let file = self.out.create(name)?;
+            let file = SafetensorsWriter::new(file, self.out.label(name), Vec::new())?.finish()?;
+            self.out.complete(name, file)?;
+        }
+        let mut files: Vec<String> = self.shards.iter().map(|s| s.file_name.clone()).collect();
+        if self.shards.len() > 1 {
+            let index = index_json(&self.specs, &self.shards);
+            self.out.write_json(super::INDEX_FILE, &index)?;
+            files.push(super::INDEX_FILE.to_string());
+        }
+        Ok(files)
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::*;
-    use std::collections::HashSet;
     use std::fs::File;
     use std::io::BufWriter;
     use std::path::{Path, PathBuf};
 
     fn label(path: &Path) -> String {
         path.display().to_string()
+    }
+
+    /// A directory's files.
+    pub struct DirOutput {
+        dir: PathBuf,
+    }
+
+    impl DirOutput {
+        pub fn new(dir: &Path) -> Self {
+            Self {
+                dir: dir.to_path_buf(),
+            }
+        }
+    }
+
+    impl OutputFiles for DirOutput {
+        type File = BufWriter<File>;
+
+        fn create(&mut self, name: &str) -> Result<Self::File> {
+            let path = self.dir.join(name);
+            let file = File::create(&path).map_err(|e| Error::io(label(&path), e))?;
+            Ok(BufWriter::with_capacity(1 << 20, file))
+        }
+
+        fn complete(&mut self, name: &str, file: Self::File) -> Result<()> {
+            let path = self.label(name);
+            let file = file.into_inner().map_err(|e| Error::io(&path, e.error()))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))
+        }
+
+        fn label(&self, name: &str) -> String {
+            label(&self.dir.join(name))
+        }
+    }
+
+    /// The native sharded writer: into a directory.
+    pub type ModelWriter = ShardedWriter<DirOutput>;
+
+    impl ShardedWriter<DirOutput> {
+        pub fn new(dir: &Path, specs: Vec<TensorSpec>, max_shard_bytes: u64) -> Result<Self> {
+            Self::to(DirOutput::new(dir), specs, max_shard_bytes)
+        }
     }
 
     /// Writes a small file (JSON, tokenizer) into a directory.
@@ -267,109 +455,7 @@ mod native {
 
     /// Writes `value` as pretty JSON with a trailing newline.
     pub fn write_json(dir: &Path, name: &str, value: &Value) -> Result<()> {
-        let mut text = serde_json::to_string_pretty(value)
-            .map_err(|e| Error::io(label(&dir.join(name)), e))?;
-        text.push('\n');
-        write_file(dir, name, text.as_bytes())
-    }
-
-    /// Streams a (possibly sharded) checkpoint into a directory: tensors are written in the
-    /// order of the specs given to `new`, each shard's file opened when its first tensor comes.
-    pub struct ModelWriter {
-        dir: PathBuf,
-        specs: Vec<TensorSpec>,
-        shards: Vec<ShardPlan>,
-        shard: usize,
-        current: Option<SafetensorsWriter<BufWriter<File>>>,
-        written: usize,
-    }
-
-    impl ModelWriter {
-        pub fn new(dir: &Path, specs: Vec<TensorSpec>, max_shard_bytes: u64) -> Result<Self> {
-            let shards = plan_shards(&specs, max_shard_bytes);
-            // Catch duplicates before any file is created.
-            let mut names = HashSet::new();
-            for s in &specs {
-                if !names.insert(s.name.as_str()) {
-                    return Err(Error::tensor_format(
-                        label(dir),
-                        &s.name,
-                        "tensor name is duplicated",
-                    ));
-                }
-            }
-            Ok(Self {
-                dir: dir.to_path_buf(),
-                specs,
-                shards,
-                shard: 0,
-                current: None,
-                written: 0,
-            })
-        }
-
-        pub fn shards(&self) -> &[ShardPlan] {
-            &self.shards
-        }
-
-        /// Appends the next tensor (in spec order).
-        pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-            let mut writer = match self.current.take() {
-                Some(w) => w,
-                None => self.open_shard(name)?,
-            };
-            writer.write_tensor(name, bytes)?;
-            self.written += 1;
-            if writer.expected_next().is_some() {
-                self.current = Some(writer);
-                return Ok(());
-            }
-            let path = label(&self.dir.join(&self.shards[self.shard].file_name));
-            let buf = writer.finish()?;
-            let file = buf.into_inner().map_err(|e| Error::io(&path, e.error()))?;
-            file.sync_all().map_err(|e| Error::io(&path, e))?;
-            self.shard += 1;
-            Ok(())
-        }
-
-        fn open_shard(&self, name: &str) -> Result<SafetensorsWriter<BufWriter<File>>> {
-            let plan = self.shards.get(self.shard).ok_or_else(|| {
-                Error::tensor_format(label(&self.dir), name, "written after all declared tensors")
-            })?;
-            let path = self.dir.join(&plan.file_name);
-            let file = File::create(&path).map_err(|e| Error::io(label(&path), e))?;
-            let specs = plan
-                .tensors
-                .iter()
-                .map(|&i| self.specs[i].clone())
-                .collect();
-            SafetensorsWriter::new(BufWriter::with_capacity(1 << 20, file), label(&path), specs)
-        }
-
-        /// Checks every tensor was written and writes the index when sharded. Returns the
-        /// names of the files written.
-        pub fn finish(self) -> Result<Vec<String>> {
-            if self.written < self.specs.len() {
-                return Err(Error::tensor_format(
-                    label(&self.dir),
-                    &self.specs[self.written].name,
-                    "declared but never written",
-                ));
-            }
-            // An empty model still gets its (empty) single file.
-            if self.specs.is_empty() {
-                let path = self.dir.join(super::super::SINGLE_FILE);
-                let file = File::create(&path).map_err(|e| Error::io(label(&path), e))?;
-                SafetensorsWriter::new(file, label(&path), Vec::new())?.finish()?;
-            }
-            let mut files: Vec<String> = self.shards.iter().map(|s| s.file_name.clone()).collect();
-            if self.shards.len() > 1 {
-                let index = index_json(&self.specs, &self.shards);
-                write_json(&self.dir, super::super::INDEX_FILE, &index)?;
-                files.push(super::super::INDEX_FILE.to_string());
-            }
-            Ok(files)
-        }
+        write_file(dir, name, &pretty_json(value))
     }
 
     /// Builds an output directory atomically: `fill` writes into `<out>.partial-<pid>`, which is

@@ -5,6 +5,7 @@
 
 pub mod centroid;
 pub mod delta;
+pub mod export;
 pub mod gpu;
 pub mod manifest;
 pub mod plan;

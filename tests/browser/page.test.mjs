@@ -15,79 +15,45 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { serveStatic } from '../../scripts/serve.mjs';
+import {
+  artifacts,
+  checkPrerequisites,
+  CHROMIUM_ARGS,
+  executablePath,
+  fixtures as allFixtures,
+  openPage,
+  serve,
+} from './harness.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const www = path.join(root, 'www');
-const fixtures = path.join(root, 'tests/fixtures/tiny');
+const fixtures = path.join(allFixtures, 'tiny');
 const reference = JSON.parse(fs.readFileSync(path.join(fixtures, 'reference.json'), 'utf8'));
-const artifacts = path.resolve(root, process.env.ARTIFACTS_DIR || 'target/browser-artifacts');
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-
-/** www/ at /, the fixtures at /fixtures/, on 127.0.0.1 (a secure context). */
-const serve = () => serveStatic({ '/': www, '/fixtures/': fixtures });
-
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--enable-unsafe-webgpu',
-  '--enable-unsafe-swiftshader',
-  '--use-webgpu-adapter=swiftshader',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-];
 
 const u32s = (v) => v.map(Number);
 
 describe('moegraft page in Chromium (WebGPU on SwiftShader)', { timeout: 170_000 }, () => {
-  let server;
-  let origin;
-  let browser;
+  let session;
   let page;
-  const requests = [];
-  const pageErrors = [];
-  const consoleErrors = [];
+  let origin;
+  let requests;
+  let pageErrors;
   let tmp;
 
   before(async () => {
-    assert.ok(
-      fs.existsSync(path.join(www, 'pkg/moegraft.js')) && fs.existsSync(path.join(www, 'pkg/moegraft_bg.wasm')),
-      'www/pkg is missing: run scripts/build-wasm.sh first',
-    );
-    assert.ok(fs.existsSync(executablePath), `${executablePath} not found (apt-get install chromium)`);
-    fs.mkdirSync(artifacts, { recursive: true });
+    checkPrerequisites(assert);
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moegraft-browser-'));
-    server = await serve();
-    origin = `http://127.0.0.1:${server.address().port}`;
-    // launch() gives every run a fresh temporary profile (its own --user-data-dir).
-    browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, headless: true });
-    const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
-    // Context-wide, so the worker's fetches (module, wasm) are seen too.
-    context.on('request', (r) => requests.push(r.url()));
-    page = await context.newPage();
-    page.on('pageerror', (e) => pageErrors.push(String(e)));
-    page.on('console', (m) => {
-      if (m.type() === 'error') consoleErrors.push(m.text());
-    });
-    await page.goto(`${origin}/`);
+    session = await openPage();
+    ({ page, origin, requests, pageErrors } = session);
   });
 
   after(async () => {
     if (page) {
       await page.screenshot({ path: path.join(artifacts, 'page.png'), fullPage: true }).catch(() => {});
     }
-    await browser?.close();
-    await new Promise((r) => (server ? server.close(r) : r()));
+    await session?.close();
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    if (consoleErrors.length) console.log('console errors:\n  ' + consoleErrors.join('\n  '));
   });
 
   const hook = (expr) => page.evaluate(expr);

@@ -1,127 +1,19 @@
-//! The browser API (wasm32 only): model files from `File`/`Blob` objects, the WebGPU adapter,
-//! loading and generating — exported through wasm-bindgen for the page's Web Worker.
-//!
-//! Every entry point returns the library's one-line error as a JS `Error`; none panics on bad
-//! input (a panic would still be logged by `console_error_panic_hook`).
+//! A loaded model on the page's WebGPU device: load, describe, generate.
 
 use std::rc::Rc;
-use std::sync::Once;
 
-use js_sys::{Array, Function, Uint8Array};
+use js_sys::{Array, Function};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 
-use crate::checkpoint::source::{check_range, ByteSource, ReadFuture};
-use crate::checkpoint::ModelFiles;
-use crate::error::{Error, Result};
+use super::files::picked_files;
+use super::{from_js, init, js_error, js_text, to_js};
+use crate::error::Result;
 use crate::generate::{self, GenerateOptions, Generation, SampleSettings};
-use crate::gpu::{AdapterSummary, GpuContext, GpuOptions};
+use crate::gpu::{AdapterSummary, GpuOptions};
 use crate::model::open::open_files;
 use crate::model::{LoadOptions, Model};
 use crate::tokenizer::Tokenizer;
-
-fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(console_error_panic_hook::set_once);
-}
-
-fn js_error(e: Error) -> JsError {
-    JsError::new(&e.to_string())
-}
-
-/// A JS exception or rejection as text.
-fn js_text(v: &JsValue) -> String {
-    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
-        return String::from(e.message());
-    }
-    v.as_string().unwrap_or_else(|| format!("{v:?}"))
-}
-
-/// Plain objects (not `Map`s) for JS, so results read naturally in the worker.
-fn to_js<T: Serialize + ?Sized>(value: &T) -> std::result::Result<JsValue, JsError> {
-    value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| JsError::new(&format!("cannot convert the result for JavaScript: {e}")))
-}
-
-/// Options objects: `undefined`/`null` mean all defaults; unknown fields are refused.
-fn from_js<T: for<'de> Deserialize<'de> + Default>(
-    value: JsValue,
-    what: &str,
-) -> std::result::Result<T, JsError> {
-    if value.is_undefined() || value.is_null() {
-        return Ok(T::default());
-    }
-    serde_wasm_bindgen::from_value(value).map_err(|e| JsError::new(&format!("{what}: {e}")))
-}
-
-/// A `Blob` (or `File`) read by byte range through `Blob.slice().arrayBuffer()`.
-pub struct BlobSource {
-    name: String,
-    blob: web_sys::Blob,
-    size: u64,
-}
-
-impl BlobSource {
-    pub fn new(name: impl Into<String>, blob: web_sys::Blob) -> Self {
-        let size = blob.size() as u64;
-        Self {
-            name: name.into(),
-            blob,
-            size,
-        }
-    }
-}
-
-impl ByteSource for BlobSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_range(&self, offset: u64, len: usize) -> ReadFuture<'_> {
-        Box::pin(async move {
-            check_range(self, offset, len)?;
-            if len == 0 {
-                return Ok(Vec::new());
-            }
-            let end = offset + len as u64;
-            let slice = self
-                .blob
-                .slice_with_f64_and_f64(offset as f64, end as f64)
-                .map_err(|e| Error::io(&self.name, js_text(&e)))?;
-            let buffer = JsFuture::from(slice.array_buffer())
-                .await
-                .map_err(|e| Error::io(&self.name, format!("cannot read: {}", js_text(&e))))?;
-            let bytes = Uint8Array::new(&buffer).to_vec();
-            if bytes.len() != len {
-                return Err(Error::io(
-                    &self.name,
-                    format!(
-                        "read {} bytes at {offset} but asked for {len} (file changed?)",
-                        bytes.len()
-                    ),
-                ));
-            }
-            Ok(bytes)
-        })
-    }
-}
-
-/// The WebGPU adapter as the runtime sees it (opens and drops a device).
-#[wasm_bindgen]
-pub async fn adapter_info() -> std::result::Result<JsValue, JsError> {
-    init();
-    let ctx = GpuContext::new(GpuOptions::default())
-        .await
-        .map_err(js_error)?;
-    to_js(&ctx.summary)
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -181,16 +73,6 @@ pub struct WebModel {
     inner: Rc<Inner>,
 }
 
-/// The path a picked file was given: its folder-relative path when a directory was picked.
-fn file_path(file: &web_sys::File) -> String {
-    // `webkitRelativePath` is not in web-sys' bindings; read the property directly.
-    js_sys::Reflect::get(file, &"webkitRelativePath".into())
-        .ok()
-        .and_then(|p| p.as_string())
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| file.name())
-}
-
 #[wasm_bindgen]
 impl WebModel {
     /// Loads a model from the files of a Hugging Face directory (`File` objects, or
@@ -203,49 +85,8 @@ impl WebModel {
     ) -> std::result::Result<WebModel, JsError> {
         init();
         let options: WebLoadOptions = from_js(options, "load options")?;
-        let mut entries: Vec<(String, web_sys::Blob)> = Vec::new();
-        for (i, item) in files.iter().enumerate() {
-            let (path, blob) = if let Some(file) = item.dyn_ref::<web_sys::File>() {
-                (
-                    file_path(file),
-                    file.clone().unchecked_into::<web_sys::Blob>(),
-                )
-            } else if item.is_object() {
-                let file = js_sys::Reflect::get(&item, &"file".into())
-                    .ok()
-                    .and_then(|f| f.dyn_into::<web_sys::File>().ok())
-                    .ok_or_else(|| {
-                        JsError::new(&format!("files[{i}] is neither a File nor {{file, path}}"))
-                    })?;
-                let path = js_sys::Reflect::get(&item, &"path".into())
-                    .ok()
-                    .and_then(|p| p.as_string())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| file_path(&file));
-                (path, file.unchecked_into::<web_sys::Blob>())
-            } else {
-                return Err(JsError::new(&format!("files[{i}] is not a File")));
-            };
-            entries.push((path, blob));
-        }
-        if entries.is_empty() {
-            return Err(JsError::new(
-                "no files were given: pick a model directory (config.json, *.safetensors, tokenizer.json)",
-            ));
-        }
-        let label = options.label.clone().unwrap_or_else(|| {
-            let first = &entries[0].0;
-            match first.rsplit_once('/') {
-                Some((dir, _)) => dir.to_string(),
-                None => "model".to_string(),
-            }
-        });
-        let mut model_files = ModelFiles::new(&label);
-        for (path, blob) in entries {
-            let base = path.rsplit(['/', '\\']).next().unwrap_or(&path).to_string();
-            let name = model_files.display_name(&base);
-            model_files.insert(&base, Box::new(BlobSource::new(name, blob)));
-        }
+        let model_files = picked_files(&files, options.label.clone(), "model").map_err(js_error)?;
+        let label = model_files.label().to_string();
         let mut load = LoadOptions::default();
         if let Some(n) = options.max_context {
             load.max_context = n;

@@ -1,0 +1,140 @@
+//! A whole graft into any output (a directory natively, the page's `Blob`s in the browser):
+//! plan and hash first — mismatched inputs fail before anything is written — then tensor by
+//! tensor read the three inputs' byte ranges, merge on the GPU, convert and append to the
+//! output, and drop; then the tokenizer, config and `moegraft.json`.
+
+use std::fmt;
+
+use super::gpu::graft_tensor;
+use super::manifest::{describe_inputs, manifest, InputModel, MANIFEST_FILE};
+use super::plan::{GraftPlan, Method};
+use super::sidecar::sidecar_files;
+use crate::checkpoint::writer::{OutputFiles, ShardedWriter};
+use crate::checkpoint::{dtype, Checkpoint};
+use crate::error::Result;
+use crate::gpu::kernels::GraftPipelines;
+use crate::gpu::GpuContext;
+
+/// The three opened inputs.
+pub struct GraftCheckpoints<'a> {
+    pub base: &'a Checkpoint,
+    pub instruct: &'a Checkpoint,
+    pub target: &'a Checkpoint,
+}
+
+/// What a graft wrote.
+#[derive(Debug, Clone)]
+pub struct GraftSummary {
+    pub method: Method,
+    pub tensors: usize,
+    pub grafted: usize,
+    /// Weight files (and the index when sharded).
+    pub files: Vec<String>,
+    /// Bytes of tensor data written.
+    pub bytes: u64,
+}
+
+impl fmt::Display for GraftSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} tensors ({} grafted, {} kept) in {} weight file(s)",
+            self.method.name(),
+            self.tensors,
+            self.grafted,
+            self.tensors - self.grafted,
+            self.files.len(),
+        )
+    }
+}
+
+/// Grafts Δ = instruct − base onto target into `out` as `plan` (made from the same three
+/// checkpoints by `plan::plan`) says. `progress(done, total)` counts bytes of output tensor
+/// data.
+pub async fn graft_checkpoints<O: OutputFiles>(
+    ctx: &GpuContext,
+    inputs: &GraftCheckpoints<'_>,
+    plan: &GraftPlan,
+    mut out: O,
+    max_shard_bytes: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<GraftSummary> {
+    let GraftCheckpoints {
+        base,
+        instruct,
+        target,
+    } = *inputs;
+    let hashes = [
+        describe_inputs(&base.files).await?,
+        describe_inputs(&instruct.files).await?,
+        describe_inputs(&target.files).await?,
+    ];
+    let [b, i, t] = [base, instruct, target].map(|cp| cp.files.label());
+    let manifest = manifest(
+        plan,
+        &InputModel {
+            label: b,
+            files: &hashes[0],
+        },
+        &InputModel {
+            label: i,
+            files: &hashes[1],
+        },
+        &InputModel {
+            label: t,
+            files: &hashes[2],
+        },
+    );
+    let sidecars = sidecar_files(&instruct.files, &target.files, plan.dtype).await?;
+
+    let (files, bytes) =
+        write_weights(ctx, plan, inputs, &mut out, max_shard_bytes, progress).await?;
+    for (name, bytes) in &sidecars {
+        out.write_file(name, bytes)?;
+    }
+    out.write_json(MANIFEST_FILE, &manifest)?;
+    Ok(GraftSummary {
+        method: plan.method,
+        tensors: plan.tensors.len(),
+        grafted: plan.tensors.iter().filter(|t| t.delta.is_some()).count(),
+        files,
+        bytes,
+    })
+}
+
+/// Streams every planned tensor through the GPU into a (possibly sharded) checkpoint.
+async fn write_weights<O: OutputFiles>(
+    ctx: &GpuContext,
+    plan: &GraftPlan,
+    inputs: &GraftCheckpoints<'_>,
+    out: O,
+    max_shard_bytes: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Vec<String>, u64)> {
+    let specs = plan.specs();
+    let total: u64 = specs.iter().filter_map(|s| s.byte_len()).sum();
+    let mut writer = ShardedWriter::to(out, specs, max_shard_bytes)?;
+    let mut pipelines = GraftPipelines::default();
+    let mut done = 0u64;
+    progress(done, total);
+    for planned in &plan.tensors {
+        let t = inputs.target.read(&planned.name).await?;
+        let bytes = match &planned.delta {
+            // A router: no Δ; byte for byte when the dtype is kept.
+            None if t.dtype == plan.dtype => t.bytes,
+            None => dtype::from_f32(plan.dtype, &t.to_f32()),
+            Some(delta) => {
+                let inst = inputs.instruct.read(&delta.source).await?;
+                let b = inputs.base.read(&delta.source).await?;
+                let merged = graft_tensor(ctx, &mut pipelines, &t, &inst, &b, delta).await?;
+                // The kernel writes f32; the output dtype (round to nearest even) is applied
+                // here after read-back.
+                dtype::from_f32(plan.dtype, &merged)
+            }
+        };
+        writer.write_tensor(&planned.name, &bytes)?;
+        done += bytes.len() as u64;
+        progress(done, total);
+    }
+    Ok((writer.finish()?, done))
+}
