@@ -141,6 +141,7 @@ fn kernel_matches_cpu_for_every_dtype_combination_in_pieces() {
             source: "x".into(),
             alpha: a,
             elements: delta_len,
+            appended: 0,
         };
         let got = pollster::block_on(graft_tensor(&ctx, &mut pipelines, &t, &i, &b, &delta))
             .expect("graft");
@@ -395,6 +396,146 @@ fn untied_target_of_a_tied_base_gives_lm_head_the_embedding_delta() {
         let want = oracle(t.get(name), i.get(embed), b.get(embed), 1.0);
         assert_close(name, &w.to_f32(), &want, DType::F32, 4.0);
     }
+}
+
+/// `model` with `extra` more token rows in its embedding (and lm_head, if untied).
+fn with_extra_tokens(model: &Model, extra: usize, seed: u64) -> Model {
+    let mut m = model.clone();
+    for t in m
+        .tensors
+        .iter_mut()
+        .filter(|t| t.0 == "model.embed_tokens.weight" || t.0 == "lm_head.weight")
+    {
+        let cols = t.1[1];
+        t.1[0] += extra;
+        t.2.extend((0..extra * cols).map(|k| noise(seed, k) * 0.3));
+    }
+    let vocab = m.config["vocab_size"].as_u64().expect("vocab") as usize + extra;
+    m.config["vocab_size"] = vocab.into();
+    m
+}
+
+/// `model` with an lm_head of its own (a perturbed copy of the embedding), untied.
+fn untied(model: &Model, seed: u64) -> Model {
+    let mut m = model.clone();
+    let mut head = m
+        .tensors
+        .iter()
+        .find(|x| x.0 == "model.embed_tokens.weight")
+        .expect("embed")
+        .clone();
+    head.0 = "lm_head.weight".into();
+    graft_models::perturb(&mut head.2, seed, 0.1);
+    m.tensors.push(head);
+    m.config["tie_word_embeddings"] = false.into();
+    m
+}
+
+#[test]
+fn tied_target_of_an_untied_base_gets_an_lm_head_of_its_own() {
+    // θ_target + Δ for a target whose output projection is its embedding: the embedding
+    // takes Δ_embed, the output projection Δ_lm_head, so the output unties.
+    let d = Dirs::new();
+    let b = untied(&base(), 5);
+    let i = b.perturbed(6, 0.03);
+    let t = base().perturbed(7, 0.03); // tied, like the tiny-llama it comes from
+    let (bd, id, td) = (
+        d.write("base", &b, DType::F32),
+        d.write("inst", &i, DType::F32),
+        d.write("cpt", &t, DType::F32),
+    );
+    let out = d.path("out");
+    run_graft(&bd, &id, &td, &out, &alpha(1.0)).expect("graft");
+    let got = read_raw(&out);
+    let embed = "model.embed_tokens.weight";
+    for (name, source) in [(embed, embed), ("lm_head.weight", "lm_head.weight")] {
+        let w = got.iter().find(|x| x.name == name).expect("tensor");
+        let want = oracle(t.get(embed), i.get(source), b.get(source), 1.0);
+        assert_close(name, &w.to_f32(), &want, DType::F32, 4.0);
+    }
+    let config = common::json(&out.join("config.json"));
+    assert_eq!(config["tie_word_embeddings"], false, "the output unties");
+    // The runtime takes the untied output as it is.
+    let opened = common::open(&out);
+    let mut session = opened.model.session().expect("session");
+    let logits =
+        pollster::block_on(opened.model.logits_last(&mut session, &[1, 5, 9])).expect("logits");
+    assert!(logits.iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn tokens_the_instruct_model_added_are_appended_with_its_tokenizer() {
+    let d = Dirs::new();
+    let b = base();
+    let extra = 8;
+    let i = with_extra_tokens(&b.perturbed(3, 0.03), extra, 41);
+    let t = b.perturbed(4, 0.03);
+    let (bd, id, td) = (
+        d.write("base", &b, DType::F32),
+        d.write("inst", &i, DType::F32),
+        d.write("cpt", &t, DType::F32),
+    );
+    // The instruct tokenizer knows the added tokens.
+    let inst_tokenizer = id.join("tokenizer.json");
+    let mut tok = common::json(&inst_tokenizer);
+    let vocab = b.config["vocab_size"].as_u64().expect("vocab") as usize;
+    let added = tok["added_tokens"].as_array_mut().expect("added_tokens");
+    for k in 0..extra {
+        added.push(serde_json::json!({
+            "id": vocab + k, "content": format!("<|chat_{k}|>"), "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true
+        }));
+    }
+    std::fs::write(&inst_tokenizer, serde_json::to_vec(&tok).expect("json")).expect("write");
+
+    let out = d.path("out");
+    run_graft(&bd, &id, &td, &out, &alpha(1.0)).expect("graft");
+    let name = "model.embed_tokens.weight";
+    let got = read_raw(&out)
+        .into_iter()
+        .find(|x| x.name == name)
+        .expect("embed");
+    let cols = got.shape[1];
+    assert_eq!(got.shape, vec![vocab + extra, cols]);
+    let got = got.to_f32();
+    let overlap = vocab * cols;
+    let want = oracle(t.get(name), &i.get(name)[..overlap], b.get(name), 1.0);
+    assert_close("overlap", &got[..overlap], &want, DType::F32, 4.0);
+    assert_eq!(
+        &got[overlap..],
+        &i.get(name)[overlap..],
+        "the instruct rows, as they are"
+    );
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).expect("read"),
+        std::fs::read(&inst_tokenizer).expect("read"),
+        "the instruct tokenizer"
+    );
+    let config = common::json(&out.join("config.json"));
+    assert_eq!(config["vocab_size"], (vocab + extra) as u64);
+    // It runs, and the added ids are valid inputs.
+    let opened = common::open(&out);
+    let mut session = opened.model.session().expect("session");
+    let added_id = opened
+        .tokenizer
+        .as_ref()
+        .expect("tokenizer")
+        .encode("<|chat_7|>", false)
+        .expect("encode");
+    assert_eq!(
+        added_id,
+        vec![(vocab + extra - 1) as u32],
+        "the added token's id"
+    );
+    let last = added_id[0];
+    let logits =
+        pollster::block_on(opened.model.logits_last(&mut session, &[1, last])).expect("logits");
+    assert_eq!(logits.len(), vocab + extra);
+
+    // A target that added tokens of its own would give the same new ids two meanings.
+    let t2 = with_extra_tokens(&t, 5, 42);
+    let t2d = d.write("cpt2", &t2, DType::F32);
+    assert_rejected(&d, &bd, &id, &t2d, &alpha(1.0), &["cpt2", "collide"]);
 }
 
 /// Runs a graft that must fail, checks the message names what it should and nothing was

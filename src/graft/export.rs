@@ -85,7 +85,7 @@ pub async fn graft_checkpoints<O: OutputFiles>(
             files: &hashes[2],
         },
     );
-    let sidecars = sidecar_files(&instruct.files, &target.files, plan.dtype).await?;
+    let sidecars = sidecar_files(&instruct.files, &target.files, plan).await?;
 
     let (files, bytes) =
         write_weights(ctx, plan, inputs, &mut out, max_shard_bytes, progress).await?;
@@ -118,7 +118,7 @@ async fn write_weights<O: OutputFiles>(
     let mut done = 0u64;
     progress(done, total);
     for planned in &plan.tensors {
-        let t = inputs.target.read(&planned.name).await?;
+        let t = inputs.target.read(&planned.source).await?;
         let bytes = match &planned.delta {
             // A router: no Δ; byte for byte when the dtype is kept.
             None if t.dtype == plan.dtype => t.bytes,
@@ -126,7 +126,12 @@ async fn write_weights<O: OutputFiles>(
             Some(delta) => {
                 let inst = inputs.instruct.read(&delta.source).await?;
                 let b = inputs.base.read(&delta.source).await?;
-                let merged = graft_tensor(ctx, &mut pipelines, &t, &inst, &b, delta).await?;
+                let mut merged = graft_tensor(ctx, &mut pipelines, &t, &inst, &b, delta).await?;
+                if delta.appended > 0 {
+                    // The instruct model's own new token rows: no Δ exists for them.
+                    let rows = &inst.to_f32()[delta.elements..];
+                    merged.extend_from_slice(&rows[..delta.appended.min(rows.len())]);
+                }
                 // The kernel writes f32; the output dtype (round to nearest even) is applied
                 // here after read-back.
                 dtype::from_f32(plan.dtype, &merged)

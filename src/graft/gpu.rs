@@ -23,8 +23,12 @@ pub async fn graft_tensor(
 ) -> Result<Vec<f32>> {
     let count = elements(t);
     let delta_len = delta.elements;
-    for x in [inst, base] {
-        if elements(x) != delta_len || delta_len > count {
+    // The instruct tensor may hold more (rows of tokens it added, appended by the caller).
+    for (x, fits) in [
+        (inst, elements(inst) >= delta_len),
+        (base, elements(base) == delta_len),
+    ] {
+        if !fits || delta_len > count {
             return Err(Error::tensor_format(
                 &t.name,
                 &x.name,

@@ -48,11 +48,17 @@ pub struct PlannedDelta {
     /// Leading elements of the (flattened) target tensor that get Δ: all of them, or the rows
     /// of the base's vocabulary when the target's is larger.
     pub elements: usize,
+    /// Elements of the instruct tensor past the base's (the rows of tokens the instruct
+    /// model added, such as chat markers) appended after the target's: the output has the
+    /// instruct model's vocabulary.
+    pub appended: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTensor {
     pub name: String,
+    /// The target tensor read: `name`, or the embedding when a tied target gets an lm_head.
+    pub source: String,
     pub shape: Vec<usize>,
     /// `None`: copied from the target unchanged (a router).
     pub delta: Option<PlannedDelta>,
@@ -66,6 +72,11 @@ pub struct GraftPlan {
     pub expert_alpha: Vec<f32>,
     pub dtype: DType,
     pub tensors: Vec<PlannedTensor>,
+    /// The output's `vocab_size` (the instruct model's when it added tokens).
+    pub vocab_size: usize,
+    /// The target ties lm_head to the embedding but the base does not: the output gets an
+    /// lm_head of its own (the target's embedding + Δ of the base's lm_head).
+    pub unties_embeddings: bool,
 }
 
 impl GraftPlan {
@@ -121,44 +132,41 @@ pub fn plan(
     let base_ties = !base.has("lm_head.weight");
     let mut tensors = Vec::new();
     let mut used = BTreeSet::new();
+    let mut planner = Planner {
+        base,
+        instruct,
+        options,
+        expert_alpha: &expert_alpha,
+        report: &mut report,
+    };
     for name in target.tensor_names() {
-        let Some(t) = report.info(target, name) else {
+        let Some(t) = planner.report.info(target, name) else {
             continue;
         };
         let delta = match delta_source(name, base_ties) {
             DeltaSource::Keep => None,
             DeltaSource::Add { tensor, scale } => {
                 used.insert(tensor.clone());
-                let alpha = match scale {
-                    Scale::Shared => options.alpha,
-                    Scale::Expert(e) => match expert_alpha.get(e) {
-                        Some(&a) => a,
-                        None => {
-                            report.push(format!(
-                                "{}: tensor '{name}' is expert {e}, beyond the {} experts of config.json",
-                                t.file,
-                                expert_alpha.len()
-                            ));
-                            continue;
-                        }
-                    },
-                };
-                let Some(elements) = check_delta(base, instruct, name, &t, &tensor, &mut report)
-                else {
-                    continue;
-                };
-                Some(PlannedDelta {
-                    source: tensor,
-                    alpha,
-                    elements,
-                })
+                match planner.delta(name, &t, tensor, scale) {
+                    Some(d) => Some(d),
+                    None => continue,
+                }
             }
         };
-        tensors.push(PlannedTensor {
-            name: name.to_string(),
-            shape: t.shape,
-            delta,
-        });
+        tensors.push(planned(name, name, &t, delta));
+    }
+    // A tied target of an untied base: the output unties, and its lm_head is the target's
+    // embedding plus Δ of the base's lm_head (what θ_target + Δ means for a tied matrix).
+    let embed = "model.embed_tokens.weight";
+    let head = "lm_head.weight";
+    let unties_embeddings = !base_ties && !target.has(head) && target.has(embed);
+    if unties_embeddings {
+        if let Some(t) = planner.report.info(target, embed) {
+            used.insert(head.to_string());
+            if let Some(d) = planner.delta(head, &t, head.to_string(), Scale::Shared) {
+                tensors.push(planned(head, embed, &t, Some(d)));
+            }
+        }
     }
     for name in base.tensor_names().filter(|n| !used.contains(*n)) {
         report.push(format!(
@@ -183,7 +191,68 @@ pub fn plan(
         expert_alpha,
         dtype,
         tensors,
+        vocab_size: target.config.vocab_size.max(instruct.config.vocab_size),
+        unties_embeddings,
     })
+}
+
+/// An output tensor: shape from its target source, grown by the instruct rows appended.
+fn planned(name: &str, source: &str, t: &Info, delta: Option<PlannedDelta>) -> PlannedTensor {
+    let mut shape = t.shape.clone();
+    if let Some(d) = delta.as_ref().filter(|d| d.appended > 0) {
+        let cols: usize = shape[1..].iter().product();
+        shape[0] += d.appended / cols.max(1);
+    }
+    PlannedTensor {
+        name: name.to_string(),
+        source: source.to_string(),
+        shape,
+        delta,
+    }
+}
+
+/// What planning one tensor's Δ needs.
+struct Planner<'a> {
+    base: &'a Checkpoint,
+    instruct: &'a Checkpoint,
+    options: &'a GraftOptions,
+    expert_alpha: &'a [f32],
+    report: &'a mut Mismatches,
+}
+
+impl Planner<'_> {
+    /// Δ of `source` for output tensor `name` (target tensor `t`), or `None` after reporting
+    /// why it does not fit.
+    fn delta(
+        &mut self,
+        name: &str,
+        t: &Info,
+        source: String,
+        scale: Scale,
+    ) -> Option<PlannedDelta> {
+        let alpha = match scale {
+            Scale::Shared => self.options.alpha,
+            Scale::Expert(e) => match self.expert_alpha.get(e) {
+                Some(&a) => a,
+                None => {
+                    self.report.push(format!(
+                        "{}: tensor '{name}' is expert {e}, beyond the {} experts of config.json",
+                        t.file,
+                        self.expert_alpha.len()
+                    ));
+                    return None;
+                }
+            },
+        };
+        let (elements, appended) =
+            check_delta(self.base, self.instruct, name, t, &source, self.report)?;
+        Some(PlannedDelta {
+            source,
+            alpha,
+            elements,
+            appended,
+        })
+    }
 }
 
 /// Architectures and sizes: instruct must be the base's twin; the target either the base's
@@ -226,9 +295,9 @@ fn check_configs(
     for (other, oc) in [(instruct, i), (target, t)] {
         compare_sizes(name(base).as_str(), b, &name(other), oc, report);
     }
-    if i.vocab_size != b.vocab_size {
+    if i.vocab_size < b.vocab_size {
         report.push(format!(
-            "{}: vocab_size {} but {} has {}",
+            "{}: vocab_size {} is smaller than {}'s {}",
             name(instruct),
             i.vocab_size,
             name(base),
@@ -276,7 +345,7 @@ fn compare_sizes(
 }
 
 /// Checks Δ's source tensor in base and instruct against target tensor `name`; returns how
-/// many leading elements of the target get Δ.
+/// many leading elements of the target get Δ, and how many instruct elements are appended.
 fn check_delta(
     base: &Checkpoint,
     instruct: &Checkpoint,
@@ -284,32 +353,49 @@ fn check_delta(
     t: &Info,
     source: &str,
     report: &mut Mismatches,
-) -> Option<usize> {
+) -> Option<(usize, usize)> {
     let b = report.info(base, source);
     let i = report.info(instruct, source);
     let (b, i) = (b?, i?);
-    if i.shape != b.shape {
-        report.push(format!(
-            "{}: tensor '{source}' has shape {:?} but {} has {:?}",
-            i.file, i.shape, b.file, b.shape
-        ));
-        return None;
+    let rows_of = |shape: &[usize]| (shape.len() == 2).then(|| (shape[0], shape[1]));
+    // Token-row tensors may differ in rows: an enlarged vocabulary in the target (Δ on the
+    // overlapping rows), or tokens the instruct model added (appended after the target's).
+    let vocab = match (rows_of(&b.shape), rows_of(&i.shape), rows_of(&t.shape)) {
+        (Some(b), Some(i), Some(t)) if is_vocab_tensor(name) && b.1 == i.1 && b.1 == t.1 => {
+            Some((b.0, i.0, t.0, b.1))
+        }
+        _ => None,
+    };
+    match vocab {
+        Some((b_rows, i_rows, t_rows, cols)) if i_rows >= b_rows && t_rows >= b_rows => {
+            if i_rows > b_rows && t_rows > b_rows {
+                report.push(format!(
+                    "{}: tensor '{source}' adds {} token rows to the base's {b_rows} and {}: tensor '{name}' adds {}: the new ids of the two would collide",
+                    i.file,
+                    i_rows - b_rows,
+                    t.file,
+                    t_rows - b_rows
+                ));
+                return None;
+            }
+            Some((b_rows * cols, (i_rows - b_rows) * cols))
+        }
+        _ if i.shape != b.shape => {
+            report.push(format!(
+                "{}: tensor '{source}' has shape {:?} but {} has {:?}",
+                i.file, i.shape, b.file, b.shape
+            ));
+            None
+        }
+        _ if t.shape != b.shape => {
+            report.push(format!(
+                "{}: tensor '{name}' has shape {:?} but {}: tensor '{source}' has {:?}",
+                t.file, t.shape, b.file, b.shape
+            ));
+            None
+        }
+        _ => Some((b.shape.iter().product(), 0)),
     }
-    let same = t.shape == b.shape;
-    // An enlarged vocabulary: more rows in the target, Δ on the overlapping ones.
-    let more_rows = is_vocab_tensor(name)
-        && t.shape.len() == 2
-        && b.shape.len() == 2
-        && t.shape[1] == b.shape[1]
-        && t.shape[0] >= b.shape[0];
-    if !same && !more_rows {
-        report.push(format!(
-            "{}: tensor '{name}' has shape {:?} but {}: tensor '{source}' has {:?}",
-            t.file, t.shape, b.file, b.shape
-        ));
-        return None;
-    }
-    Some(b.shape.iter().product())
 }
 
 /// The target's own dtype: config.json's `torch_dtype`/`dtype`, else its embedding's.

@@ -5,10 +5,11 @@
 
 use serde_json::Value;
 
-use crate::checkpoint::{DType, ModelFiles, INDEX_FILE};
+use crate::checkpoint::{ModelFiles, INDEX_FILE};
 use crate::error::{Error, Result};
 
 use super::manifest::MANIFEST_FILE;
+use super::plan::GraftPlan;
 
 /// Files taken from the instruct side when it has them.
 const FROM_INSTRUCT: [&str; 3] = [
@@ -21,11 +22,24 @@ const FROM_INSTRUCT: [&str; 3] = [
 pub async fn sidecar_files(
     instruct: &ModelFiles,
     target: &ModelFiles,
-    dtype: DType,
+    plan: &GraftPlan,
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     let rebuilt = ["config.json", "tokenizer_config.json", MANIFEST_FILE];
+    // Tokens the instruct model added (and the output appended): its tokenizer knows them.
+    let appended = plan
+        .tensors
+        .iter()
+        .any(|t| t.delta.as_ref().is_some_and(|d| d.appended > 0));
+    if appended {
+        if let Some(bytes) = instruct.read_bytes("tokenizer.json").await? {
+            out.push(("tokenizer.json".to_string(), bytes));
+        }
+    }
     for name in target.names() {
+        if appended && name == "tokenizer.json" {
+            continue;
+        }
         let weights = name.ends_with(".safetensors") || name == INDEX_FILE;
         let replaced = rebuilt.contains(&name) || FROM_INSTRUCT.contains(&name);
         if !weights && !replaced {
@@ -45,7 +59,7 @@ pub async fn sidecar_files(
     }
     out.push((
         "config.json".into(),
-        pretty(&config(instruct, target, dtype).await?),
+        pretty(&config(instruct, target, plan).await?),
     ));
     if let Some(tc) = tokenizer_config(instruct, target).await? {
         out.push(("tokenizer_config.json".into(), pretty(&tc)));
@@ -62,8 +76,10 @@ async fn read_json(files: &ModelFiles, name: &str) -> Result<Option<Value>> {
         .map_err(|e| Error::format(files.display_name(name), format!("not valid JSON: {e}")))
 }
 
-/// The target's config.json with the written dtype, and the instruct side's eos.
-async fn config(instruct: &ModelFiles, target: &ModelFiles, dtype: DType) -> Result<Value> {
+/// The target's config.json with the written dtype, vocabulary size and tying, and the
+/// instruct side's eos.
+async fn config(instruct: &ModelFiles, target: &ModelFiles, plan: &GraftPlan) -> Result<Value> {
+    let dtype = plan.dtype;
     let mut config = read_json(target, "config.json")
         .await?
         .ok_or_else(|| Error::config(target.display_name("config.json"), "missing"))?;
@@ -73,6 +89,10 @@ async fn config(instruct: &ModelFiles, target: &ModelFiles, dtype: DType) -> Res
         // transformers 5 writes `dtype`; keep both names in step.
         if obj.contains_key("dtype") {
             obj.insert("dtype".into(), dtype.torch_name().into());
+        }
+        obj.insert("vocab_size".into(), plan.vocab_size.into());
+        if plan.unties_embeddings {
+            obj.insert("tie_word_embeddings".into(), false.into());
         }
         if let Some(eos) = inst.as_ref().and_then(|i| i.get("eos_token_id")) {
             obj.insert("eos_token_id".into(), eos.clone());
