@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod gpu;
 pub mod graft;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use moegraft::checkpoint::import::import_gguf;
-use moegraft::checkpoint::DType;
+use moegraft::checkpoint::{DType, ModelFiles};
+use moegraft::eval::kit::kit_models;
+use moegraft::eval::{evaluate, EvalOptions, Report, Suite};
 use moegraft::generate::{self, GenerateOptions, SampleSettings};
 use moegraft::gpu::{GpuContext, GpuOptions};
 use moegraft::graft::centroid;
@@ -45,6 +47,37 @@ enum Command {
     /// Graft Δ = instruct − base onto a target: ParamΔ for a dense target, DeltaMoE for a
     /// Mixtral MoE upcycled from the base.
     Graft(GraftArgs),
+    /// Score models on an evaluation suite: perplexity per language and exactly-scored
+    /// instructions in the chat format.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A model directory to score (repeatable).
+    #[arg(long = "model")]
+    models: Vec<PathBuf>,
+    /// A demo kit: scores its base, instruct, cpt-dense and cpt-moe and the ParamΔ and
+    /// DeltaMoE grafts made from them.
+    #[arg(long)]
+    kit: Option<PathBuf>,
+    /// The suite directory (suite.json); default: the kit's eval/.
+    #[arg(long)]
+    suite: Option<PathBuf>,
+    /// Instructions per language and task (default: all).
+    #[arg(long)]
+    per_task: Option<usize>,
+    /// Tokens per perplexity window.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Print the whole report as JSON (every answer included) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// MoE routing: learned, language-prior or expert=N.
+    #[arg(long, value_parser = RouterChoice::parse)]
+    router: Option<RouterChoice>,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args)]
@@ -274,6 +307,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Graft(a) => graft(a).await,
+        Command::Eval(a) => eval(a).await,
         Command::Upcycle(a) => {
             let options = UpcycleOptions {
                 base: a.base,
@@ -332,6 +366,94 @@ async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {
         ..Default::default()
     })
     .await
+}
+
+async fn eval(a: EvalArgs) -> Result<()> {
+    let gpu = GpuOptions {
+        max_binding_override: a.gpu.max_binding,
+        ..Default::default()
+    };
+    let suite_dir = match (&a.suite, &a.kit) {
+        (Some(s), _) => s.clone(),
+        (None, Some(k)) => k.join("eval"),
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "give --suite DIR (or --kit DIR, whose eval/ is the suite)".into(),
+            ))
+        }
+    };
+    let suite = Suite::load(&ModelFiles::from_dir(&suite_dir)?).await?;
+    let scratch = tempfile_dir("moegraft-eval")?;
+    let mut models: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(kit) = &a.kit {
+        let ctx = GpuContext::new(gpu.clone()).await?;
+        models.extend(kit_models(&ctx, kit, &scratch.0).await?);
+    }
+    for m in &a.models {
+        let label = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| m.display().to_string());
+        models.push((label, m.clone()));
+    }
+    if models.is_empty() {
+        return Err(Error::InvalidArgument(
+            "nothing to score: give --model DIR (repeatable) or --kit DIR".into(),
+        ));
+    }
+    let options = EvalOptions {
+        window: a.window,
+        per_task: a.per_task,
+        ..Default::default()
+    };
+    let mut scores = Vec::new();
+    for (label, dir) in &models {
+        let load = LoadOptions {
+            max_context: 4096,
+            router: a.router,
+            ..Default::default()
+        };
+        let opened = open_dir(dir, load, gpu.clone()).await?;
+        eprintln!("scoring {label} ({})", dir.display());
+        let score = evaluate(
+            label,
+            &opened.model,
+            opened.tokenizer.as_ref(),
+            &suite,
+            &options,
+        )
+        .await?;
+        scores.push(score);
+    }
+    let report = Report::new(&suite, scores);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(())
+}
+
+/// A scratch directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir(prefix: &str) -> Result<ScratchDir> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    let label = dir.display().to_string();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&label, e))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&label, e))?;
+    Ok(ScratchDir(dir))
 }
 
 async fn load(args: &ModelArgs) -> Result<OpenedModel> {
