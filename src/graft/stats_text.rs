@@ -15,8 +15,8 @@ fn short(family: &str) -> String {
         "k_proj" => "k",
         "v_proj" => "v",
         "o_proj" => "o",
-        "input_layernorm" => "in_norm",
-        "post_attention_layernorm" => "post_norm",
+        "input_layernorm" => "in_ln",
+        "post_attention_layernorm" => "post_ln",
         "gate_proj" => "gate",
         "up_proj" => "up",
         "down_proj" => "down",
@@ -38,7 +38,8 @@ fn relative(s: &DeltaSums) -> String {
     }
 }
 
-const CELL: usize = 10;
+/// Column width; every cell is printed after a space, so wide heads never run together.
+const CELL: usize = 8;
 
 impl fmt::Display for DeltaStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,9 +79,9 @@ impl DeltaStats {
         writeln!(f, "\n‖Δ‖/‖θ_base‖ by layer")?;
         write!(f, "{:<6}", "layer")?;
         for fam in &families {
-            write!(f, "{:>CELL$}", short(fam))?;
+            write!(f, " {:>CELL$}", short(fam))?;
         }
-        writeln!(f, "{:>CELL$}", "layer")?;
+        writeln!(f, " {:>CELL$}", "layer")?;
         for (layer, by_family) in &layers {
             write!(f, "{layer:<6}")?;
             let mut sum = DeltaSums::default();
@@ -92,13 +93,13 @@ impl DeltaStats {
                     }
                     None => "-".into(),
                 };
-                write!(f, "{cell:>CELL$}")?;
+                write!(f, " {cell:>CELL$}")?;
             }
-            writeln!(f, "{:>CELL$}", relative(&sum))?;
+            writeln!(f, " {:>CELL$}", relative(&sum))?;
         }
         writeln!(
             f,
-            "(in_norm: input_layernorm, post_norm: post_attention_layernorm, .b: bias; layer: all of the layer)"
+            "(in_ln: input_layernorm, post_ln: post_attention_layernorm, .b: bias; layer: all of the layer)"
         )
     }
 
