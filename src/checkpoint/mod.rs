@@ -13,6 +13,7 @@ pub mod import;
 pub mod safetensors;
 pub mod source;
 pub mod summary;
+pub(crate) mod summary_text;
 pub mod writer;
 
 use std::collections::BTreeMap;

@@ -1,9 +1,9 @@
 //! `inspect`: what a model directory holds, from config.json and the safetensors headers alone
 //! (no weight is read) — architecture, parameter counts, dtypes, files, experts and their
-//! languages, and a graft's provenance. Target-independent, so the page can show it too.
+//! languages, and a graft's provenance. Target-independent, so the page can show it too; the
+//! text report is in `summary_text.rs`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::Serialize;
 
@@ -11,7 +11,7 @@ use super::Checkpoint;
 use crate::error::Result;
 use crate::graft::delta::is_vocab_tensor;
 use crate::graft::manifest::{read_provenance, Provenance};
-use crate::graft::router::MoegraftSection;
+use crate::graft::router::{MoegraftSection, RouterChoice};
 
 /// Everything `inspect` reports; serialized as is by `inspect --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -100,28 +100,7 @@ pub struct MoeSummary {
 /// Summarises an opened checkpoint; reads only config.json, headers and `moegraft.json`.
 pub async fn summarize(cp: &Checkpoint) -> Result<ModelSummary> {
     let c = &cp.config;
-    let config_file = cp.files.display_name("config.json");
     let parameters = count_parameters(cp);
-    let moe = match c.is_moe() {
-        false => None,
-        true => {
-            let section = MoegraftSection::from_config(c, &config_file)?.unwrap_or_default();
-            Some(MoeSummary {
-                experts: c.num_experts,
-                experts_per_token: c.experts_per_token,
-                expert_parameters: expert_parameters(cp).values().flatten().sum(),
-                router: section.router.clone().unwrap_or_else(|| "learned".into()),
-                routing: match section.default_choice() {
-                    crate::graft::router::RouterChoice::LanguagePrior => "language-prior",
-                    _ => "learned",
-                }
-                .into(),
-                prior_strength: section.prior_strength,
-                expert_languages: section.expert_languages,
-                expert_sources: section.experts,
-            })
-        }
-    };
     let config_dtype = ["torch_dtype", "dtype"]
         .iter()
         .find_map(|k| c.raw.get(*k).and_then(|v| v.as_str()))
@@ -146,9 +125,32 @@ pub async fn summarize(cp: &Checkpoint) -> Result<ModelSummary> {
         tensors: cp.tensor_names().count(),
         dtypes: dtype_shares(cp),
         files: file_counts(cp),
-        moe,
+        moe: moe_summary(cp)?,
         provenance: read_provenance(&cp.files).await?,
     })
+}
+
+fn moe_summary(cp: &Checkpoint) -> Result<Option<MoeSummary>> {
+    let c = &cp.config;
+    if !c.is_moe() {
+        return Ok(None);
+    }
+    let config_file = cp.files.display_name("config.json");
+    let section = MoegraftSection::from_config(c, &config_file)?.unwrap_or_default();
+    let routing = match section.default_choice() {
+        RouterChoice::LanguagePrior => "language-prior",
+        _ => "learned",
+    };
+    Ok(Some(MoeSummary {
+        experts: c.num_experts,
+        experts_per_token: c.experts_per_token,
+        expert_parameters: expert_parameters(cp).values().flatten().sum(),
+        router: section.router.unwrap_or_else(|| "learned".into()),
+        routing: routing.into(),
+        prior_strength: section.prior_strength,
+        expert_languages: section.expert_languages,
+        expert_sources: section.experts,
+    }))
 }
 
 fn numel(cp: &Checkpoint, name: &str) -> u64 {
@@ -238,180 +240,9 @@ fn file_counts(cp: &Checkpoint) -> FileCounts {
     }
 }
 
-/// `1234567` → `1,234,567 (1.23M)`: exact for scripts that grep, short for people.
-pub fn count_text(n: u64) -> String {
-    let digits = n.to_string();
-    let mut grouped = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(ch);
-    }
-    let short = match n {
-        0..1_000 => return grouped,
-        1_000..1_000_000 => format!("{:.2}K", n as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.2}M", n as f64 / 1e6),
-        _ => format!("{:.2}B", n as f64 / 1e9),
-    };
-    format!("{grouped} ({short})")
-}
-
-/// Bytes as `1,234,567 bytes (1.18 MiB)`.
-pub fn bytes_text(n: u64) -> String {
-    let units = [("GiB", 30), ("MiB", 20), ("KiB", 10)];
-    match units.iter().find(|(_, shift)| n >= 1 << shift) {
-        Some((unit, shift)) => format!(
-            "{} bytes ({:.2} {unit})",
-            count_text(n).split(' ').next().unwrap_or_default(),
-            n as f64 / (1u64 << shift) as f64
-        ),
-        None => format!("{n} bytes"),
-    }
-}
-
-const LABEL: usize = 24;
-
-fn row(f: &mut fmt::Formatter<'_>, label: &str, value: impl fmt::Display) -> fmt::Result {
-    writeln!(f, "{label:<LABEL$}{value}")
-}
-
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
-}
-
-impl fmt::Display for ModelSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        row(f, "model", &self.path)?;
-        let kind = if self.moe.is_some() { "MoE" } else { "dense" };
-        let arch = format!("{} ({}), {kind}", self.architecture, self.class);
-        row(f, "architecture", arch)?;
-        row(f, "layers", self.layers)?;
-        row(f, "hidden size", self.hidden_size)?;
-        let heads = format!(
-            "{} heads, {} kv heads, head dim {}",
-            self.attention_heads, self.kv_heads, self.head_dim
-        );
-        row(f, "attention", heads)?;
-        row(f, "intermediate size", self.intermediate_size)?;
-        row(f, "vocab", self.vocab_size)?;
-        let window = match self.sliding_window {
-            Some(w) => format!(" (sliding window {w})"),
-            None => String::new(),
-        };
-        row(
-            f,
-            "context length",
-            format!("{}{window}", self.context_length),
-        )?;
-        row(f, "rope theta", self.rope_theta)?;
-        row(f, "tied embeddings", yes_no(self.tied_embeddings))?;
-        let p = &self.parameters;
-        row(f, "parameters", count_text(p.total))?;
-        row(f, "  embeddings", count_text(p.embedding))?;
-        row(f, "  active per token", count_text(p.active))?;
-        row(
-            f,
-            "  active w/o embeddings",
-            count_text(p.active_non_embedding),
-        )?;
-        row(f, "tensors", self.tensors)?;
-        let config_dtype = self.config_dtype.as_deref().unwrap_or("not set");
-        row(f, "dtype (config.json)", config_dtype)?;
-        for d in &self.dtypes {
-            let line = format!(
-                "{} tensors, {} parameters, {}",
-                d.tensors,
-                count_text(d.parameters),
-                bytes_text(d.bytes)
-            );
-            row(f, &format!("  {}", d.dtype), line)?;
-        }
-        let files = &self.files;
-        row(
-            f,
-            "files",
-            format!("{}, {}", files.count, bytes_text(files.bytes)),
-        )?;
-        let weights = format!("{}, {}", files.weight_files, bytes_text(files.weight_bytes));
-        row(f, "  weight files", weights)?;
-        if let Some(moe) = &self.moe {
-            write_moe(f, moe)?;
-        }
-        if let Some(p) = &self.provenance {
-            write_provenance(f, p)?;
-        }
-        Ok(())
-    }
-}
-
-fn write_moe(f: &mut fmt::Formatter<'_>, moe: &MoeSummary) -> fmt::Result {
-    let experts = format!(
-        "{} per layer, {} per token, {} parameters in experts",
-        moe.experts,
-        moe.experts_per_token,
-        count_text(moe.expert_parameters)
-    );
-    row(f, "experts", experts)?;
-    let strength = match moe.prior_strength {
-        Some(s) if moe.routing == "language-prior" => format!(" (prior strength {s})"),
-        _ => String::new(),
-    };
-    let router = format!("{}, default routing {}{strength}", moe.router, moe.routing);
-    row(f, "router", router)?;
-    if moe.expert_languages.is_empty() && moe.expert_sources.is_empty() {
-        return Ok(());
-    }
-    for e in 0..moe.experts {
-        let langs = moe
-            .expert_languages
-            .get(e)
-            .map(|l| l.join(","))
-            .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| "-".into());
-        let source = match moe.expert_sources.get(e) {
-            Some(s) => format!("  from {s}"),
-            None => String::new(),
-        };
-        row(f, &format!("  expert {e}"), format!("{langs}{source}"))?;
-    }
-    Ok(())
-}
-
-fn write_provenance(f: &mut fmt::Formatter<'_>, p: &Provenance) -> fmt::Result {
-    let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    let tool = format!("{} {}", or_dash(&p.tool), or_dash(&p.version));
-    row(f, "provenance", format!("{} (moegraft.json)", tool.trim()))?;
-    row(f, "  method", or_dash(&p.method))?;
-    let alpha = p.alpha.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-    row(f, "  alpha", alpha)?;
-    if !p.expert_alpha.is_empty() {
-        let list: Vec<String> = p.expert_alpha.iter().map(f32::to_string).collect();
-        row(f, "  alpha per expert", list.join(", "))?;
-    }
-    row(f, "  router", or_dash(&p.router_mode))?;
-    row(f, "  dtype", or_dash(&p.dtype))?;
-    for (role, path) in &p.inputs {
-        row(f, &format!("  {role}"), path)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_read_exactly_and_shortly() {
-        assert_eq!(count_text(999), "999");
-        assert_eq!(count_text(1_234_567), "1,234,567 (1.23M)");
-        assert_eq!(count_text(46_702_792_704), "46,702,792,704 (46.70B)");
-        assert_eq!(bytes_text(1536), "1,536 bytes (1.50 KiB)");
-    }
 
     #[test]
     fn expert_names_parse() {

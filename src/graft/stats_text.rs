@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::stats::{family_rank, DeltaStats, DeltaSums};
-use crate::checkpoint::summary::count_text;
+use crate::checkpoint::summary_text::count_text;
 
 /// Short column heads, so a layer's row fits a terminal.
 fn short(family: &str) -> String {
