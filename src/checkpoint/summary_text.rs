@@ -134,18 +134,20 @@ fn write_moe(f: &mut fmt::Formatter<'_>, moe: &MoeSummary) -> fmt::Result {
     if moe.expert_languages.is_empty() && moe.expert_sources.is_empty() {
         return Ok(());
     }
-    for e in 0..moe.experts {
-        let langs = moe
-            .expert_languages
-            .get(e)
-            .map(|l| l.join(","))
-            .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| "-".into());
+    let langs: Vec<String> = (0..moe.experts)
+        .map(|e| match moe.expert_languages.get(e) {
+            Some(l) if !l.is_empty() => l.join(","),
+            _ => "-".into(),
+        })
+        .collect();
+    let width = langs.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    for (e, langs) in langs.iter().enumerate() {
         let source = match moe.expert_sources.get(e) {
             Some(s) => format!("  from {s}"),
             None => String::new(),
         };
-        row(f, &format!("  expert {e}"), format!("{langs}{source}"))?;
+        let value = format!("{langs:<width$}{source}");
+        row(f, &format!("  expert {e}"), value.trim_end())?;
     }
     Ok(())
 }
