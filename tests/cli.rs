@@ -3,6 +3,7 @@
 //! naming the file and tensor, never a panic.
 
 mod common;
+mod graft_models;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -49,7 +50,12 @@ fn refused(model: &Path, extra: &[&str]) -> String {
         args.extend(["--ids", "1,2,3"]);
     }
     args.extend(extra);
-    let out = moegraft(&args);
+    fails(&args)
+}
+
+/// Runs a command that must fail; returns its one-line error.
+fn fails(args: &[&str]) -> String {
+    let out = moegraft(args);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         !out.status.success(),
@@ -373,4 +379,125 @@ fn argument_errors_are_one_line_too() {
     }
     let help = moegraft(&["--help"]);
     assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("logits"));
+}
+
+#[test]
+fn inspect_text_and_json() {
+    let dir = tiny("tiny-mixtral");
+    let path = dir.to_str().unwrap();
+    let v = stdout_json(&moegraft(&["inspect", path, "--json"]));
+    assert_eq!(v["architecture"], "mixtral");
+    assert_eq!(v["layers"], 2);
+    assert_eq!(v["moe"]["experts"], 4);
+    assert_eq!(v["moe"]["experts_per_token"], 2);
+    assert_eq!(v["dtypes"][0]["dtype"], "F16");
+    let p = &v["parameters"];
+    let n = |k: &str| {
+        p[k].as_u64()
+            .unwrap_or_else(|| panic!("parameters.{k}: {v}"))
+    };
+    assert_eq!(n("active") - n("embedding"), n("active_non_embedding"));
+    assert!(n("active") < n("total"));
+    assert!(v["provenance"].is_null());
+
+    let out = moegraft(&["inspect", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "mixtral (MixtralForCausalLM), MoE".to_string(),
+        // The fixture's total is below a million: "174,912 (174.91K)".
+        format!("{},{:03}", n("total") / 1000, n("total") % 1000),
+        "active per token".to_string(),
+        "4 per layer, 2 per token".to_string(),
+    ] {
+        assert!(text.contains(&needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn inspect_refuses_broken_directories_in_one_line() {
+    let dir = copy_model("tiny-llama");
+    let path = dir.path().to_str().unwrap().to_string();
+    let file = dir.path().join("model.safetensors");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err = fails(&["inspect", &path]);
+    assert!(
+        err.contains("model.safetensors") && err.contains("tensor '"),
+        "{err}"
+    );
+
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let err = fails(&["inspect", &path, "--json"]);
+    assert!(err.contains("config.json is missing"), "{err}");
+}
+
+#[test]
+fn delta_stats_text_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny("tiny-llama");
+    let inst = tmp.path().join("inst");
+    graft_models::Model::read(&base).perturbed(2, 0.01).write(
+        &inst,
+        moegraft::checkpoint::DType::F32,
+        &base,
+    );
+    let (b, i) = (base.to_str().unwrap(), inst.to_str().unwrap());
+    let args = ["delta-stats", "--base", b, "--instruct", i];
+    let v = stdout_json(&moegraft(&[&args[..], &["--json"]].concat()));
+    assert_eq!(v["architecture"], "llama");
+    let rel = v["total"]["relative_norm"].as_f64().expect("relative_norm");
+    assert!(rel > 0.0 && rel < 0.1, "{rel}");
+    assert_eq!(v["by_layer"].as_array().unwrap().len(), 2);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 20);
+    for family in [
+        "embed_tokens",
+        "q_proj",
+        "down_proj",
+        "input_layernorm",
+        "norm",
+    ] {
+        assert!(
+            v["by_family"][family]["delta_norm"].as_f64().unwrap() > 0.0,
+            "{family}"
+        );
+    }
+
+    let out = moegraft(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let table: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("0 ") || l.starts_with("1 "))
+        .collect();
+    assert_eq!(table.len(), 2, "one row per layer:\n{text}");
+    assert!(
+        text.contains("total") && text.contains("embed_tokens"),
+        "{text}"
+    );
+
+    let err = fails(&[
+        "delta-stats",
+        "--base",
+        b,
+        "--instruct",
+        tiny("tiny-mistral").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("mismatches") && err.contains("tiny-mistral"),
+        "{err}"
+    );
 }

@@ -1,12 +1,13 @@
 //! The moegraft command line: a thin face over the library (no logic lives only here).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use moegraft::checkpoint::import::import_gguf;
-use moegraft::checkpoint::{DType, ModelFiles};
+use moegraft::checkpoint::summary::summarize;
+use moegraft::checkpoint::{Checkpoint, DType, ModelFiles};
 use moegraft::eval::kit::kit_models;
 use moegraft::eval::{evaluate, EvalOptions, Report, Suite};
 use moegraft::generate::{self, GenerateOptions, SampleSettings};
@@ -15,11 +16,13 @@ use moegraft::graft::centroid;
 use moegraft::graft::plan::GraftOptions;
 use moegraft::graft::router::RouterChoice;
 use moegraft::graft::run::{graft_dirs, GraftInputs};
+use moegraft::graft::stats::delta_stats;
 use moegraft::graft::upcycle::{self, ExpertSource, UpcycleOptions, UpcycleRouter};
 use moegraft::model::open::{open_dir, OpenedModel};
 use moegraft::model::LoadOptions;
 use moegraft::tokenizer::Tokenizer;
 use moegraft::{Error, Result};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +53,11 @@ enum Command {
     /// Score models on an evaluation suite: perplexity per language and exactly-scored
     /// instructions in the chat format.
     Eval(EvalArgs),
+    /// Describe a model directory: architecture, parameter counts, dtypes, files, experts and
+    /// their languages, provenance. Reads only config.json and the safetensors headers.
+    Inspect(InspectArgs),
+    /// Norms of Δ = instruct − base per tensor family and per layer.
+    DeltaStats(DeltaStatsArgs),
 }
 
 #[derive(Args)]
@@ -78,6 +86,28 @@ struct EvalArgs {
     router: Option<RouterChoice>,
     #[command(flatten)]
     gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Hugging Face model directory.
+    dir: PathBuf,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DeltaStatsArgs {
+    /// The dense pretrained model.
+    #[arg(long)]
+    base: PathBuf,
+    /// The base's instruct/chat version.
+    #[arg(long)]
+    instruct: PathBuf,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -308,6 +338,18 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Graft(a) => graft(a).await,
         Command::Eval(a) => eval(a).await,
+        Command::Inspect(a) => {
+            let summary = summarize(&open_checkpoint(&a.dir).await?).await?;
+            print_report(&summary, a.json, || serde_json::to_value(&summary).ok());
+            Ok(())
+        }
+        Command::DeltaStats(a) => {
+            let base = open_checkpoint(&a.base).await?;
+            let instruct = open_checkpoint(&a.instruct).await?;
+            let stats = delta_stats(&base, &instruct).await?;
+            print_report(&stats, a.json, || Some(stats.to_json()));
+            Ok(())
+        }
         Command::Upcycle(a) => {
             let options = UpcycleOptions {
                 base: a.base,
@@ -340,6 +382,19 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
+    Checkpoint::open(ModelFiles::from_dir(dir)?).await
+}
+
+/// The text report, or its JSON on one line. A closed pipe (`| head`) just ends the output.
+fn print_report(text: &impl std::fmt::Display, json: bool, value: impl FnOnce() -> Option<Value>) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = match json {
+        true => writeln!(stdout, "{}", value().unwrap_or(Value::Null)),
+        false => write!(stdout, "{text}"),
+    };
 }
 
 async fn graft(a: GraftArgs) -> Result<()> {

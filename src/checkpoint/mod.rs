@@ -12,6 +12,8 @@ mod gguf_tokenizer;
 pub mod import;
 pub mod safetensors;
 pub mod source;
+pub mod summary;
+pub(crate) mod summary_text;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -190,6 +192,44 @@ impl Checkpoint {
 
     /// Reads one tensor's bytes from its file.
     pub async fn read(&self, name: &str) -> Result<Tensor> {
+        let (_, info) = self.info(name)?;
+        let (source, dtype) = self.locate(name)?;
+        let bytes = source.read_range(info.offset, info.len as usize).await?;
+        Ok(Tensor {
+            name: name.to_string(),
+            dtype,
+            shape: info.shape.clone(),
+            bytes,
+        })
+    }
+
+    /// Reads `count` elements of a tensor from element `start` on, as f32: lets statistics
+    /// stream a large tensor (a 150k-row embedding) in bounded slices.
+    pub async fn read_f32_range(&self, name: &str, start: usize, count: usize) -> Result<Vec<f32>> {
+        let (file, info) = self.info(name)?;
+        if start
+            .checked_add(count)
+            .is_none_or(|end| end > info.numel())
+        {
+            return Err(Error::tensor_format(
+                self.files.display_name(file),
+                name,
+                format!(
+                    "elements {start}..+{count} lie outside its {} elements",
+                    info.numel()
+                ),
+            ));
+        }
+        let (source, dtype) = self.locate(name)?;
+        let size = dtype.size() as u64;
+        let bytes = source
+            .read_range(info.offset + start as u64 * size, count * dtype.size())
+            .await?;
+        Ok(dtype::to_f32(dtype, &bytes))
+    }
+
+    /// A tensor's file and weight dtype; an error naming both if the dtype is not a float.
+    fn locate(&self, name: &str) -> Result<(&dyn ByteSource, DType)> {
         let (file, info) = self.info(name)?;
         let dtype = info.dtype.ok_or_else(|| {
             Error::tensor_format(
@@ -205,13 +245,7 @@ impl Checkpoint {
             .files
             .get(file)
             .ok_or_else(|| Error::io(self.files.display_name(file), "file disappeared"))?;
-        let bytes = source.read_range(info.offset, info.len as usize).await?;
-        Ok(Tensor {
-            name: name.to_string(),
-            dtype,
-            shape: info.shape.clone(),
-            bytes,
-        })
+        Ok((source, dtype))
     }
 
     pub async fn read_f32(&self, name: &str) -> Result<Vec<f32>> {

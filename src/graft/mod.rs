@@ -14,5 +14,7 @@ pub mod router;
 pub mod run;
 pub mod script;
 pub mod sidecar;
+pub mod stats;
+mod stats_text;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod upcycle;

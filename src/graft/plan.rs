@@ -265,15 +265,7 @@ fn check_configs(
 ) -> Option<Method> {
     let (b, i, t) = (&base.config, &instruct.config, &target.config);
     let name = |c: &Checkpoint| c.files.display_name("config.json");
-    if i.architecture != b.architecture || i.is_moe() != b.is_moe() {
-        report.push(format!(
-            "{} is {} but {} is {} (instruct and base must share an architecture)",
-            name(instruct),
-            i.architecture.model_type(),
-            name(base),
-            b.architecture.model_type()
-        ));
-    }
+    check_twins(base, instruct, report);
     let method = if t.architecture == b.architecture && t.num_experts == b.num_experts {
         Some(Method::ParamDelta)
     } else if t.architecture == Architecture::Mixtral
@@ -292,9 +284,7 @@ fn check_configs(
         ));
         None
     };
-    for (other, oc) in [(instruct, i), (target, t)] {
-        compare_sizes(name(base).as_str(), b, &name(other), oc, report);
-    }
+    compare_sizes(name(base).as_str(), b, &name(target), t, report);
     if i.vocab_size < b.vocab_size {
         report.push(format!(
             "{}: vocab_size {} is smaller than {}'s {}",
@@ -314,6 +304,22 @@ fn check_configs(
         ));
     }
     method
+}
+
+/// Instruct must be the base's twin: one architecture, the same sizes (vocabularies aside).
+pub(crate) fn check_twins(base: &Checkpoint, instruct: &Checkpoint, report: &mut Mismatches) {
+    let (b, i) = (&base.config, &instruct.config);
+    let name = |c: &Checkpoint| c.files.display_name("config.json");
+    if i.architecture != b.architecture || i.is_moe() != b.is_moe() {
+        report.push(format!(
+            "{} is {} but {} is {} (instruct and base must share an architecture)",
+            name(instruct),
+            i.architecture.model_type(),
+            name(base),
+            b.architecture.model_type()
+        ));
+    }
+    compare_sizes(&name(base), b, &name(instruct), i, report);
 }
 
 fn compare_sizes(
@@ -414,22 +420,22 @@ fn target_dtype(target: &Checkpoint) -> DType {
 }
 
 /// Where a tensor lives (for messages) and its shape.
-struct Info {
-    file: String,
-    shape: Vec<usize>,
+pub(crate) struct Info {
+    pub file: String,
+    pub shape: Vec<usize>,
 }
 
 /// The mismatches found so far; reported together in one error.
 #[derive(Default)]
-struct Mismatches(Vec<String>);
+pub(crate) struct Mismatches(Vec<String>);
 
 impl Mismatches {
-    fn push(&mut self, message: String) {
+    pub(crate) fn push(&mut self, message: String) {
         self.0.push(message);
     }
 
     /// A tensor's file and shape; a mismatch if it is missing or not a float weight.
-    fn info(&mut self, cp: &Checkpoint, name: &str) -> Option<Info> {
+    pub(crate) fn info(&mut self, cp: &Checkpoint, name: &str) -> Option<Info> {
         match cp.info(name) {
             Err(_) => {
                 self.push(format!("{}: tensor '{name}' is missing", cp.files.label()));
@@ -450,7 +456,7 @@ impl Mismatches {
         }
     }
 
-    fn fail_if_any(&self) -> Result<()> {
+    pub(crate) fn fail_if_any(&self) -> Result<()> {
         if self.0.is_empty() {
             return Ok(());
         }

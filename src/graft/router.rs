@@ -53,6 +53,12 @@ pub struct MoegraftSection {
     pub router: Option<String>,
     #[serde(default)]
     pub prior_strength: Option<f32>,
+    /// The directory each expert's FFN came from (expert 0: the base), as `upcycle` recorded.
+    #[serde(default)]
+    pub experts: Vec<String>,
+    /// "base" or "average": where attention, norms and embeddings came from.
+    #[serde(default)]
+    pub non_ffn: Option<String>,
 }
 
 impl MoegraftSection {
