@@ -432,6 +432,35 @@ fn untied(model: &Model, seed: u64) -> Model {
 }
 
 #[test]
+fn the_manifest_records_the_routing_mode_the_output_keeps() {
+    let d = Dirs::new();
+    let b = base();
+    let (bd, id) = (
+        d.write("base", &b, DType::F32),
+        d.write("inst", &b.perturbed(3, 0.03), DType::F32),
+    );
+    for (mode, want) in [
+        (None, "learned"),
+        (Some("language-prior"), "language-prior"),
+    ] {
+        let mut t = upcycled(&b, 9);
+        if let Some(mode) = mode {
+            t.config["moegraft"] = serde_json::json!({
+                "expert_languages": [["en"], ["de"], ["ja"], ["ru"]],
+                "router": mode,
+            });
+        }
+        let td = d.write(&format!("moe-{want}"), &t, DType::F32);
+        let out = d.path(&format!("out-{want}"));
+        run_graft(&bd, &id, &td, &out, &alpha(1.0)).expect("graft");
+        let m = common::json(&out.join("moegraft.json"));
+        assert_eq!(m["router_mode"], want);
+        let config = common::json(&out.join("config.json"));
+        assert_eq!(config["moegraft"]["router"], t.config["moegraft"]["router"]);
+    }
+}
+
+#[test]
 fn tied_target_of_an_untied_base_gets_an_lm_head_of_its_own() {
     // θ_target + Δ for a target whose output projection is its embedding: the embedding
     // takes Δ_embed, the output projection Δ_lm_head, so the output unties.
@@ -705,7 +734,7 @@ fn output_runs_with_the_instruct_chat_settings_and_records_its_inputs() {
     let m = common::json(&out.join("moegraft.json"));
     assert_eq!(m["method"], "paramdelta");
     assert_eq!(m["alpha"], 1.0);
-    assert_eq!(m["router_mode"], "learned");
+    assert!(m["router_mode"].is_null(), "a dense output has no router");
     assert_eq!(m["version"], env!("CARGO_PKG_VERSION"));
     for (role, dir) in [("base", &bd), ("instruct", &id), ("target", &td)] {
         let files = m["inputs"][role]["files"].as_array().expect("files");

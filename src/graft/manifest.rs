@@ -81,8 +81,9 @@ pub fn manifest(
         "method": plan.method.name(),
         "alpha": plan.alpha,
         "expert_alpha": plan.expert_alpha,
-        // The target's own routers, trained during continued pretraining, are kept.
-        "router_mode": "learned",
+        // The target's own routers, trained during continued pretraining, are kept, and so
+        // is the routing mode its config asks for.
+        "router_mode": plan.router_mode,
         "dtype": plan.dtype.torch_name(),
         "inputs": {
             "base": model_json(base),

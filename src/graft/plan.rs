@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::delta::{delta_source, is_vocab_tensor, DeltaSource, Scale};
+use super::router::{MoegraftSection, RouterChoice};
 use crate::checkpoint::writer::TensorSpec;
 use crate::checkpoint::{Architecture, Checkpoint, DType, ModelConfig};
 use crate::error::{Error, Result};
@@ -74,6 +75,9 @@ pub struct GraftPlan {
     pub tensors: Vec<PlannedTensor>,
     /// The output's `vocab_size` (the instruct model's when it added tokens).
     pub vocab_size: usize,
+    /// How the output routes by default (DeltaMoE): the target's routers are kept, and so is
+    /// its config's routing mode; `None` for a dense output.
+    pub router_mode: Option<&'static str>,
     /// The target ties lm_head to the embedding but the base does not: the output gets an
     /// lm_head of its own (the target's embedding + Δ of the base's lm_head).
     pub unties_embeddings: bool,
@@ -185,6 +189,17 @@ pub fn plan(
     report.fail_if_any()?;
 
     let dtype = options.dtype.unwrap_or_else(|| target_dtype(target));
+    let router_mode = match method {
+        Method::ParamDelta => None,
+        Method::DeltaMoe => {
+            let file = target.files.display_name("config.json");
+            let section = MoegraftSection::from_config(&target.config, &file)?;
+            Some(match section.map(|s| s.default_choice()) {
+                Some(RouterChoice::LanguagePrior) => "language-prior",
+                _ => "learned",
+            })
+        }
+    };
     Ok(GraftPlan {
         method,
         alpha: options.alpha,
@@ -192,6 +207,7 @@ pub fn plan(
         dtype,
         tensors,
         vocab_size: target.config.vocab_size.max(instruct.config.vocab_size),
+        router_mode,
         unties_embeddings,
     })
 }
