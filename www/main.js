@@ -162,6 +162,17 @@ async function showAdapter() {
   }
 }
 
+/** Shows a progress bar from empty and returns the worker-progress handler that fills it. */
+function followProgress(bar) {
+  bar.hidden = false;
+  bar.value = 0;
+  bar.max = 1;
+  return (done, total) => {
+    bar.max = Math.max(total, 1);
+    bar.value = done;
+  };
+}
+
 // ---- loading ------------------------------------------------------------------------------
 
 function showError(el, message) {
@@ -223,13 +234,7 @@ async function loadModel(list, labelOverride) {
   ui.stats.textContent = '';
   ui.loadStatus.textContent = `Loading ${label} (${entries.length} files, ${(bytes / 1e6).toFixed(1)} MB)…`;
   ui.loadStatus.dataset.state = 'busy';
-  ui.progress.hidden = false;
-  ui.progress.value = 0;
-  ui.progress.max = 1;
-  onProgress = (done, total) => {
-    ui.progress.max = Math.max(total, 1);
-    ui.progress.value = done;
-  };
+  onProgress = followProgress(ui.progress);
   const started = performance.now();
   try {
     const info = await request('load', { files: entries, options: { label } });
@@ -404,12 +409,7 @@ async function runGraft(overrides) {
   updateGraftControls();
   ui.graftStatus.textContent = `Grafting ${graftPicks.instruct.label} − ${graftPicks.base.label} onto ${graftPicks.target.label}…`;
   ui.graftStatus.dataset.state = 'busy';
-  ui.graftProgress.hidden = false;
-  ui.graftProgress.value = 0;
-  onProgress = (done, total) => {
-    ui.graftProgress.max = Math.max(total, 1);
-    ui.graftProgress.value = done;
-  };
+  onProgress = followProgress(ui.graftProgress);
   const started = performance.now();
   try {
     const r = await request('graft', {
