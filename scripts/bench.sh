@@ -9,7 +9,8 @@
 # (tools/bench_peer.py's docstring says how to make one), Python with llama-cpp-python
 # (LLAMA_PY) and with torch + transformers (TORCH_PY). A peer whose Python or file is missing
 # is skipped with a note. THREADS (default 2) is given to both CPU peers; TORCH_DTYPES
-# (default float32) lists the PyTorch dtypes to run; WARMUP, REPEATS, DECODE_TOKENS and
+# (default float32) lists the PyTorch dtypes to run, LLAMA_THREADS (default THREADS) the
+# llama.cpp thread counts (on a loaded machine its spinning threads suffer: try "2 1"); WARMUP, REPEATS, DECODE_TOKENS and
 # CONTEXTS apply to every program alike.
 set -euo pipefail
 
@@ -38,10 +39,12 @@ log "moegraft bench --model $MODEL"
 
 peers=()
 if [ -x "$LLAMA_PY" ] && [ -f "$GGUF" ]; then
-  log "llama.cpp on $GGUF, $THREADS threads"
-  "$LLAMA_PY" tools/bench_peer.py llama.cpp --gguf "$GGUF" --threads "$THREADS" \
-    "${COMMON[@]}" >"$OUT/llama_cpp.json"
-  peers+=("$OUT/llama_cpp.json")
+  for t in ${LLAMA_THREADS:-$THREADS}; do
+    log "llama.cpp on $GGUF, $t threads"
+    "$LLAMA_PY" tools/bench_peer.py llama.cpp --gguf "$GGUF" --threads "$t" \
+      "${COMMON[@]}" >"$OUT/llama_cpp_t$t.json"
+    peers+=("$OUT/llama_cpp_t$t.json")
+  done
 else
   log "skipping llama.cpp: need $LLAMA_PY with llama-cpp-python and $GGUF"
 fi
