@@ -2,6 +2,8 @@
 //! post-training delta (Δ = θ_instruct − θ_base) onto a language-expert MoE — on WebGPU,
 //! natively and in the browser.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod checkpoint;
 pub mod error;
 pub mod eval;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use moegraft::bench::{BenchModel, BenchOptions};
 use moegraft::checkpoint::import::import_gguf;
 use moegraft::checkpoint::summary::summarize;
 use moegraft::checkpoint::{Checkpoint, DType, ModelFiles};
@@ -58,6 +59,9 @@ enum Command {
     Inspect(InspectArgs),
     /// Norms of Δ = instruct − base per tensor family and per layer.
     DeltaStats(DeltaStatsArgs),
+    /// Measure prefill/decode speed, copy bandwidth, merge throughput, memory and per-kernel
+    /// GPU time, each speed also as a fraction of its bandwidth bound.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -108,6 +112,47 @@ struct DeltaStatsArgs {
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "synthetic"])))]
+struct BenchArgs {
+    /// Hugging Face model directory.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A config.json: benchmark random weights of its shapes (no weight files needed).
+    #[arg(long)]
+    synthetic: Option<PathBuf>,
+    /// Element type of the synthetic weights.
+    #[arg(long, default_value = "f16", value_parser = parse_dtype)]
+    dtype: DType,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Cached tokens at which decode speed is measured, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128,1024")]
+    contexts: Vec<usize>,
+    /// Timed decode steps per context.
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+    /// Untimed runs before each measurement.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed prefills and bandwidth copies.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// MiB copied per bandwidth measurement.
+    #[arg(long, default_value_t = 256)]
+    copy_mib: u64,
+    /// Timed grafts of the model onto itself (0: skip the merge benchmark).
+    #[arg(long, default_value_t = 2)]
+    merge_repeats: usize,
+    /// Skip the per-kernel timestamp profile.
+    #[arg(long)]
+    no_profile: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args)]
@@ -373,6 +418,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Bench(a) => bench(a).await,
         Command::Adapter(a) => {
             let ctx = gpu(&a, 0).await?;
             println!(
@@ -395,6 +441,42 @@ fn print_report(text: &impl std::fmt::Display, json: bool, value: impl FnOnce() 
         true => writeln!(stdout, "{}", value().unwrap_or(Value::Null)),
         false => write!(stdout, "{text}"),
     };
+}
+
+async fn bench(a: BenchArgs) -> Result<()> {
+    let model = match (a.model, a.synthetic) {
+        (Some(dir), None) => BenchModel::Dir(dir),
+        (None, Some(config)) => BenchModel::Synthetic {
+            config,
+            dtype: a.dtype,
+        },
+        _ => {
+            return Err(Error::InvalidArgument(
+                "give one of --model and --synthetic".into(),
+            ))
+        }
+    };
+    let options = BenchOptions {
+        model,
+        prompt_tokens: a.prompt_tokens,
+        contexts: a.contexts,
+        decode_tokens: a.decode_tokens,
+        warmup: a.warmup,
+        repeats: a.repeats,
+        copy_bytes: a.copy_mib.saturating_mul(1 << 20),
+        merge_repeats: a.merge_repeats,
+        profile: !a.no_profile,
+        max_binding: a.gpu.max_binding,
+    };
+    let report = moegraft::bench::run(&options, &mut |step| eprintln!("bench: {step}…")).await?;
+    if a.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::InvalidArgument(format!("report is not serialisable: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", moegraft::bench::report::table(&report));
+    }
+    Ok(())
 }
 
 async fn graft(a: GraftArgs) -> Result<()> {

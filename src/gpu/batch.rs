@@ -139,6 +139,8 @@ impl<'c> Batch<'c> {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("step"),
             });
+        let mut profiler = ctx.profiler.borrow_mut();
+        let one_per_pass = profiler.is_some();
         let mut i = 0;
         while i < self.ops.len() {
             if let Op::Copy {
@@ -153,9 +155,16 @@ impl<'c> Batch<'c> {
                 i += 1;
                 continue;
             }
+            // Profiling: each dispatch gets its own pass, timed at its start and end.
+            let timed = match (profiler.as_mut(), &self.ops[i]) {
+                (Some(p), Op::Dispatch { pipeline, .. }) => {
+                    p.next_pass(ctx.pipeline_name(pipeline))
+                }
+                _ => None,
+            };
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
-                timestamp_writes: None,
+                timestamp_writes: timed,
             });
             while let Some(Op::Dispatch {
                 pipeline,
@@ -195,6 +204,9 @@ impl<'c> Batch<'c> {
                 pass.set_bind_group(0, &group, &[]);
                 pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
                 i += 1;
+                if one_per_pass {
+                    break;
+                }
             }
         }
         ctx.queue.submit([encoder.finish()]);

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod kernels;
 pub mod shaders;
 pub mod tensor;
+pub mod timing;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,6 +27,9 @@ pub struct GpuOptions {
     pub max_buffer_override: Option<u64>,
     /// Prefer a software adapter (tests that must be reproducible across machines).
     pub force_fallback_adapter: bool,
+    /// Ask for timestamp queries where the adapter has them (benchmarks; costs nothing
+    /// until a profiler is installed).
+    pub profiling: bool,
 }
 
 /// Facts about the adapter, for display and for choosing kernel variants.
@@ -54,6 +58,14 @@ pub struct GpuContext {
     pub max_workgroups_per_dim: u32,
     /// Bound where a kernel's optional input (e.g. a bias) is absent.
     pub dummy: wgpu::Buffer,
+    /// Timestamp queries are enabled on this device (asked for with `GpuOptions::profiling`).
+    pub timestamps: bool,
+    /// `CommandEncoder::write_timestamp` is enabled too (timing copies outside passes).
+    pub encoder_timestamps: bool,
+    /// When installed, every dispatch runs in its own timed pass (see `timing`).
+    profiler: RefCell<Option<timing::Profiler>>,
+    /// Entry point of each pipeline built, so profiles can name kernels.
+    pipeline_names: RefCell<HashMap<wgpu::ComputePipeline, &'static str>>,
     pipelines: RefCell<HashMap<shaders::PipelineKey, wgpu::ComputePipeline>>,
     modules: RefCell<HashMap<shaders::Shader, wgpu::ShaderModule>>,
     /// The first uncaptured device error, reported at the next read-back instead of a panic.
@@ -81,6 +93,11 @@ impl GpuContext {
         let info = adapter.get_info();
         let adapter_limits = adapter.limits();
         let features = adapter.features();
+        let mut wanted_features = wgpu::Features::empty();
+        if options.profiling && features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            wanted_features |= wgpu::Features::TIMESTAMP_QUERY
+                | (features & wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+        }
 
         let binding = options
             .wanted_binding_bytes
@@ -99,7 +116,7 @@ impl GpuContext {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("moegraft"),
-                required_features: wgpu::Features::empty(),
+                required_features: wanted_features,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -146,6 +163,11 @@ impl GpuContext {
         });
         Ok(Self {
             dummy,
+            timestamps: wanted_features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            encoder_timestamps: wanted_features
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
+            profiler: RefCell::new(None),
+            pipeline_names: RefCell::new(HashMap::new()),
             device,
             queue,
             summary,
@@ -166,6 +188,24 @@ impl GpuContext {
             Some(e) => Err(Error::gpu(format!("device error: {e}"))),
             None => Ok(()),
         }
+    }
+
+    /// Times every later dispatch with `profiler` until it is taken back.
+    pub fn install_profiler(&self, profiler: timing::Profiler) {
+        *self.profiler.borrow_mut() = Some(profiler);
+    }
+
+    pub fn take_profiler(&self) -> Option<timing::Profiler> {
+        self.profiler.borrow_mut().take()
+    }
+
+    /// The entry point a pipeline was built from ("?" if not built by this context).
+    pub fn pipeline_name(&self, pipeline: &wgpu::ComputePipeline) -> &'static str {
+        self.pipeline_names
+            .borrow()
+            .get(pipeline)
+            .copied()
+            .unwrap_or("?")
     }
 
     /// Splits a linear workgroup count over x and y (each ≤ the per-dimension limit).

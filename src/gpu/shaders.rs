@@ -109,7 +109,8 @@ impl GpuContext {
         constants: &[(&str, f64)],
     ) -> wgpu::ComputePipeline {
         let module = self.module(shader);
-        self.device
+        let pipeline = self
+            .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: None,
@@ -121,7 +122,14 @@ impl GpuContext {
                     zero_initialize_workgroup_memory: false,
                 },
                 cache: None,
-            })
+            });
+        // Only profiles need the names.
+        if self.timestamps {
+            self.pipeline_names
+                .borrow_mut()
+                .insert(pipeline.clone(), entry);
+        }
+        pipeline
     }
 
     fn module(&self, shader: Shader) -> wgpu::ShaderModule {

@@ -1,0 +1,121 @@
+//! The copy bandwidths the other figures are measured against: a GPU buffer-to-buffer copy
+//! (timed by waiting for the GPU, and by timestamps where the device has them) and a host
+//! memory copy. Bandwidth counts bytes read plus bytes written, as a copy of S bytes moves 2·S.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::stats::Stat;
+use crate::error::{Error, Result};
+use crate::gpu::{timing, GpuContext};
+
+/// Copies recorded per timed submission (amortises the submit and wait).
+const COPIES_PER_SUBMIT: u64 = 8;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyBandwidth {
+    /// Bytes of one copy.
+    pub bytes: u64,
+    /// GB/s (10⁹ bytes, read + written), wall time from submit to the GPU being idle.
+    pub gpu_fence_gbps: Stat,
+    /// GB/s from timestamps around the copies, where the device has encoder timestamps.
+    pub gpu_timestamp_gbps: Option<Stat>,
+    /// GB/s of a host `memcpy` of the same size.
+    pub host_gbps: Stat,
+}
+
+impl CopyBandwidth {
+    /// The best GPU figure (the bound should not be flattered by a slow timer).
+    pub fn gpu_bytes_per_s(&self) -> f64 {
+        let ts = self.gpu_timestamp_gbps.as_ref().map_or(0.0, |s| s.median);
+        self.gpu_fence_gbps.median.max(ts) * 1e9
+    }
+}
+
+pub async fn measure(ctx: &GpuContext, bytes: u64, repeats: usize) -> Result<CopyBandwidth> {
+    let bytes = bytes.min(ctx.max_buffer).max(4) & !3;
+    let make = |label| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let (src, dst) = (make("copy source"), make("copy destination"));
+    let moved = (2 * bytes * COPIES_PER_SUBMIT) as f64;
+    let queries = ctx.encoder_timestamps.then(|| {
+        ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("copy timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        })
+    });
+    let mut fence = Vec::new();
+    let mut stamped = Vec::new();
+    // One untimed round first: the first touch of fresh memory is slower.
+    for round in 0..=repeats {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("copy bandwidth"),
+            });
+        if let Some(q) = &queries {
+            encoder.write_timestamp(q, 0);
+        }
+        for _ in 0..COPIES_PER_SUBMIT {
+            encoder.copy_buffer_to_buffer(&src, 0, &dst, 0, bytes);
+        }
+        if let Some(q) = &queries {
+            encoder.write_timestamp(q, 1);
+        }
+        let start = Instant::now();
+        ctx.queue.submit([encoder.finish()]);
+        wait_idle(ctx)?;
+        let seconds = start.elapsed().as_secs_f64();
+        if round == 0 {
+            continue;
+        }
+        fence.push(moved / seconds / 1e9);
+        if let Some(q) = &queries {
+            let t = timing::resolve(ctx, q, 2).await?;
+            let ns = t[1].saturating_sub(t[0]) as f64 * ctx.queue.get_timestamp_period() as f64;
+            if ns > 0.0 {
+                stamped.push(moved / ns);
+            }
+        }
+    }
+    ctx.check_device_error()?;
+    Ok(CopyBandwidth {
+        bytes,
+        gpu_fence_gbps: Stat::of(&fence).ok_or_else(|| Error::gpu("no copy was timed"))?,
+        gpu_timestamp_gbps: Stat::of(&stamped),
+        host_gbps: host_copy(bytes as usize, repeats)?,
+    })
+}
+
+/// Blocks until the queue has finished everything submitted.
+fn wait_idle(ctx: &GpuContext) -> Result<()> {
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::gpu(format!("waiting for the GPU failed: {e}")))?;
+    Ok(())
+}
+
+/// GB/s of copying `bytes` between two host buffers.
+pub fn host_copy(bytes: usize, repeats: usize) -> Result<Stat> {
+    let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; bytes];
+    let mut rates = Vec::new();
+    for round in 0..=repeats {
+        let start = Instant::now();
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+        let seconds = start.elapsed().as_secs_f64();
+        if round > 0 {
+            rates.push(2.0 * bytes as f64 / seconds / 1e9);
+        }
+    }
+    Stat::of(&rates).ok_or_else(|| Error::InvalidArgument("no host copy was timed".into()))
+}
