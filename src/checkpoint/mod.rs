@@ -136,8 +136,8 @@ impl Checkpoint {
             )
         })?;
         let config = ModelConfig::from_json(&config_text, &config_name)?;
-        let shard_names = shard_names(&files).await?;
-        let mut tensors = BTreeMap::new();
+        let (shard_names, weight_map) = shard_names(&files).await?;
+        let mut tensors: BTreeMap<String, (String, TensorInfo)> = BTreeMap::new();
         for shard in shard_names {
             let source = files.get(&shard).ok_or_else(|| {
                 Error::io(
@@ -147,7 +147,25 @@ impl Checkpoint {
             })?;
             let header = safetensors::read_header(source).await?;
             for (name, info) in header.tensors {
+                // Two shards holding one tensor would make which copy loads depend on order.
+                if let Some((other, _)) = tensors.get(&name) {
+                    return Err(Error::tensor_format(
+                        files.display_name(&shard),
+                        &name,
+                        format!("also stored in {other}"),
+                    ));
+                }
                 tensors.insert(name, (shard.clone(), info));
+            }
+        }
+        // The index must agree with the shards, or a tensor would be silently missing later.
+        for (name, shard) in weight_map {
+            if tensors.get(&name).is_none_or(|(s, _)| *s != shard) {
+                return Err(Error::tensor_format(
+                    files.display_name(INDEX_FILE),
+                    &name,
+                    format!("the index places it in {shard}, which does not hold it"),
+                ));
             }
         }
         Ok(Self {
@@ -253,8 +271,9 @@ impl Checkpoint {
     }
 }
 
-/// The safetensors files of a directory: those of the index, or the single file.
-async fn shard_names(files: &ModelFiles) -> Result<Vec<String>> {
+/// The safetensors files of a directory (those of the index, or the single file) and the
+/// index's tensor → shard map (empty without an index).
+async fn shard_names(files: &ModelFiles) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     if let Some(index) = files.read_text(INDEX_FILE).await? {
         let index_name = files.display_name(INDEX_FILE);
         let value: serde_json::Value = serde_json::from_str(&index)
@@ -263,20 +282,20 @@ async fn shard_names(files: &ModelFiles) -> Result<Vec<String>> {
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| Error::format(&index_name, "no 'weight_map' object"))?;
-        let mut shards: Vec<String> = Vec::new();
+        let mut weight_map = BTreeMap::new();
         for (tensor, file) in map {
             let file = file.as_str().ok_or_else(|| {
                 Error::tensor_format(&index_name, tensor, "weight_map entry is not a file name")
             })?;
-            if !shards.iter().any(|s| s == file) {
-                shards.push(file.to_string());
-            }
+            weight_map.insert(tensor.clone(), file.to_string());
         }
+        let mut shards: Vec<String> = weight_map.values().cloned().collect();
         shards.sort();
-        return Ok(shards);
+        shards.dedup();
+        return Ok((shards, weight_map));
     }
     if files.get(SINGLE_FILE).is_some() {
-        return Ok(vec![SINGLE_FILE.to_string()]);
+        return Ok((vec![SINGLE_FILE.to_string()], BTreeMap::new()));
     }
     // Accept a lone safetensors file of another name (e.g. a renamed export).
     let others: Vec<String> = files
@@ -290,5 +309,5 @@ async fn shard_names(files: &ModelFiles) -> Result<Vec<String>> {
             "no model.safetensors or model.safetensors.index.json in the model directory",
         ));
     }
-    Ok(others)
+    Ok((others, BTreeMap::new()))
 }
