@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use moegraft::checkpoint::gguf::read_gguf;
-use moegraft::checkpoint::source::FileSource;
+use moegraft::checkpoint::source::{ByteSource, FileSource, ReadFuture};
 use moegraft::checkpoint::{Checkpoint, ModelFiles};
 use moegraft::tokenizer::{ChatMessage, Tokenizer};
 
@@ -254,4 +254,31 @@ fn cli_import_rejects_hostile_ggufs() {
             "{case}: left an output directory"
         );
     }
+}
+
+/// A file that claims to be a terabyte (a sparse file, or a hostile `File` in the browser).
+struct Huge;
+
+impl ByteSource for Huge {
+    fn name(&self) -> &str {
+        "config.json"
+    }
+    fn size(&self) -> u64 {
+        1 << 40
+    }
+    fn read_range(&self, _offset: u64, _len: usize) -> ReadFuture<'_> {
+        panic!("a terabyte config.json must be refused before it is read")
+    }
+}
+
+#[test]
+fn huge_metadata_files_are_refused_before_reading() {
+    let mut files = ModelFiles::new("dir");
+    files.insert("config.json", Box::new(Huge));
+    let err = match pollster::block_on(Checkpoint::open(files)) {
+        Ok(_) => panic!("opened a terabyte config.json"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.starts_with("dir/config.json: "), "{err}");
+    assert!(err.contains("more than the"), "{err}");
 }

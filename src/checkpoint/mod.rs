@@ -25,6 +25,9 @@ pub use source::{ByteSource, MemorySource};
 use crate::error::{Error, Result};
 use safetensors::TensorInfo;
 
+/// Largest config/tokenizer/index file read whole (real tokenizer.json files are < 40 MB).
+pub const MAX_METADATA_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The files of one model directory, by base name. Natively read from a folder; in the browser
 /// built from the `File` objects a user picked.
 pub struct ModelFiles {
@@ -66,21 +69,31 @@ impl ModelFiles {
 
     /// Reads a whole (small) file as UTF-8 text; `Ok(None)` if absent.
     pub async fn read_text(&self, name: &str) -> Result<Option<String>> {
-        let Some(source) = self.get(name) else {
+        let Some(bytes) = self.read_bytes(name).await? else {
             return Ok(None);
         };
-        let bytes = source.read_range(0, source.size() as usize).await?;
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| Error::format(self.display_name(name), "file is not valid UTF-8"))
     }
 
-    /// Reads a whole file's bytes; `Ok(None)` if absent.
+    /// Reads a whole metadata file's bytes (config, tokenizer, index); `Ok(None)` if absent.
     pub async fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        match self.get(name) {
-            Some(source) => Ok(Some(source.read_range(0, source.size() as usize).await?)),
-            None => Ok(None),
-        }
+        let Some(source) = self.get(name) else {
+            return Ok(None);
+        };
+        // A huge "config.json" must fail, not exhaust memory (or wrap `usize` in wasm32).
+        let size = source.size();
+        let len = usize::try_from(size)
+            .ok()
+            .filter(|_| size <= MAX_METADATA_BYTES)
+            .ok_or_else(|| {
+                Error::format(
+                    self.display_name(name),
+                    format!("file is {size} bytes, more than the {MAX_METADATA_BYTES} a metadata file may have"),
+                )
+            })?;
+        Ok(Some(source.read_range(0, len).await?))
     }
 
     /// Every regular file directly inside `dir`.
