@@ -282,3 +282,37 @@ fn huge_metadata_files_are_refused_before_reading() {
     assert!(err.starts_with("dir/config.json: "), "{err}");
     assert!(err.contains("more than the"), "{err}");
 }
+
+/// Inputs the fuzz targets once failed on (tests/fixtures/fuzz-regressions/<target>/): each
+/// must still parse to Ok or Err without panicking.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz-regressions");
+    for target in std::fs::read_dir(&root).expect("regressions dir") {
+        let target = target.expect("entry").path();
+        for input in std::fs::read_dir(&target).expect("target dir") {
+            let path = input.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("regression input");
+            let name = path.display().to_string();
+            let source = moegraft::checkpoint::MemorySource::new(&name, bytes);
+            match target.file_name().and_then(|n| n.to_str()) {
+                Some("gguf") => drop(pollster::block_on(read_gguf(&source))),
+                Some("safetensors_header") => drop(pollster::block_on(
+                    moegraft::checkpoint::safetensors::read_header(&source),
+                )),
+                other => panic!("no parser for fuzz regressions of {other:?}"),
+            }
+        }
+    }
+}
+
+/// The gguf target's first find: no tensors and no padding up to the aligned data section.
+/// Valid (nothing lives there), so it parses.
+#[test]
+fn gguf_without_tensors_may_end_before_its_data_section() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz-regressions/gguf/no_tensors_unpadded");
+    let source = FileSource::open(&path).expect("fixture");
+    let gguf = pollster::block_on(read_gguf(&source)).expect("parses");
+    assert!(gguf.tensors.is_empty());
+}

@@ -1,5 +1,5 @@
 //! A GGUF file: any bytes must give Ok or Err, and an accepted file's tensors must lie inside
-//! it, after the data section's start.
+//! it, after the data section's start. (Regression: tests/fixtures/fuzz-regressions/gguf/.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(gguf) = pollster::block_on(read_gguf(&source)) else {
         return;
     };
-    assert!(gguf.data_offset <= size);
+    // A file without tensors may end before its (aligned) data section: nothing reads there.
     for t in &gguf.tensors {
         let end = t.offset.checked_add(t.n_bytes).expect("range overflows");
         assert!(t.offset >= gguf.data_offset && end <= size, "{t:?} outside the file");
