@@ -300,6 +300,13 @@ fn fuzz_regressions_do_not_panic() {
                 Some("safetensors_header") => drop(pollster::block_on(
                     moegraft::checkpoint::safetensors::read_header(&source),
                 )),
+                Some("tokenizer_json") => drop(Tokenizer::from_parts(
+                    &pollster::block_on(source.read_range(0, source.size() as usize))
+                        .expect("read"),
+                    &name,
+                    &serde_json::Value::Null,
+                    None,
+                )),
                 other => panic!("no parser for fuzz regressions of {other:?}"),
             }
         }
@@ -315,4 +322,21 @@ fn gguf_without_tensors_may_end_before_its_data_section() {
     let source = FileSource::open(&path).expect("fixture");
     let gguf = pollster::block_on(read_gguf(&source)).expect("parses");
     assert!(gguf.tensors.is_empty());
+}
+
+/// The tokenizer_json target's find: a syntax error inside `decoder` made tokenizers panic.
+#[test]
+fn tokenizer_with_broken_decoder_json_is_an_error() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz-regressions/tokenizer_json/decoder_syntax_error");
+    let json = std::fs::read(&path).expect("fixture");
+    let err = match Tokenizer::from_parts(&json, "t/tokenizer.json", &serde_json::Value::Null, None)
+    {
+        Ok(_) => panic!("loaded a tokenizer.json with a syntax error"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.starts_with("t/tokenizer.json: cannot load tokenizer: not valid JSON"),
+        "{err}"
+    );
 }

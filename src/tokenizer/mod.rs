@@ -59,6 +59,12 @@ impl Tokenizer {
         config: &Value,
         chat_template: Option<String>,
     ) -> Result<Self> {
+        // tokenizers panics (an `expect`) on some malformed JSON inside a decoder instead of
+        // erroring: check the syntax first (depth-limited by serde_json) without building it.
+        serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| Error::Tokenizer {
+            file: file.to_string(),
+            message: format!("cannot load tokenizer: not valid JSON: {e}"),
+        })?;
         let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer {
             file: file.to_string(),
             message: format!("cannot load tokenizer: {e}"),
