@@ -307,6 +307,14 @@ fn fuzz_regressions_do_not_panic() {
                     &serde_json::Value::Null,
                     None,
                 )),
+                Some("chat_template") => {
+                    let text = std::fs::read_to_string(&path).expect("UTF-8 template");
+                    let template = text.split('\0').next().unwrap_or_default();
+                    let messages = [ChatMessage::user("hi")];
+                    let rendered =
+                        moegraft::tokenizer::chat::render(template, &messages, true, None, None);
+                    assert!(rendered.is_err(), "{name}: rendered");
+                }
                 other => panic!("no parser for fuzz regressions of {other:?}"),
             }
         }

@@ -48,6 +48,27 @@ pub fn render(
     bos_token: Option<&str>,
     eos_token: Option<&str>,
 ) -> Result<String, String> {
+    // minijinja 3.1 panics (`unreachable!`) compiling some malformed templates, e.g.
+    // `{% import 'x' as c %dict%}` (found by fuzzing): a template must not take the run down.
+    std::panic::catch_unwind(|| {
+        render_unguarded(
+            template,
+            messages,
+            add_generation_prompt,
+            bos_token,
+            eos_token,
+        )
+    })
+    .unwrap_or_else(|_| Err("chat template crashed the template engine".to_string()))
+}
+
+fn render_unguarded(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+) -> Result<String, String> {
     let mut env = Environment::new();
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .trim_blocks(true)
@@ -150,6 +171,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("bad role"), "{err}");
+    }
+
+    #[test]
+    fn template_engine_panics_become_errors() {
+        // The chat_template fuzz target's find (tests/fixtures/fuzz-regressions/chat_template/).
+        let t = "{% import '.son' as c %dictc%}y";
+        let err = render(t, &[], false, None, None).unwrap_err();
+        assert!(err.contains("crashed"), "{err}");
     }
 
     #[test]
