@@ -25,6 +25,9 @@ pub use source::{ByteSource, MemorySource};
 use crate::error::{Error, Result};
 use safetensors::TensorInfo;
 
+/// Largest config/tokenizer/index file read whole (real tokenizer.json files are < 40 MB).
+pub const MAX_METADATA_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The files of one model directory, by base name. Natively read from a folder; in the browser
 /// built from the `File` objects a user picked.
 pub struct ModelFiles {
@@ -66,21 +69,31 @@ impl ModelFiles {
 
     /// Reads a whole (small) file as UTF-8 text; `Ok(None)` if absent.
     pub async fn read_text(&self, name: &str) -> Result<Option<String>> {
-        let Some(source) = self.get(name) else {
+        let Some(bytes) = self.read_bytes(name).await? else {
             return Ok(None);
         };
-        let bytes = source.read_range(0, source.size() as usize).await?;
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| Error::format(self.display_name(name), "file is not valid UTF-8"))
     }
 
-    /// Reads a whole file's bytes; `Ok(None)` if absent.
+    /// Reads a whole metadata file's bytes (config, tokenizer, index); `Ok(None)` if absent.
     pub async fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        match self.get(name) {
-            Some(source) => Ok(Some(source.read_range(0, source.size() as usize).await?)),
-            None => Ok(None),
-        }
+        let Some(source) = self.get(name) else {
+            return Ok(None);
+        };
+        // A huge "config.json" must fail, not exhaust memory (or wrap `usize` in wasm32).
+        let size = source.size();
+        let len = usize::try_from(size)
+            .ok()
+            .filter(|_| size <= MAX_METADATA_BYTES)
+            .ok_or_else(|| {
+                Error::format(
+                    self.display_name(name),
+                    format!("file is {size} bytes, more than the {MAX_METADATA_BYTES} a metadata file may have"),
+                )
+            })?;
+        Ok(Some(source.read_range(0, len).await?))
     }
 
     /// Every regular file directly inside `dir`.
@@ -136,8 +149,8 @@ impl Checkpoint {
             )
         })?;
         let config = ModelConfig::from_json(&config_text, &config_name)?;
-        let shard_names = shard_names(&files).await?;
-        let mut tensors = BTreeMap::new();
+        let (shard_names, weight_map) = shard_names(&files).await?;
+        let mut tensors: BTreeMap<String, (String, TensorInfo)> = BTreeMap::new();
         for shard in shard_names {
             let source = files.get(&shard).ok_or_else(|| {
                 Error::io(
@@ -147,7 +160,25 @@ impl Checkpoint {
             })?;
             let header = safetensors::read_header(source).await?;
             for (name, info) in header.tensors {
+                // Two shards holding one tensor would make which copy loads depend on order.
+                if let Some((other, _)) = tensors.get(&name) {
+                    return Err(Error::tensor_format(
+                        files.display_name(&shard),
+                        &name,
+                        format!("also stored in {other}"),
+                    ));
+                }
                 tensors.insert(name, (shard.clone(), info));
+            }
+        }
+        // The index must agree with the shards, or a tensor would be silently missing later.
+        for (name, shard) in weight_map {
+            if tensors.get(&name).is_none_or(|(s, _)| *s != shard) {
+                return Err(Error::tensor_format(
+                    files.display_name(INDEX_FILE),
+                    &name,
+                    format!("the index places it in {shard}, which does not hold it"),
+                ));
             }
         }
         Ok(Self {
@@ -253,8 +284,9 @@ impl Checkpoint {
     }
 }
 
-/// The safetensors files of a directory: those of the index, or the single file.
-async fn shard_names(files: &ModelFiles) -> Result<Vec<String>> {
+/// The safetensors files of a directory (those of the index, or the single file) and the
+/// index's tensor → shard map (empty without an index).
+async fn shard_names(files: &ModelFiles) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     if let Some(index) = files.read_text(INDEX_FILE).await? {
         let index_name = files.display_name(INDEX_FILE);
         let value: serde_json::Value = serde_json::from_str(&index)
@@ -263,20 +295,20 @@ async fn shard_names(files: &ModelFiles) -> Result<Vec<String>> {
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| Error::format(&index_name, "no 'weight_map' object"))?;
-        let mut shards: Vec<String> = Vec::new();
+        let mut weight_map = BTreeMap::new();
         for (tensor, file) in map {
             let file = file.as_str().ok_or_else(|| {
                 Error::tensor_format(&index_name, tensor, "weight_map entry is not a file name")
             })?;
-            if !shards.iter().any(|s| s == file) {
-                shards.push(file.to_string());
-            }
+            weight_map.insert(tensor.clone(), file.to_string());
         }
+        let mut shards: Vec<String> = weight_map.values().cloned().collect();
         shards.sort();
-        return Ok(shards);
+        shards.dedup();
+        return Ok((shards, weight_map));
     }
     if files.get(SINGLE_FILE).is_some() {
-        return Ok(vec![SINGLE_FILE.to_string()]);
+        return Ok((vec![SINGLE_FILE.to_string()], BTreeMap::new()));
     }
     // Accept a lone safetensors file of another name (e.g. a renamed export).
     let others: Vec<String> = files
@@ -290,5 +322,5 @@ async fn shard_names(files: &ModelFiles) -> Result<Vec<String>> {
             "no model.safetensors or model.safetensors.index.json in the model directory",
         ));
     }
-    Ok(others)
+    Ok((others, BTreeMap::new()))
 }

@@ -48,6 +48,27 @@ pub fn render(
     bos_token: Option<&str>,
     eos_token: Option<&str>,
 ) -> Result<String, String> {
+    // minijinja 3.1 panics (`unreachable!`) compiling some malformed templates, e.g.
+    // `{% import 'x' as c %dict%}` (found by fuzzing): a template must not take the run down.
+    std::panic::catch_unwind(|| {
+        render_unguarded(
+            template,
+            messages,
+            add_generation_prompt,
+            bos_token,
+            eos_token,
+        )
+    })
+    .unwrap_or_else(|_| Err("chat template crashed the template engine".to_string()))
+}
+
+fn render_unguarded(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+) -> Result<String, String> {
     let mut env = Environment::new();
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .trim_blocks(true)
@@ -68,22 +89,52 @@ pub fn render(
         "26 Jul 2024".to_string()
     });
     env.add_template("chat", template)
-        .map_err(|e| format!("chat template does not parse: {e}"))?;
+        .map_err(|e| format!("chat template does not parse: {}", one_line(&e.to_string())))?;
     let tmpl = env
         .get_template("chat")
         .map_err(|e| format!("chat template: {e}"))?;
-    let out = tmpl
-        .render(minijinja::context! {
+    // Output is capped as it is written: fuel alone lets each step print a huge string.
+    let mut out = CappedOutput::default();
+    let rendered = tmpl.render_captured_to(
+        minijinja::context! {
             messages => JinjaValue::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
             bos_token => bos_token.unwrap_or(""),
             eos_token => eos_token.unwrap_or(""),
-        })
-        .map_err(|e| format!("chat template failed: {e}"))?;
-    if out.len() > MAX_OUTPUT {
+        },
+        &mut out,
+    );
+    if out.overflowed {
         return Err(format!("chat template output exceeds {MAX_OUTPUT} bytes"));
     }
-    Ok(out)
+    rendered.map_err(|e| format!("chat template failed: {}", one_line(&e.to_string())))?;
+    String::from_utf8(out.bytes).map_err(|_| "chat template output is not UTF-8".to_string())
+}
+
+/// Errors are shown on one line (CLI stderr, page status).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A writer that refuses to grow past `MAX_OUTPUT`, which aborts the render.
+#[derive(Default)]
+struct CappedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT {
+            self.overflowed = true;
+            return Err(std::io::Error::other("chat template output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +171,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("bad role"), "{err}");
+    }
+
+    #[test]
+    fn template_engine_panics_become_errors() {
+        // The chat_template fuzz target's find (tests/fixtures/fuzz-regressions/chat_template/).
+        let t = "{% import '.son' as c %dictc%}y";
+        let err = render(t, &[], false, None, None).unwrap_err();
+        assert!(err.contains("crashed"), "{err}");
     }
 
     #[test]

@@ -59,10 +59,18 @@ impl Tokenizer {
         config: &Value,
         chat_template: Option<String>,
     ) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer {
+        // tokenizers panics (an `expect`) on some malformed JSON inside a decoder (bad syntax,
+        // bad UTF-8 or escapes) instead of erroring: parse it here (depth-limited by serde_json)
+        // and hand tokenizers a value that is known to be well-formed.
+        let value: Value = serde_json::from_slice(json).map_err(|e| Error::Tokenizer {
             file: file.to_string(),
-            message: format!("cannot load tokenizer: {e}"),
+            message: format!("cannot load tokenizer: not valid JSON: {e}"),
         })?;
+        let inner: tokenizers::Tokenizer =
+            serde_json::from_value(value).map_err(|e| Error::Tokenizer {
+                file: file.to_string(),
+                message: format!("cannot load tokenizer: {e}"),
+            })?;
         Ok(Self {
             inner,
             file: file.to_string(),
