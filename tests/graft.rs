@@ -319,20 +319,10 @@ fn enlarged_vocabulary_keeps_the_new_rows() {
     let d = Dirs::new();
     let b = base();
     let i = b.perturbed(3, 0.03);
-    let mut t = b.perturbed(4, 0.03);
     let extra = 24;
-    let embed = t
-        .tensors
-        .iter_mut()
-        .find(|x| x.0 == "model.embed_tokens.weight")
-        .expect("embed");
-    let cols = embed.1[1];
-    embed.1[0] += extra;
-    embed
-        .2
-        .extend((0..extra * cols).map(|k| noise(77, k) * 0.3 + 0.01));
-    let vocab = embed.1[0];
-    t.config["vocab_size"] = vocab.into();
+    let t = with_extra_tokens(&b.perturbed(4, 0.03), extra, 77);
+    let vocab = t.config["vocab_size"].as_u64().expect("vocab") as usize;
+    let cols = t.get("model.embed_tokens.weight").len() / vocab;
     let (bd, id) = (
         d.write("base", &b, DType::F32),
         d.write("inst", &i, DType::F32),
@@ -371,18 +361,8 @@ fn untied_target_of_a_tied_base_gives_lm_head_the_embedding_delta() {
     let d = Dirs::new();
     let b = base();
     let i = b.perturbed(3, 0.03);
-    let mut t = b.perturbed(4, 0.03);
+    let t = untied(&b.perturbed(4, 0.03), 99);
     let embed = "model.embed_tokens.weight";
-    let mut head = t
-        .tensors
-        .iter()
-        .find(|x| x.0 == embed)
-        .expect("embed")
-        .clone();
-    head.0 = "lm_head.weight".into();
-    graft_models::perturb(&mut head.2, 99, 0.1);
-    t.tensors.insert(0, head);
-    t.config["tie_word_embeddings"] = false.into();
     let (bd, id) = (
         d.write("base", &b, DType::F32),
         d.write("inst", &i, DType::F32),

@@ -129,8 +129,10 @@ async fn write_weights<O: OutputFiles>(
                 let mut merged = graft_tensor(ctx, &mut pipelines, &t, &inst, &b, delta).await?;
                 if delta.appended > 0 {
                     // The instruct model's own new token rows: no Δ exists for them.
-                    let rows = &inst.to_f32()[delta.elements..];
-                    merged.extend_from_slice(&rows[..delta.appended.min(rows.len())]);
+                    let size = inst.dtype.size();
+                    let end = (delta.elements + delta.appended) * size;
+                    let tail = &inst.bytes[delta.elements * size..end.min(inst.bytes.len())];
+                    merged.extend(dtype::to_f32(inst.dtype, tail));
                 }
                 // The kernel writes f32; the output dtype (round to nearest even) is applied
                 // here after read-back.

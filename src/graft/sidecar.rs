@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::checkpoint::writer::pretty_json;
 use crate::checkpoint::{ModelFiles, INDEX_FILE};
 use crate::error::{Error, Result};
 
@@ -59,10 +60,10 @@ pub async fn sidecar_files(
     }
     out.push((
         "config.json".into(),
-        pretty(&config(instruct, target, plan).await?),
+        pretty_json(&config(instruct, target, plan).await?),
     ));
     if let Some(tc) = tokenizer_config(instruct, target).await? {
-        out.push(("tokenizer_config.json".into(), pretty(&tc)));
+        out.push(("tokenizer_config.json".into(), pretty_json(&tc)));
     }
     Ok(out)
 }
@@ -127,10 +128,4 @@ async fn tokenizer_config(instruct: &ModelFiles, target: &ModelFiles) -> Result<
         }
     }
     Ok(Some(merged))
-}
-
-fn pretty(value: &Value) -> Vec<u8> {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
-    text.push('\n');
-    text.into_bytes()
 }
