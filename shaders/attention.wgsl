@@ -1,6 +1,7 @@
-// Causal attention over the KV cache with grouped-query heads, one workgroup per
-// (query token, head). Keys are visited in tiles of 64 with an online softmax, so no
-// score matrix is stored and any context length fits.
+// Causal attention over the KV cache with grouped-query heads. Keys are visited with an online
+// softmax, so no score matrix is stored and any context length fits. `attention` gives each
+// (query token, head) a workgroup that scores 64 keys at a time; `attention_rows` (for CPU
+// adapters, see KernelLayout) gives it one invocation that visits the keys one by one.
 
 struct Params {
     tokens: u32,
@@ -78,8 +79,12 @@ fn attention(
         let correction = exp(m - m_new);
         l *= correction;
         acc *= correction;
+        // Each lane exponentiates its own key's score once, for all lanes to read.
+        workgroupBarrier();
+        scores[lid] = exp(s - m_new);
+        workgroupBarrier();
         for (var j = 0u; j < n; j++) {
-            let pj = exp(scores[j] - m_new);
+            let pj = scores[j];
             l += pj;
             let vb = (k0 + j) * kv_stride + kv_base;
             for (var i = 0u; i < 4u; i++) {
@@ -97,5 +102,49 @@ fn attention(
         if (d < p.head_dim) {
             out[q_base + d] = acc[i] / l;
         }
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (i >= p.tokens * p.heads) {
+        return;
+    }
+    let t = i / p.heads;
+    let h = i % p.heads;
+    let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim;
+    let kv_stride = p.kv_heads * p.head_dim;
+    let q_base = t * p.heads * p.head_dim + h * p.head_dim;
+    let pos = p.pos0 + t;
+    var start = 0u;
+    if (p.window > 0u && pos + 1u > p.window) {
+        start = pos + 1u - p.window;
+    }
+    var acc: array<f32, MAX_HEAD_DIM>;
+    var m = NEG;
+    var l = 0.0;
+    for (var kp = start; kp <= pos; kp++) {
+        let kb = kp * kv_stride + kv_base;
+        var dot = 0.0;
+        for (var d = 0u; d < p.head_dim; d++) {
+            dot += q[q_base + d] * k_cache[kb + d];
+        }
+        let s = dot * p.scale;
+        let m_new = max(m, s);
+        let correction = exp(m - m_new);
+        let pj = exp(s - m_new);
+        l = l * correction + pj;
+        for (var d = 0u; d < p.head_dim; d++) {
+            acc[d] = acc[d] * correction + pj * v_cache[kb + d];
+        }
+        m = m_new;
+    }
+    for (var d = 0u; d < p.head_dim; d++) {
+        out[q_base + d] = acc[d] / l;
     }
 }

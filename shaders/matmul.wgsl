@@ -24,6 +24,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 //!include weights
+//!include row_dot
 
 fn store(t: u32, r: u32, value: f32) {
     let n = p.row_start + r;
@@ -59,17 +60,7 @@ fn matvec(
     let lane = lid % MV_LANES;
     var acc = 0.0;
     if (r < p.chunk_rows) {
-        let row = r * p.row_words;
-        let xb = t * p.x_stride;
-        let pairs = p.cols / 2u;
-        for (var j = lane; j < pairs; j += MV_LANES) {
-            let k = 2u * j;
-            let wv = load_w2(row, k);
-            acc += wv.x * x[xb + k] + wv.y * x[xb + k + 1u];
-        }
-        if ((p.cols & 1u) == 1u && lane == 0u) {
-            acc += load_w(row, p.cols - 1u) * x[xb + p.cols - 1u];
-        }
+        acc = row_dot(r * p.row_words, t * p.x_stride, p.cols, lane, MV_LANES);
     }
     partial[lid] = acc;
     workgroupBarrier();
@@ -82,6 +73,25 @@ fn matvec(
     if (lane == 0u && r < p.chunk_rows) {
         store(t, r, partial[lid]);
     }
+}
+
+// Decode path for CPU adapters (lavapipe, SwiftShader), which run a workgroup's invocations
+// as SIMD lanes of one thread: there a workgroup and a barrier cost far more than the
+// arithmetic, so each invocation owns a whole row and none waits for another.
+@compute @workgroup_size(64)
+fn matvec_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.chunk_rows + 63u) / 64u;
+    let wid = wg.x + wg.y * nwg.x;
+    let r = (wid % blocks) * 64u + lid;
+    if (wid >= blocks * p.tokens || r >= p.chunk_rows) {
+        return;
+    }
+    let t = wid / blocks;
+    store(t, r, row_dot(r * p.row_words, t * p.x_stride, p.cols, 0u, 1u));
 }
 
 // Prefill path: 32 tokens × 32 rows per workgroup, K in steps of 16 through workgroup

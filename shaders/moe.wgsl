@@ -41,6 +41,7 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> hidden: array<f32>; // [tokens, out_dim], += 
 
 //!include weights
+//!include row_dot
 
 // The logit the router gives expert e for token t, plus the per-token bias (a language prior)
 // when there is one.
@@ -130,16 +131,7 @@ fn expert_matvec(
     var acc = 0.0;
     if (mine) {
         let row = (global_row - p.chunk_row_start) * p.row_words;
-        let xb = select(slot / p.top_k, slot, p.x_per_slot != 0u) * p.cols;
-        let pairs = p.cols / 2u;
-        for (var j = lane; j < pairs; j += 16u) {
-            let k = 2u * j;
-            let wv = load_w2(row, k);
-            acc += wv.x * x[xb + k] + wv.y * x[xb + k + 1u];
-        }
-        if ((p.cols & 1u) == 1u && lane == 0u) {
-            acc += load_w(row, p.cols - 1u) * x[xb + p.cols - 1u];
-        }
+        acc = row_dot(row, expert_input(slot), p.cols, lane, 16u);
     }
     partial[lid] = acc;
     workgroupBarrier();
@@ -152,6 +144,32 @@ fn expert_matvec(
     if (lane == 0u && mine) {
         y[slot * p.rows + n] = partial[lid];
     }
+}
+
+// The same on CPU adapters: one invocation per row, no barriers (see matmul.wgsl's matvec_rows).
+@compute @workgroup_size(64)
+fn expert_matvec_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.rows + 63u) / 64u;
+    let wid = wg.x + wg.y * nwg.x;
+    let slot = wid / blocks;
+    let n = (wid % blocks) * 64u + lid;
+    if (slot >= p.tokens * p.top_k || n >= p.rows) {
+        return;
+    }
+    let global_row = ids[slot] * p.rows + n;
+    if (global_row >= p.chunk_row_start && global_row < p.chunk_row_start + p.chunk_rows) {
+        let row = (global_row - p.chunk_row_start) * p.row_words;
+        y[slot * p.rows + n] = row_dot(row, expert_input(slot), p.cols, 0u, 1u);
+    }
+}
+
+// Where slot (t, s)'s input row starts in x.
+fn expert_input(slot: u32) -> u32 {
+    return select(slot / p.top_k, slot, p.x_per_slot != 0u) * p.cols;
 }
 
 // hidden[t, j] += Σ_s weight[t, s] · expert_out[(t, s), j]

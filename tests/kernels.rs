@@ -8,7 +8,7 @@
 use half::{bf16, f16};
 use moegraft::checkpoint::DType;
 use moegraft::gpu::kernels::{self, AttentionShape, Output, RopeTarget, SampleSettings};
-use moegraft::gpu::{Batch, GpuContext, GpuMatrix, GpuOptions};
+use moegraft::gpu::{Batch, GpuContext, GpuMatrix, GpuOptions, KernelLayout};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 /// f32 machine epsilon (2⁻²³), the unit of every tolerance below.
@@ -50,12 +50,20 @@ impl Rng {
 }
 
 fn context(max_binding_override: Option<u64>) -> GpuContext {
+    context_with(max_binding_override, KernelLayout::Auto)
+}
+
+fn context_with(max_binding_override: Option<u64>, layout: KernelLayout) -> GpuContext {
     pollster::block_on(GpuContext::new(GpuOptions {
         max_binding_override,
+        layout,
         ..Default::default()
     }))
     .expect("a GPU adapter (lavapipe is enough)")
 }
+
+/// Both kernel layouts, each on its own context.
+const LAYOUTS: [KernelLayout; 2] = [KernelLayout::Lanes, KernelLayout::Rows];
 
 fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
     pollster::block_on(ctx.read_f32(buffer, 0, len)).expect("read-back")
@@ -266,7 +274,13 @@ const SIZES: [usize; 12] = [1, 2, 3, 7, 16, 17, 32, 33, 64, 95, 130, 257];
 
 #[test]
 fn matmul_matches_cpu() {
-    let ctx = context(None);
+    for layout in LAYOUTS {
+        matmul_matches_cpu_with(layout);
+    }
+}
+
+fn matmul_matches_cpu_with(layout: KernelLayout) {
+    let ctx = context_with(None, layout);
     let mut rng = Rng::new(1);
     let mut worst = 0.0f64;
     for dtype in DTYPES {
@@ -308,14 +322,20 @@ fn matmul_matches_cpu() {
             worst = worst.max(check_matmul(&ctx, &mut rng, dtype, c).1);
         }
     }
-    eprintln!("matmul: worst error/tolerance {worst:.3}");
+    eprintln!("matmul ({layout:?}): worst error/tolerance {worst:.3}");
 }
 
 #[test]
 fn matmul_split_matrix_matches_cpu() {
+    for layout in LAYOUTS {
+        matmul_split_matrix_matches_cpu_with(layout);
+    }
+}
+
+fn matmul_split_matrix_matches_cpu_with(layout: KernelLayout) {
     // 4004-byte bindings: e.g. 10 rows of 95 f32 per chunk, 58 rows of 17 — chunk boundaries
-    // fall inside 4-row matvec blocks and 32-row tiles.
-    let ctx = context(Some(4004));
+    // fall inside 4- and 64-row matvec blocks and 32-row tiles.
+    let ctx = context_with(Some(4004), layout);
     let mut rng = Rng::new(2);
     let mut worst = 0.0f64;
     let mut split = 0;
@@ -357,7 +377,9 @@ fn matmul_split_matrix_matches_cpu() {
         }
     }
     assert!(split >= 30, "only {split} matrices were split");
-    eprintln!("matmul split: worst error/tolerance {worst:.3}, {split} split matrices");
+    eprintln!(
+        "matmul split ({layout:?}): worst error/tolerance {worst:.3}, {split} split matrices"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,7 +617,13 @@ fn check_attention(ctx: &GpuContext, rng: &mut Rng, s: AttentionShape) -> f64 {
 
 #[test]
 fn attention_matches_cpu() {
-    let ctx = context(None);
+    for layout in LAYOUTS {
+        attention_matches_cpu_with(layout);
+    }
+}
+
+fn attention_matches_cpu_with(layout: KernelLayout) {
+    let ctx = context_with(None, layout);
     let mut rng = Rng::new(5);
     let shape = |tokens, pos0, heads, kv_heads, head_dim, window| AttentionShape {
         tokens,
@@ -636,7 +664,7 @@ fn attention_matches_cpu() {
     for s in cases {
         worst = worst.max(check_attention(&ctx, &mut rng, s));
     }
-    eprintln!("attention: worst error/tolerance {worst:.3}");
+    eprintln!("attention ({layout:?}): worst error/tolerance {worst:.3}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -993,8 +1021,14 @@ fn check_expert_matvec(
 
 #[test]
 fn expert_matvec_matches_cpu() {
+    for layout in LAYOUTS {
+        expert_matvec_matches_cpu_with(layout);
+    }
+}
+
+fn expert_matvec_matches_cpu_with(layout: KernelLayout) {
     // 2000-byte bindings: stacks of more than a few experts split, mid-expert.
-    let ctx = context(Some(2000));
+    let ctx = context_with(Some(2000), layout);
     let mut rng = Rng::new(9);
     let mut worst = 0.0f64;
     let mut split = 0;
@@ -1033,7 +1067,7 @@ fn expert_matvec_matches_cpu() {
         }
     }
     assert!(split >= 12, "only {split} expert stacks were split");
-    eprintln!("expert_matvec: worst error/tolerance {worst:.3}, {split} split stacks");
+    eprintln!("expert_matvec ({layout:?}): worst error/tolerance {worst:.3}, {split} split stacks");
 }
 
 #[test]
@@ -1385,7 +1419,8 @@ fn sample_distribution_matches_cpu() {
 
 #[test]
 fn large_grids_use_both_dimensions() {
-    let ctx = context(None);
+    // The four-row shapes need the most workgroups per row; matvec_rows below.
+    let ctx = context_with(None, KernelLayout::Lanes);
     let limit = ctx.max_workgroups_per_dim as usize;
     let mut rng = Rng::new(14);
 
@@ -1610,4 +1645,29 @@ fn large_grids_use_both_dimensions() {
         }
         assert_close("expert_combine large grid", &got, &want, &tol);
     }
+}
+
+#[test]
+fn large_grids_of_row_kernels_use_both_dimensions() {
+    let ctx = context_with(None, KernelLayout::Rows);
+    let limit = ctx.max_workgroups_per_dim as usize;
+    let mut rng = Rng::new(15);
+    // matvec_rows: 7 tokens × 9 375 blocks of 64 rows.
+    let c = MatmulCase {
+        bias: true,
+        ..MatmulCase::plain(7, 600_000, 3)
+    };
+    assert!(c.tokens * c.rows.div_ceil(64) > limit);
+    check_matmul(&ctx, &mut rng, DType::F16, c);
+    // expert_matvec_rows: 2 050 blocks of 64 rows × 32 slots.
+    let c = ExpertCase {
+        tokens: 8,
+        top_k: 4,
+        experts: 3,
+        rows: 131_200,
+        cols: 3,
+        x_per_slot: false,
+    };
+    assert!(c.rows.div_ceil(64) * c.tokens * c.top_k > limit);
+    check_expert_matvec(&ctx, &mut rng, DType::F16, c);
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{DType, ModelConfig, ModelFiles};
 use crate::error::{Error, Result};
-use crate::gpu::{AdapterSummary, GpuContext, GpuOptions};
+use crate::gpu::{AdapterSummary, GpuContext, GpuOptions, KernelLayout};
 use crate::model::open::{open_files, OpenedModel};
 use crate::model::weights::main_dtype;
 use crate::model::LoadOptions;
@@ -59,6 +59,7 @@ pub struct BenchOptions {
     /// Per-kernel timestamps, where the adapter has them.
     pub profile: bool,
     pub max_binding: Option<u64>,
+    pub layout: KernelLayout,
 }
 
 impl Default for BenchOptions {
@@ -74,6 +75,7 @@ impl Default for BenchOptions {
             merge_repeats: 2,
             profile: true,
             max_binding: None,
+            layout: KernelLayout::Auto,
         }
     }
 }
@@ -151,6 +153,7 @@ pub async fn run(options: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<Be
     };
     let gpu = GpuOptions {
         max_binding_override: options.max_binding,
+        layout: options.layout,
         profiling: options.profile,
         ..GpuOptions::default()
     };

@@ -42,11 +42,12 @@ pub fn table(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         o,
-        "adapter   {} ({}, {}), timestamp queries: {}",
+        "adapter   {} ({}, {}), timestamp queries: {}, kernel layout: {:?}",
         a.name,
         a.backend,
         a.device_type,
-        if a.timestamp_queries { "yes" } else { "no" }
+        if a.timestamp_queries { "yes" } else { "no" },
+        a.kernel_layout
     );
     let _ = writeln!(
         o,

@@ -12,7 +12,7 @@ use moegraft::checkpoint::{Checkpoint, DType, ModelFiles};
 use moegraft::eval::kit::kit_models;
 use moegraft::eval::{evaluate, EvalOptions, Report, Suite};
 use moegraft::generate::{self, GenerateOptions, SampleSettings};
-use moegraft::gpu::{GpuContext, GpuOptions};
+use moegraft::gpu::{GpuContext, GpuOptions, KernelLayout};
 use moegraft::graft::centroid;
 use moegraft::graft::plan::GraftOptions;
 use moegraft::graft::router::RouterChoice;
@@ -278,6 +278,10 @@ struct GpuArgs {
     /// Cap on one storage binding in bytes (to try small devices; larger tensors are split).
     #[arg(long)]
     max_binding: Option<u64>,
+    /// Kernel layout: lanes (rows split over invocations, for GPUs), rows (one invocation per
+    /// row or head, for CPU adapters) or auto (by the adapter's type).
+    #[arg(long, default_value = "auto")]
+    kernels: KernelLayout,
 }
 
 #[derive(Args)]
@@ -408,6 +412,7 @@ async fn run(cli: Cli) -> Result<()> {
                 out: a.out,
                 gpu: GpuOptions {
                     max_binding_override: a.gpu.max_binding,
+                    layout: a.gpu.kernels,
                     ..Default::default()
                 },
             };
@@ -467,6 +472,7 @@ async fn bench(a: BenchArgs) -> Result<()> {
         merge_repeats: a.merge_repeats,
         profile: !a.no_profile,
         max_binding: a.gpu.max_binding,
+        layout: a.gpu.kernels,
     };
     let report = moegraft::bench::run(&options, &mut |step| eprintln!("bench: {step}…")).await?;
     if a.json {
@@ -500,6 +506,7 @@ async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {
     GpuContext::new(GpuOptions {
         wanted_binding_bytes,
         max_binding_override: args.max_binding,
+        layout: args.kernels,
         ..Default::default()
     })
     .await
@@ -508,6 +515,7 @@ async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {
 async fn eval(a: EvalArgs) -> Result<()> {
     let gpu = GpuOptions {
         max_binding_override: a.gpu.max_binding,
+        layout: a.gpu.kernels,
         ..Default::default()
     };
     let suite_dir = match (&a.suite, &a.kit) {
@@ -601,6 +609,7 @@ async fn load(args: &ModelArgs) -> Result<OpenedModel> {
     };
     let gpu = GpuOptions {
         max_binding_override: args.gpu.max_binding,
+        layout: args.gpu.kernels,
         ..Default::default()
     };
     open_dir(&args.model, options, gpu).await

@@ -6,6 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use super::batch::{Batch, Binding};
 use super::shaders::{PipelineKey, Shader};
 use super::tensor::GpuMatrix;
+use super::KernelLayout;
 
 fn key(shader: Shader, entry: &'static str) -> PipelineKey {
     PipelineKey {
@@ -83,7 +84,12 @@ pub fn matmul(
 ) {
     let ctx = batch.ctx();
     let tiled = tokens >= TILED_FROM_TOKENS;
-    let entry = if tiled { "matmul_tiled" } else { "matvec" };
+    let rows = ctx.layout == KernelLayout::Rows;
+    let entry = match (tiled, rows) {
+        (true, _) => "matmul_tiled",
+        (false, true) => "matvec_rows",
+        (false, false) => "matvec",
+    };
     let pipeline = ctx.pipeline(PipelineKey {
         shader: Shader::Matmul,
         entry,
@@ -106,10 +112,10 @@ pub fn matmul(
             accumulate: y.accumulate as u32,
             _pad: [0; 2],
         };
-        let groups = if tiled {
-            chunk.rows.div_ceil(32) * tokens.div_ceil(32)
-        } else {
-            chunk.rows.div_ceil(4) * tokens
+        let groups = match (tiled, rows) {
+            (true, _) => chunk.rows.div_ceil(32) * tokens.div_ceil(32),
+            (false, true) => chunk.rows.div_ceil(64) * tokens,
+            (false, false) => chunk.rows.div_ceil(4) * tokens,
         };
         batch.dispatch(
             pipeline.clone(),
@@ -229,6 +235,18 @@ pub struct AttentionShape {
 }
 
 /// out = softmax(q·Kᵀ/√d + causal mask)·V over cache positions 0..pos0+tokens.
+/// llvmpipe (lavapipe) ends an invocation after 65 535 loop iterations, all its loops
+/// together (`LP_MAX_TGSI_LOOP_ITERATIONS`), and the results are then silently wrong.
+/// `attention_rows` runs about keys · (2 · head_dim + 1) of them, so longer contexts take the
+/// workgroup kernel, whose invocations loop about 2 · keys times.
+fn fits_loop_budget(s: AttentionShape) -> bool {
+    let mut keys = s.pos0 + s.tokens;
+    if s.window > 0 {
+        keys = keys.min(s.window);
+    }
+    keys * (2 * s.head_dim + 1) + s.head_dim < 60_000
+}
+
 pub fn attention(
     batch: &mut Batch,
     q: &wgpu::Buffer,
@@ -247,12 +265,17 @@ pub fn attention(
         scale: 1.0 / (s.head_dim as f32).sqrt(),
         _pad: 0,
     };
-    let pipeline = batch.ctx().pipeline(key(Shader::Attention, "attention"));
+    let (entry, groups) = if batch.ctx().layout == KernelLayout::Rows && fits_loop_budget(s) {
+        ("attention_rows", (s.tokens * s.heads).div_ceil(64))
+    } else {
+        ("attention", s.tokens * s.heads)
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Attention, entry));
     batch.dispatch(
         pipeline,
         bytemuck::bytes_of(&params),
         vec![(1, b(q)), (2, b(k_cache)), (3, b(v_cache)), (4, b(out))],
-        u(s.tokens * s.heads),
+        u(groups),
     );
 }
 
@@ -431,9 +454,15 @@ pub fn expert_matvec(
     top_k: usize,
     x_per_slot: bool,
 ) {
+    let rows = batch.ctx().layout == KernelLayout::Rows;
+    let (entry, rows_per_group) = if rows {
+        ("expert_matvec_rows", 64)
+    } else {
+        ("expert_matvec", 4)
+    };
     let pipeline = batch.ctx().pipeline(PipelineKey {
         shader: Shader::Moe,
-        entry: "expert_matvec",
+        entry,
         weight_dtype: Some(w.dtype),
     });
     for chunk in &w.chunks {
@@ -455,7 +484,7 @@ pub fn expert_matvec(
             pipeline.clone(),
             bytemuck::bytes_of(&params),
             vec![(4, b(x)), (5, b(&chunk.buffer)), (6, b(ids)), (7, b(y))],
-            u(rows_per_expert.div_ceil(4) * tokens * top_k),
+            u(rows_per_expert.div_ceil(rows_per_group) * tokens * top_k),
         );
     }
 }

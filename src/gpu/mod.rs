@@ -30,6 +30,51 @@ pub struct GpuOptions {
     /// Ask for timestamp queries where the adapter has them (benchmarks; costs nothing
     /// until a profiler is installed).
     pub profiling: bool,
+    /// How decode matvecs and attention spread their work (default: from the adapter).
+    pub layout: KernelLayout,
+}
+
+/// How the decode matvecs and attention spread work over invocations. `Lanes` splits each
+/// matrix row (each attention head's keys) across invocations that combine through workgroup
+/// memory: coalesced reads on GPUs. `Rows` gives each invocation a whole row (a whole head)
+/// with no barriers, which CPU adapters (lavapipe, SwiftShader) run several times faster:
+/// they execute a workgroup's invocations as SIMD lanes of one thread, where a barrier or a
+/// workgroup costs far more than the arithmetic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelLayout {
+    #[default]
+    Auto,
+    Lanes,
+    Rows,
+}
+
+impl std::str::FromStr for KernelLayout {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "lanes" => Ok(Self::Lanes),
+            "rows" => Ok(Self::Rows),
+            other => Err(format!("'{other}' is not auto, lanes or rows")),
+        }
+    }
+}
+
+impl KernelLayout {
+    /// `Auto` resolved for an adapter: rows on CPU devices, lanes elsewhere.
+    fn resolve(self, info: &wgpu::AdapterInfo) -> Self {
+        let name = info.name.to_lowercase();
+        let cpu = info.device_type == wgpu::DeviceType::Cpu
+            || ["llvmpipe", "swiftshader", "lavapipe"]
+                .iter()
+                .any(|n| name.contains(n));
+        match self {
+            Self::Auto if cpu => Self::Rows,
+            Self::Auto => Self::Lanes,
+            chosen => chosen,
+        }
+    }
 }
 
 /// Facts about the adapter, for display and for choosing kernel variants.
@@ -44,6 +89,8 @@ pub struct AdapterSummary {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_queries: bool,
+    /// The kernel layout chosen for this adapter (see `KernelLayout`).
+    pub kernel_layout: KernelLayout,
 }
 
 pub struct GpuContext {
@@ -58,6 +105,8 @@ pub struct GpuContext {
     pub max_workgroups_per_dim: u32,
     /// Bound where a kernel's optional input (e.g. a bias) is absent.
     pub dummy: wgpu::Buffer,
+    /// The kernel layout in use (never `Auto`).
+    pub layout: KernelLayout,
     /// Timestamp queries are enabled on this device (asked for with `GpuOptions::profiling`).
     pub timestamps: bool,
     /// `CommandEncoder::write_timestamp` is enabled too (timing copies outside passes).
@@ -154,6 +203,7 @@ impl GpuContext {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamp_queries: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            kernel_layout: options.layout.resolve(&info),
         };
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("unused"),
@@ -163,6 +213,7 @@ impl GpuContext {
         });
         Ok(Self {
             dummy,
+            layout: summary.kernel_layout,
             timestamps: wanted_features.contains(wgpu::Features::TIMESTAMP_QUERY),
             encoder_timestamps: wanted_features
                 .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),

@@ -1,11 +1,12 @@
 //! WGSL sources (one file per kernel family, in `shaders/`) and the pipeline cache.
 //! Variants are pipeline-overridable constants (e.g. the weight dtype), so every file is
-//! plain WGSL that naga validates as is, after the one `//!include weights` step.
+//! plain WGSL that naga validates as is, after the `//!include` steps (shared helpers).
 
 use super::GpuContext;
 use crate::checkpoint::DType;
 
 const WEIGHTS: &str = include_str!("../../shaders/weights.wgsl");
+const ROW_DOT: &str = include_str!("../../shaders/row_dot.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shader {
@@ -63,7 +64,9 @@ impl Shader {
 
     /// The complete WGSL of this family, shared helpers included.
     pub fn source(self) -> String {
-        self.raw_source().replace("//!include weights", WEIGHTS)
+        self.raw_source()
+            .replace("//!include weights", WEIGHTS)
+            .replace("//!include row_dot", ROW_DOT)
     }
 }
 
