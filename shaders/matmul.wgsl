@@ -94,6 +94,54 @@ fn matvec_rows(
     store(t, r, row_dot(r * p.row_words, t * p.x_stride, p.cols, 0u, 1u));
 }
 
+// Prefill path for CPU adapters: each invocation owns one row for 4 tokens, reading the row
+// once and the tokens' inputs at addresses shared by all its lanes; no workgroup memory (on a
+// CPU it is the same cache), no barriers, and no private arrays (lanes index those through
+// memory), so the four accumulators are spelt out.
+@compute @workgroup_size(64)
+fn matmul_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.chunk_rows + 63u) / 64u;
+    let wid = wg.x + wg.y * nwg.x;
+    let r = (wid % blocks) * 64u + lid;
+    let t0 = (wid / blocks) * 4u;
+    if (t0 >= p.tokens || r >= p.chunk_rows) {
+        return;
+    }
+    let row = r * p.row_words;
+    // Tokens past the end read token t0's input and are not stored.
+    let x0 = t0 * p.x_stride;
+    let x1 = select(t0, t0 + 1u, t0 + 1u < p.tokens) * p.x_stride;
+    let x2 = select(t0, t0 + 2u, t0 + 2u < p.tokens) * p.x_stride;
+    let x3 = select(t0, t0 + 3u, t0 + 3u < p.tokens) * p.x_stride;
+    var a0 = vec2<f32>(0.0);
+    var a1 = vec2<f32>(0.0);
+    var a2 = vec2<f32>(0.0);
+    var a3 = vec2<f32>(0.0);
+    let pairs = p.cols / 2u;
+    for (var j = 0u; j < pairs; j++) {
+        let k = 2u * j;
+        let wv = load_w2(row, k);
+        a0 += wv * vec2<f32>(x[x0 + k], x[x0 + k + 1u]);
+        a1 += wv * vec2<f32>(x[x1 + k], x[x1 + k + 1u]);
+        a2 += wv * vec2<f32>(x[x2 + k], x[x2 + k + 1u]);
+        a3 += wv * vec2<f32>(x[x3 + k], x[x3 + k + 1u]);
+    }
+    var sums = vec4<f32>(a0.x + a0.y, a1.x + a1.y, a2.x + a2.y, a3.x + a3.y);
+    if ((p.cols & 1u) == 1u) {
+        let last = p.cols - 1u;
+        sums += load_w(row, last) * vec4<f32>(x[x0 + last], x[x1 + last], x[x2 + last], x[x3 + last]);
+    }
+    for (var i = 0u; i < 4u; i++) {
+        if (t0 + i < p.tokens) {
+            store(t0 + i, r, sums[i]);
+        }
+    }
+}
+
 // Prefill path: 32 tokens × 32 rows per workgroup, K in steps of 16 through workgroup
 // memory; each invocation owns 4 tokens × 4 rows.
 const TILE: u32 = 32u;

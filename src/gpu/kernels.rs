@@ -86,7 +86,8 @@ pub fn matmul(
     let tiled = tokens >= TILED_FROM_TOKENS;
     let rows = ctx.layout == KernelLayout::Rows;
     let entry = match (tiled, rows) {
-        (true, _) => "matmul_tiled",
+        (true, true) => "matmul_rows",
+        (true, false) => "matmul_tiled",
         (false, true) => "matvec_rows",
         (false, false) => "matvec",
     };
@@ -113,7 +114,8 @@ pub fn matmul(
             _pad: [0; 2],
         };
         let groups = match (tiled, rows) {
-            (true, _) => chunk.rows.div_ceil(32) * tokens.div_ceil(32),
+            (true, true) => chunk.rows.div_ceil(64) * tokens.div_ceil(4),
+            (true, false) => chunk.rows.div_ceil(32) * tokens.div_ceil(32),
             (false, true) => chunk.rows.div_ceil(64) * tokens,
             (false, false) => chunk.rows.div_ceil(4) * tokens,
         };
