@@ -87,7 +87,9 @@ fn bench_reports_every_figure() {
             let groups = r["kernels"]["groups"].as_array().expect("groups");
             let matvec = ["matvec", "matvec_rows"];
             assert!(
-                groups.iter().any(|g| matvec.iter().any(|m| g["kernel"] == *m)),
+                groups
+                    .iter()
+                    .any(|g| matvec.iter().any(|m| g["kernel"] == *m)),
                 "{groups:?}"
             );
         }

@@ -13,6 +13,7 @@ use crate::tokenizer::Tokenizer;
 pub struct Outcome {
     pub lang: String,
     pub task: String,
+    pub prompt: String,
     pub expected: String,
     pub output: String,
     /// Ended with an end token (rather than running out of tokens).
@@ -48,6 +49,7 @@ pub async fn answer_all(
         out.push(Outcome {
             lang: item.lang.clone(),
             task: item.task.clone(),
+            prompt: item.prompt.clone(),
             expected: item.answer.clone(),
             correct: stopped && g.text.trim() == item.answer.trim(),
             output: g.text,

@@ -166,7 +166,7 @@ impl Report {
         }
         if !self.langs("new").is_empty() {
             out.push_str(
-                "\n\\* a new language (not in the base's or the instruct model's training)\n",
+                "\n\\* a new language (the suite's `new`: what the continued pretraining teaches)\n",
             );
         }
         out
