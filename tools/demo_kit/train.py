@@ -25,9 +25,11 @@ def encode_stream(tok, paragraphs: list[str]) -> torch.Tensor:
 
 
 def windows(streams: dict[str, torch.Tensor], batch: int, seq: int, rng: random.Random,
-            mix: list[str] | None = None):
+            mix: list[str] | None = None, repeat_share: float = 0.0):
     """Batches of random windows; yields (ids, langs). Languages come round-robin from `mix`
-    (default: each once, equal shares; repeat a language in it to weight it)."""
+    (default: each once, equal shares; repeat a language in it to weight it). A `repeat_share`
+    of the windows are half a window said twice: web-scale pretraining text repeats itself
+    often enough for models to learn to copy, a few megabytes of fortunes do not."""
     langs = mix or sorted(streams)
     offset = 0
     while True:
@@ -37,7 +39,11 @@ def windows(streams: dict[str, torch.Tensor], batch: int, seq: int, rng: random.
             lang = langs[(offset + b) % len(langs)]
             s = streams[lang]
             start = rng.randrange(0, len(s) - seq - 1)
-            rows.append(s[start : start + seq + 1])
+            if rng.random() < repeat_share:
+                half = s[start : start + (seq + 2) // 2]
+                rows.append(torch.cat([half, half])[: seq + 1])
+            else:
+                rows.append(s[start : start + seq + 1])
             which.append(lang)
         yield torch.stack(rows), which
 
@@ -68,9 +74,10 @@ def optimise(model, params, steps: int, lr: float, loss_fn, log: str, weight_dec
 
 
 def pretrain(model, streams, steps: int, lr: float, seed: int, batch: int = 32, seq: int = 128,
-             params=None, log: str = "pretrain", aux: bool = False, mix=None, weight_decay=0.01):
+             params=None, log: str = "pretrain", aux: bool = False, mix=None, weight_decay=0.01,
+             repeat_share: float = 0.0):
     rng = random.Random(seed)
-    data = windows(streams, batch, seq, rng, mix)
+    data = windows(streams, batch, seq, rng, mix, repeat_share)
     params = [p for p in (params or model.parameters()) if p.requires_grad]
 
     def loss_fn(_step):
