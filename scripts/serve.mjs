@@ -2,7 +2,10 @@
 // the page's Content-Security-Policy also sent as a header (workers do not inherit a meta
 // policy). Used by scripts/demo.sh and the browser tests; any static host serves www/ too.
 //
-//   node scripts/serve.mjs [--root www] [--port 8080]
+//   node scripts/serve.mjs [--root www] [--port 8080] [--kit demo | --kit none]
+//
+// The demo kit (demo/, which the page loads by default) is served at /demo/; on another
+// static host copy or link it to www/demo.
 
 import fs from 'node:fs';
 import http from 'node:http';
@@ -66,6 +69,15 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     console.error(`${root}/pkg is missing: run scripts/build-wasm.sh first`);
     process.exit(1);
   }
-  const server = await serveStatic({ '/': root }, Number(arg('--port', '8080')));
+  const kit = arg('--kit', 'demo');
+  const mounts = { '/': root };
+  if (kit !== 'none') {
+    if (!fs.existsSync(path.join(kit, 'manifest.json'))) {
+      console.error(`${kit}/manifest.json is missing: not a demo kit (give --kit none to serve without one)`);
+      process.exit(1);
+    }
+    mounts['/demo/'] = kit;
+  }
+  const server = await serveStatic(mounts, Number(arg('--port', '8080')));
   console.log(`moegraft page: http://127.0.0.1:${server.address().port}/`);
 }

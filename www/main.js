@@ -6,7 +6,9 @@
 // either way), and generate(prompt, options)/generateIds(ids, options), which run exactly what
 // the Generate button runs (options override the form's). Grafting: graftState, graftResult
 // ({method, tensors, grafted, bytes, files: [{name, size}]}), the counter grafts,
-// graft(options) (what the Graft button runs) and graftFileBase64(name).
+// graft(options) (what the Graft button runs) and graftFileBase64(name). Demo kit: kit (its
+// manifest, or null), kitState ('none' | 'loading' | 'loaded' | 'error'), kitModel (the name
+// last loaded from it) and loadKitModel(name) (what its buttons run).
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,6 +42,11 @@ const ui = {
   graftResult: $('graft-result'),
   graftFiles: $('graft-files'),
   graftLoad: $('graft-load'),
+  kitSection: $('kit-section'),
+  kitModels: $('kit-models'),
+  kitStatus: $('kit-status'),
+  kitError: $('kit-error'),
+  kitExamples: $('kit-examples'),
 };
 
 const hook = {
@@ -59,6 +66,10 @@ const hook = {
   grafts: 0,
   graft: (options) => runGraft(options),
   graftFileBase64: (name) => graftFileBase64(name),
+  kit: null,
+  kitState: 'none',
+  kitModel: null,
+  loadKitModel: (name) => loadKitModel(name),
 };
 window.__moegraft = hook;
 
@@ -154,7 +165,8 @@ async function showAdapter() {
     const kind = b.isFallbackAdapter ? 'software fallback' : r.device_type;
     ui.adapter.textContent =
       `WebGPU adapter: ${name} (${kind}) · max storage binding ${mib(r.max_storage_binding)}` +
-      ` · max buffer ${mib(r.max_buffer_size)} · shader-f16 ${b.shaderF16 || r.shader_f16 ? 'yes' : 'no'}`;
+      ` · max buffer ${mib(r.max_buffer_size)} · shader-f16 ${b.shaderF16 || r.shader_f16 ? 'yes' : 'no'}` +
+      ` · kernels: ${r.kernel_layout === 'rows' ? 'one row per invocation (CPU adapter)' : 'rows split over lanes'}`;
     ui.adapter.dataset.state = 'ok';
   } catch (e) {
     ui.adapter.textContent = webgpuHelp(e.message);
@@ -461,7 +473,128 @@ ui.graftLoad.addEventListener('click', () => {
   loadModel(files, `grafted ${graftPicks.target?.label ?? 'model'}`);
 });
 
+// ---- demo kit -----------------------------------------------------------------------------
+// demo/manifest.json (written by tools/build_demo_kit.py) lists the kit's models with their
+// files; a grafted entry names its base, instruct and target instead, and is grafted here
+// through the Graft section. The manifest's default model loads when the page opens, unless
+// the address says ?kit=none. Without a served kit the section stays hidden.
+
+const KIT_ROOT = 'demo/';
+
+async function fetchKitFolder(dir, names) {
+  const entries = [];
+  for (const name of names) {
+    const url = `${KIT_ROOT}${dir}/${name}`;
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+    entries.push({ file: new File([await r.blob()], name), path: name });
+  }
+  return entries;
+}
+
+function kitEntry(name) {
+  const entry = hook.kit?.models.find((m) => m.name === name);
+  if (!entry) throw new Error(`the demo kit has no model '${name}'`);
+  return entry;
+}
+
+function markKitButton(name) {
+  for (const b of ui.kitModels.querySelectorAll('button')) b.setAttribute('aria-pressed', String(b.dataset.name === name));
+}
+
+async function loadKitModel(name) {
+  if (hook.kitState === 'loading') throw new Error('a demo-kit model is already loading');
+  if (hook.loadState === 'loading' || hook.generating || hook.graftState === 'grafting') {
+    throw new Error('wait for the running load, generation or graft to finish');
+  }
+  const entry = kitEntry(name);
+  hook.kitState = 'loading';
+  showError(ui.kitError, '');
+  markKitButton(name);
+  ui.kitStatus.dataset.state = 'busy';
+  try {
+    let files;
+    if (entry.graft) {
+      for (const role of ['base', 'instruct', 'target']) {
+        const source = kitEntry(entry.graft[role]);
+        ui.kitStatus.textContent = `Fetching ${source.name} …`;
+        graftPicks[role] = { entries: await fetchKitFolder(source.dir, source.files), label: source.name };
+      }
+      updateGraftControls();
+      ui.kitStatus.textContent = `Grafting ${name} (${entry.graft.instruct} − ${entry.graft.base} onto ${entry.graft.target}) …`;
+      await runGraft({ alpha: entry.alpha ?? 1 });
+      files = graftBlobs.map(({ name: n, blob }) => new File([blob], n));
+    } else {
+      ui.kitStatus.textContent = `Fetching ${name} …`;
+      files = (await fetchKitFolder(entry.dir, entry.files)).map((e) => e.file);
+    }
+    ui.kitStatus.textContent = `Loading ${name} …`;
+    await loadModel(files, name);
+    if (hook.loadState !== 'loaded') throw new Error(hook.lastError ?? 'the load failed');
+    hook.kitState = 'loaded';
+    hook.kitModel = name;
+    ui.chat.checked = true;
+    ui.kitStatus.textContent = `${name}: ${entry.about}`;
+    ui.kitStatus.dataset.state = 'ok';
+  } catch (e) {
+    hook.kitState = 'error';
+    hook.lastError = e.message;
+    markKitButton(null);
+    ui.kitStatus.textContent = '';
+    ui.kitStatus.dataset.state = 'idle';
+    showError(ui.kitError, `Could not load ${name} from the demo kit: ${e.message}`);
+    throw e;
+  }
+}
+
+function showKit(manifest) {
+  hook.kit = manifest;
+  ui.kitModels.replaceChildren(
+    ...manifest.models.map((m) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.dataset.name = m.name;
+      b.textContent = m.name;
+      b.title = m.about;
+      b.addEventListener('click', () => loadKitModel(m.name).catch(() => {})); // shown in place
+      return b;
+    }),
+  );
+  ui.kitExamples.replaceChildren(
+    ...manifest.examples.map((ex) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = `${ex.lang}: ${ex.prompt}`;
+      b.title = `${manifest.languages[ex.lang]} language · ${ex.task} · expected: ${ex.answer}`;
+      b.addEventListener('click', () => {
+        ui.prompt.value = ex.prompt;
+        ui.chat.checked = true;
+        if (hook.model && !hook.generating) runGeneration({ prompt: ex.prompt }, { chat: true }).catch(() => {});
+      });
+      return b;
+    }),
+  );
+  const first = manifest.examples.find((ex) => manifest.languages[ex.lang] === 'new');
+  if (first && ui.prompt.value === ui.prompt.defaultValue) ui.prompt.value = first.prompt;
+  ui.kitSection.hidden = false;
+}
+
+async function openKit() {
+  if (new URLSearchParams(location.search).get('kit') === 'none') return;
+  let manifest;
+  try {
+    const r = await fetch(`${KIT_ROOT}manifest.json`);
+    if (!r.ok) return; // no kit served with this page
+    manifest = await r.json();
+  } catch {
+    return;
+  }
+  showKit(manifest);
+  if (manifest.default) await loadKitModel(manifest.default).catch(() => {});
+}
+
 // ---- start --------------------------------------------------------------------------------
 
 worker = startWorker();
 showAdapter();
+openKit();

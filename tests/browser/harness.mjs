@@ -15,8 +15,10 @@ export const fixtures = path.join(root, 'tests/fixtures');
 export const artifacts = path.resolve(root, process.env.ARTIFACTS_DIR || 'target/browser-artifacts');
 export const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
-/** www/ at /, on 127.0.0.1 (a secure context). */
-export const serve = () => serveStatic({ '/': www });
+export const demo = path.join(root, 'demo');
+
+/** www/ at / (and the demo kit at /demo/ when asked), on 127.0.0.1 (a secure context). */
+export const serve = ({ kit = false } = {}) => serveStatic(kit ? { '/': www, '/demo/': demo } : { '/': www });
 
 export const CHROMIUM_ARGS = [
   '--headless=new',
@@ -44,10 +46,11 @@ export function checkPrerequisites(assert) {
 
 /**
  * The page, served and open in a fresh Chromium profile, with every request, page error and
- * console error recorded. `close()` ends it all.
+ * console error recorded. `close()` ends it all. Without `kit` the page opens with ?kit=none
+ * (no demo kit served, none loaded).
  */
-export async function openPage({ args = CHROMIUM_ARGS } = {}) {
-  const server = await serve();
+export async function openPage({ args = CHROMIUM_ARGS, kit = false } = {}) {
+  const server = await serve({ kit });
   const origin = `http://127.0.0.1:${server.address().port}`;
   // launch() gives every run a fresh temporary profile (its own --user-data-dir).
   const browser = await chromium.launch({ executablePath, args, headless: true });
@@ -62,7 +65,7 @@ export async function openPage({ args = CHROMIUM_ARGS } = {}) {
   page.on('console', (m) => {
     if (m.type() === 'error') consoleErrors.push(m.text());
   });
-  await page.goto(`${origin}/`);
+  await page.goto(kit ? `${origin}/` : `${origin}/?kit=none`);
   const close = async () => {
     await browser.close();
     await new Promise((r) => server.close(r));
