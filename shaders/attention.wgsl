@@ -24,6 +24,26 @@ const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
 const NEG: f32 = -3.0e38;
 
+// Where (query token, head) number i reads and which keys it sees.
+struct QueryRow {
+    q_base: u32,   // its q and out row
+    kv_base: u32,  // its KV head's offset within a cache row
+    pos: u32,      // its absolute position: keys up to it
+    start: u32,    // the first key inside the sliding window
+}
+
+fn query_row(i: u32) -> QueryRow {
+    let t = i / p.heads;
+    let h = i % p.heads;
+    let pos = p.pos0 + t;
+    var start = 0u;
+    if (p.window > 0u && pos + 1u > p.window) {
+        start = pos + 1u - p.window;
+    }
+    let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim;
+    return QueryRow(t * p.heads * p.head_dim + h * p.head_dim, kv_base, pos, start);
+}
+
 var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> scores: array<f32, WG>;
 
@@ -37,31 +57,23 @@ fn attention(
     if (wid >= p.tokens * p.heads) {
         return;
     }
-    let t = wid / p.heads;
-    let h = wid % p.heads;
-    let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim;
+    let qr = query_row(wid);
     let kv_stride = p.kv_heads * p.head_dim;
-    let q_base = t * p.heads * p.head_dim + h * p.head_dim;
-    let pos = p.pos0 + t;
-    var start = 0u;
-    if (p.window > 0u && pos + 1u > p.window) {
-        start = pos + 1u - p.window;
-    }
 
     for (var d = lid; d < p.head_dim; d += WG) {
-        qs[d] = q[q_base + d];
+        qs[d] = q[qr.q_base + d];
     }
     workgroupBarrier();
 
     var m = NEG;      // running max
     var l = 0.0;      // running sum of exp
     var acc = vec4<f32>(0.0); // output dims lid, lid+64, lid+128, lid+192
-    for (var k0 = start; k0 <= pos; k0 += WG) {
+    for (var k0 = qr.start; k0 <= qr.pos; k0 += WG) {
         let kp = k0 + lid;
         var s = NEG;
-        if (kp <= pos) {
+        if (kp <= qr.pos) {
             var dot = 0.0;
-            let kb = kp * kv_stride + kv_base;
+            let kb = kp * kv_stride + qr.kv_base;
             for (var d = 0u; d < p.head_dim; d++) {
                 dot += qs[d] * k_cache[kb + d];
             }
@@ -70,7 +82,7 @@ fn attention(
         scores[lid] = s;
         workgroupBarrier();
 
-        let n = min(WG, pos + 1u - k0);
+        let n = min(WG, qr.pos + 1u - k0);
         var tile_max = NEG;
         for (var j = 0u; j < n; j++) {
             tile_max = max(tile_max, scores[j]);
@@ -86,7 +98,7 @@ fn attention(
         for (var j = 0u; j < n; j++) {
             let pj = scores[j];
             l += pj;
-            let vb = (k0 + j) * kv_stride + kv_base;
+            let vb = (k0 + j) * kv_stride + qr.kv_base;
             for (var i = 0u; i < 4u; i++) {
                 let d = lid + i * WG;
                 if (d < p.head_dim) {
@@ -100,7 +112,7 @@ fn attention(
     for (var i = 0u; i < 4u; i++) {
         let d = lid + i * WG;
         if (d < p.head_dim) {
-            out[q_base + d] = acc[i] / l;
+            out[qr.q_base + d] = acc[i] / l;
         }
     }
 }
@@ -115,24 +127,16 @@ fn attention_rows(
     if (i >= p.tokens * p.heads) {
         return;
     }
-    let t = i / p.heads;
-    let h = i % p.heads;
-    let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim;
+    let qr = query_row(i);
     let kv_stride = p.kv_heads * p.head_dim;
-    let q_base = t * p.heads * p.head_dim + h * p.head_dim;
-    let pos = p.pos0 + t;
-    var start = 0u;
-    if (p.window > 0u && pos + 1u > p.window) {
-        start = pos + 1u - p.window;
-    }
     var acc: array<f32, MAX_HEAD_DIM>;
     var m = NEG;
     var l = 0.0;
-    for (var kp = start; kp <= pos; kp++) {
-        let kb = kp * kv_stride + kv_base;
+    for (var kp = qr.start; kp <= qr.pos; kp++) {
+        let kb = kp * kv_stride + qr.kv_base;
         var dot = 0.0;
         for (var d = 0u; d < p.head_dim; d++) {
-            dot += q[q_base + d] * k_cache[kb + d];
+            dot += q[qr.q_base + d] * k_cache[kb + d];
         }
         let s = dot * p.scale;
         let m_new = max(m, s);
@@ -145,6 +149,6 @@ fn attention_rows(
         m = m_new;
     }
     for (var d = 0u; d < p.head_dim; d++) {
-        out[q_base + d] = acc[d] / l;
+        out[qr.q_base + d] = acc[d] / l;
     }
 }

@@ -75,6 +75,14 @@ fn matvec(
     }
 }
 
+// The CPU-adapter kernels' grid: workgroups of 64 consecutive rows, row blocks fastest.
+// Returns (row, index of the workgroup's group of tokens).
+fn row_and_token_group(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec2<u32> {
+    let blocks = (p.chunk_rows + 63u) / 64u;
+    let wid = wg.x + wg.y * nwg.x;
+    return vec2<u32>((wid % blocks) * 64u + lid, wid / blocks);
+}
+
 // Decode path for CPU adapters (lavapipe, SwiftShader), which run a workgroup's invocations
 // as SIMD lanes of one thread: there a workgroup and a barrier cost far more than the
 // arithmetic, so each invocation owns a whole row and none waits for another.
@@ -84,13 +92,12 @@ fn matvec_rows(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let blocks = (p.chunk_rows + 63u) / 64u;
-    let wid = wg.x + wg.y * nwg.x;
-    let r = (wid % blocks) * 64u + lid;
-    if (wid >= blocks * p.tokens || r >= p.chunk_rows) {
+    let at = row_and_token_group(wg, nwg, lid);
+    let r = at.x;
+    let t = at.y;
+    if (t >= p.tokens || r >= p.chunk_rows) {
         return;
     }
-    let t = wid / blocks;
     store(t, r, row_dot(r * p.row_words, t * p.x_stride, p.cols, 0u, 1u));
 }
 
@@ -104,10 +111,9 @@ fn matmul_rows(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let blocks = (p.chunk_rows + 63u) / 64u;
-    let wid = wg.x + wg.y * nwg.x;
-    let r = (wid % blocks) * 64u + lid;
-    let t0 = (wid / blocks) * 4u;
+    let at = row_and_token_group(wg, nwg, lid);
+    let r = at.x;
+    let t0 = at.y * 4u;
     if (t0 >= p.tokens || r >= p.chunk_rows) {
         return;
     }
