@@ -136,26 +136,34 @@ const TOKENIZERS: &[(&str, &str, &[&str])] = &[
     ),
     (
         "chat_infinite_loop",
-        "tokenizer.json",
+        "chat_template.jinja",
         &["chat template failed", "fuel"],
     ),
-    ("chat_huge_output", "tokenizer.json", &["output exceeds"]),
+    (
+        "chat_huge_output",
+        "chat_template.jinja",
+        &["output exceeds"],
+    ),
     (
         "chat_include",
-        "tokenizer.json",
+        "chat_template.jinja",
         &["chat template failed", "not found"],
     ),
     (
         "chat_import",
-        "tokenizer.json",
+        "chat_template.jinja",
         &["chat template failed", "not found"],
     ),
     (
         "chat_recursion",
-        "tokenizer.json",
+        "chat_template.jinja",
         &["chat template failed"],
     ),
-    ("chat_syntax_error", "tokenizer.json", &["does not parse"]),
+    (
+        "chat_syntax_error",
+        "chat_template.jinja",
+        &["does not parse"],
+    ),
 ];
 
 fn assert_names(case: &str, err: &str, file: &str, needles: &[&str]) {

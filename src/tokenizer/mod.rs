@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     file: String,
+    /// Where the chat template came from (chat_template.jinja or tokenizer_config.json), for
+    /// its errors.
+    template_file: String,
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
@@ -46,11 +49,13 @@ impl Tokenizer {
             })?,
             None => Value::Null,
         };
-        let template = match files.read_text("chat_template.jinja").await? {
-            Some(t) => Some(t),
-            None => chat::template_from_config(&config),
+        let (template, template_file) = match files.read_text("chat_template.jinja").await? {
+            Some(t) => (Some(t), files.display_name("chat_template.jinja")),
+            None => (chat::template_from_config(&config), config_name),
         };
-        Self::from_parts(&json, &file, &config, template)
+        let mut tokenizer = Self::from_parts(&json, &file, &config, template)?;
+        tokenizer.template_file = template_file;
+        Ok(tokenizer)
     }
 
     pub fn from_parts(
@@ -74,6 +79,7 @@ impl Tokenizer {
         Ok(Self {
             inner,
             file: file.to_string(),
+            template_file: file.to_string(),
             chat_template,
             bos_token: token_string(config.get("bos_token")),
             eos_token: token_string(config.get("eos_token")),
@@ -127,7 +133,7 @@ impl Tokenizer {
             self.eos_token.as_deref(),
         )
         .map_err(|message| Error::Tokenizer {
-            file: self.file.clone(),
+            file: self.template_file.clone(),
             message,
         })
     }
