@@ -84,12 +84,12 @@ pub fn matmul(
 ) {
     let ctx = batch.ctx();
     let tiled = tokens >= TILED_FROM_TOKENS;
-    let rows = ctx.layout == KernelLayout::Rows;
-    let entry = match (tiled, rows) {
-        (true, true) => "matmul_rows",
-        (true, false) => "matmul_tiled",
-        (false, true) => "matvec_rows",
-        (false, false) => "matvec",
+    // (entry point, rows per workgroup, tokens per workgroup)
+    let (entry, group_rows, group_tokens) = match (tiled, ctx.layout == KernelLayout::Rows) {
+        (true, true) => ("matmul_rows", 64, 4),
+        (true, false) => ("matmul_tiled", 32, 32),
+        (false, true) => ("matvec_rows", 64, 1),
+        (false, false) => ("matvec", 4, 1),
     };
     let pipeline = ctx.pipeline(PipelineKey {
         shader: Shader::Matmul,
@@ -113,12 +113,7 @@ pub fn matmul(
             accumulate: y.accumulate as u32,
             _pad: [0; 2],
         };
-        let groups = match (tiled, rows) {
-            (true, true) => chunk.rows.div_ceil(64) * tokens.div_ceil(4),
-            (true, false) => chunk.rows.div_ceil(32) * tokens.div_ceil(32),
-            (false, true) => chunk.rows.div_ceil(64) * tokens,
-            (false, false) => chunk.rows.div_ceil(4) * tokens,
-        };
+        let groups = chunk.rows.div_ceil(group_rows) * tokens.div_ceil(group_tokens);
         batch.dispatch(
             pipeline.clone(),
             bytemuck::bytes_of(&params),
@@ -236,7 +231,6 @@ pub struct AttentionShape {
     pub window: usize,
 }
 
-/// out = softmax(q·Kᵀ/√d + causal mask)·V over cache positions 0..pos0+tokens.
 /// llvmpipe (lavapipe) ends an invocation after 65 535 loop iterations, all its loops
 /// together (`LP_MAX_TGSI_LOOP_ITERATIONS`), and the results are then silently wrong.
 /// `attention_rows` runs about keys · (2 · head_dim + 1) of them, so longer contexts take the
@@ -249,6 +243,7 @@ fn fits_loop_budget(s: AttentionShape) -> bool {
     keys * (2 * s.head_dim + 1) + s.head_dim < 60_000
 }
 
+/// out = softmax(q·Kᵀ/√d + causal mask)·V over cache positions 0..pos0+tokens.
 pub fn attention(
     batch: &mut Batch,
     q: &wgpu::Buffer,
