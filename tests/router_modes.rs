@@ -12,6 +12,7 @@ use moegraft::checkpoint::writer::{
     write_dir_atomically, write_file, write_json, ModelWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES,
 };
 use moegraft::checkpoint::{Checkpoint, ModelFiles};
+use moegraft::generate::{self, GenerateOptions};
 use moegraft::gpu::GpuOptions;
 use moegraft::graft::router::RouterChoice;
 use moegraft::model::{LoadOptions, LogitsWanted};
@@ -161,4 +162,92 @@ fn cli_refuses_router_modes_a_model_cannot_apply() {
         "logits", "--model", m, "--ids", "1,2", "--router", "expert=3",
     ]);
     assert!(ok, "{err}");
+}
+
+/// Generates 5 tokens from `prompt()` logging routes, with the prompt fed `chunk` tokens at a
+/// time.
+fn routed_generation(router: Option<RouterChoice>, chunk: usize) -> generate::Generation {
+    let opened = open_with(
+        &tiny_mixtral(),
+        LoadOptions {
+            router,
+            prefill_chunk: chunk,
+            ..Default::default()
+        },
+        GpuOptions::default(),
+    );
+    let options = GenerateOptions {
+        max_tokens: 5,
+        record_routes: true,
+        ..Default::default()
+    };
+    pollster::block_on(generate::generate(
+        &opened.model,
+        None,
+        &prompt(),
+        &options,
+        &mut |_, _| true,
+    ))
+    .unwrap()
+}
+
+#[test]
+fn generation_logs_the_experts_of_every_prompt_and_output_token() {
+    let ids = prompt();
+    // Chunks of 4 split the prompt, so every chunk's routes must be read before the next.
+    let g = routed_generation(None, 4);
+    let routes = g.routes.as_ref().expect("routes");
+    assert_eq!(g.output_ids.len(), 5);
+    assert_eq!(
+        routes.len(),
+        ids.len() + 5,
+        "one entry per prompt and output token"
+    );
+    let opened = open(&tiny_mixtral());
+    let c = &opened.model.config;
+    for (t, layers) in routes.iter().enumerate() {
+        assert_eq!(layers.len(), c.num_layers, "token {t}");
+        for slots in layers {
+            assert_eq!(slots.len(), c.experts_per_token, "token {t}");
+            assert!(
+                slots.iter().all(|&e| (e as usize) < c.num_experts),
+                "{slots:?}"
+            );
+            let mut distinct = slots.clone();
+            distinct.dedup();
+            assert_eq!(distinct.len(), slots.len(), "token {t} chose {slots:?}");
+        }
+    }
+
+    // The whole sequence fed at once routes each token as generation logged it.
+    let mut s = opened.model.session().unwrap();
+    s.record_routes(&opened.model.ctx, c).unwrap();
+    let mut all = ids.clone();
+    all.extend(&g.output_ids);
+    pollster::block_on(opened.model.logits_last(&mut s, &all)).unwrap();
+    let per_layer = pollster::block_on(opened.model.last_routes(&s)).unwrap();
+    let sorted = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v
+    };
+    for (t, layers) in routes.iter().enumerate() {
+        for (l, slots) in layers.iter().enumerate() {
+            assert_eq!(
+                sorted(slots.clone()),
+                sorted(per_layer[l][t].clone()),
+                "token {t}, layer {l}"
+            );
+        }
+    }
+
+    // Logging changes nothing generated, and the prompt's chunking changes no route.
+    let whole = routed_generation(None, 128);
+    assert_eq!(whole.output_ids, g.output_ids);
+    assert_eq!(whole.routes, g.routes);
+
+    // A forced expert is what every token logs first.
+    let forced = routed_generation(Some(RouterChoice::Expert(2)), 4);
+    for layers in forced.routes.as_ref().expect("routes") {
+        assert!(layers.iter().all(|slots| slots[0] == 2), "{layers:?}");
+    }
 }

@@ -7,6 +7,8 @@ mod common;
 
 use common::*;
 use moegraft::generate::{generate, GenerateOptions};
+use moegraft::gpu::GpuOptions;
+use moegraft::model::LoadOptions;
 use moegraft::tokenizer::ChatMessage;
 
 const TOLERANCE: f32 = 2e-3;
@@ -85,4 +87,34 @@ fn tiny_mistral_with_sliding_window_matches_transformers() {
 #[test]
 fn tiny_mixtral_moe_matches_transformers() {
     check_model("tiny-mixtral");
+}
+
+/// The estimate a page shows before loading is what loading then allocates, to the byte.
+#[test]
+fn memory_estimate_matches_what_loading_allocates() {
+    for name in ["tiny-llama", "tiny-mixtral", "tiny-qwen2"] {
+        let dir = fixtures().join("tiny").join(name);
+        let ckpt = pollster::block_on(moegraft::checkpoint::Checkpoint::open(
+            moegraft::checkpoint::ModelFiles::from_dir(&dir).unwrap(),
+        ))
+        .unwrap();
+        let est = moegraft::model::estimate::estimate(&ckpt, 64);
+        let opened = open_with(
+            &dir,
+            LoadOptions {
+                max_context: 64,
+                ..Default::default()
+            },
+            GpuOptions::default(),
+        );
+        let m = &opened.model;
+        let c = &m.config;
+        let loaded = moegraft::bench::memory::gpu_weight_bytes(m);
+        assert_eq!(est.weight_bytes, loaded, "{name}");
+        let s = m.session().unwrap();
+        let kv: u64 = s.k_cache.iter().chain(&s.v_cache).map(|b| b.size()).sum();
+        assert_eq!(est.kv_cache_bytes, kv, "{name}");
+        assert_eq!(est.max_context, m.options.max_context, "{name}");
+        assert_eq!(est.total_bytes, est.weight_bytes + est.kv_cache_bytes);
+    }
 }

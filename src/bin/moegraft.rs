@@ -344,6 +344,9 @@ struct GenerateArgs {
     top_k: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// MoE models: also print the experts each prompt and output token went to, per layer.
+    #[arg(long)]
+    routes: bool,
     #[arg(long)]
     json: bool,
 }
@@ -678,7 +681,14 @@ async fn generate_text(a: GenerateArgs) -> Result<()> {
         },
         seed: a.seed,
         stop_ids: generate::stop_ids(&loaded.model, tokenizer),
+        record_routes: a.routes,
     };
+    if a.routes && !loaded.model.config.is_moe() {
+        return Err(Error::InvalidArgument(format!(
+            "--routes: {} is a dense model; it has no experts to route to",
+            a.model.model.display()
+        )));
+    }
     let stream = !a.json;
     let mut stdout = std::io::stdout();
     let result = generate::generate(&loaded.model, tokenizer, &ids, &options, &mut |_, piece| {
@@ -695,10 +705,44 @@ async fn generate_text(a: GenerateArgs) -> Result<()> {
             "output_ids": result.output_ids,
             "text": result.text,
             "stop_reason": result.stop_reason,
+            "routes": result.routes,
         });
         println!("{out}");
     } else {
         println!();
+        if let Some(routes) = &result.routes {
+            print_routes(&result, routes, tokenizer)?;
+        }
+    }
+    Ok(())
+}
+
+/// One line per token: its text, then the experts it went to in each layer.
+fn print_routes(
+    result: &generate::Generation,
+    routes: &[generate::TokenRoutes],
+    tokenizer: Option<&Tokenizer>,
+) -> Result<()> {
+    println!("routes (token: experts per layer, prompt tokens first):");
+    let ids = result.input_ids.iter().chain(&result.output_ids);
+    for (n, (&id, layers)) in ids.zip(routes).enumerate() {
+        let text = match tokenizer {
+            Some(t) => format!("{:?}", t.decode(&[id], false)?),
+            None => format!("#{id}"),
+        };
+        let side = if n < result.input_ids.len() {
+            "prompt"
+        } else {
+            "output"
+        };
+        let per_layer: Vec<String> = layers
+            .iter()
+            .map(|slots| {
+                let e: Vec<String> = slots.iter().map(u32::to_string).collect();
+                e.join("+")
+            })
+            .collect();
+        println!("{n:>5} {side} {text:<16} {}", per_layer.join(" | "));
     }
     Ok(())
 }

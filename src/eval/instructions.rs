@@ -42,6 +42,7 @@ pub async fn answer_all(
             },
             seed: 0,
             stop_ids: stop_ids.clone(),
+            record_routes: false,
         };
         let g =
             generate::generate(model, Some(tokenizer), &prompt, &options, &mut |_, _| true).await?;

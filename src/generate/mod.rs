@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 pub use crate::gpu::kernels::SampleSettings;
-use crate::model::Model;
+use crate::model::{Model, Session};
 use crate::tokenizer::Tokenizer;
 use rng::Rng;
 
@@ -18,6 +18,8 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Ids that end generation (the tokenizer's and the model's eos ids).
     pub stop_ids: Vec<u32>,
+    /// Record which experts each token went to (MoE models; for the routing view).
+    pub record_routes: bool,
 }
 
 impl Default for GenerateOptions {
@@ -31,6 +33,7 @@ impl Default for GenerateOptions {
             },
             seed: 0,
             stop_ids: Vec::new(),
+            record_routes: false,
         }
     }
 }
@@ -50,7 +53,14 @@ pub struct Generation {
     pub output_ids: Vec<u32>,
     pub text: String,
     pub stop_reason: StopReason,
+    /// With `record_routes` on an MoE model: the experts chosen for every prompt and output
+    /// token, [token][layer][slot], prompt tokens first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<TokenRoutes>>,
 }
+
+/// One token's chosen experts: [layer][slot].
+pub type TokenRoutes = Vec<Vec<u32>>;
 
 /// Every id that should end generation for this model and tokenizer.
 pub fn stop_ids(model: &Model, tokenizer: Option<&Tokenizer>) -> Vec<u32> {
@@ -109,6 +119,12 @@ pub async fn generate(
     on_token: &mut dyn FnMut(u32, &str) -> bool,
 ) -> Result<Generation> {
     let mut session = model.session()?;
+    let mut routes = if options.record_routes && model.config.is_moe() {
+        session.record_routes(&model.ctx, &model.config)?;
+        Some(Vec::new())
+    } else {
+        None
+    };
     let mut rng = Rng::new(options.seed);
     let mut stream = tokenizer.map(TextStream::new);
     let mut output = Vec::new();
@@ -119,11 +135,19 @@ pub async fn generate(
             reason = StopReason::ContextFull;
             break;
         }
+        let last = match routes.as_mut() {
+            Some(log) => prefill_routed(model, &mut session, &feed, log).await?,
+            None => &feed[..],
+        };
         let id = model
-            .next_token(&mut session, &feed, options.sampling, rng.next_f32())
+            .next_token(&mut session, last, options.sampling, rng.next_f32())
             .await?;
+        if let Some(log) = routes.as_mut() {
+            log.extend(by_token(model.last_routes(&session).await?));
+        }
         if options.stop_ids.contains(&id) {
             reason = StopReason::EndOfSequence;
+            feed.clear();
             break;
         }
         output.push(id);
@@ -131,11 +155,19 @@ pub async fn generate(
             Some(s) => s.push(id)?,
             None => String::new(),
         };
+        feed = vec![id];
         if !on_token(id, &piece) {
             reason = StopReason::Stopped;
             break;
         }
-        feed = vec![id];
+    }
+    // The last output token was chosen but never fed: feed it once more so that every
+    // token shown has its routes.
+    if let Some(log) = routes.as_mut() {
+        if !output.is_empty() && feed.len() == 1 && session.pos < session.max_context {
+            model.logits_last(&mut session, &feed).await?;
+            log.extend(by_token(model.last_routes(&session).await?));
+        }
     }
     let text = match &stream {
         Some(s) => s.text()?,
@@ -146,5 +178,31 @@ pub async fn generate(
         output_ids: output,
         text,
         stop_reason: reason,
+        routes,
     })
+}
+
+/// Feeds all but the last chunk of `ids`, logging each chunk's routes (the session keeps
+/// only the last chunk's), and returns the last chunk for the caller to feed.
+async fn prefill_routed<'a>(
+    model: &Model,
+    session: &mut Session,
+    ids: &'a [u32],
+    log: &mut Vec<TokenRoutes>,
+) -> Result<&'a [u32]> {
+    let chunk = session.scratch.chunk;
+    let lead = ids.len().saturating_sub(1) / chunk * chunk;
+    for piece in ids[..lead].chunks(chunk) {
+        model.logits_last(session, piece).await?;
+        log.extend(by_token(model.last_routes(session).await?));
+    }
+    Ok(&ids[lead..])
+}
+
+/// [layer][token][slot] → [token][layer][slot].
+fn by_token(per_layer: Vec<Vec<Vec<u32>>>) -> Vec<TokenRoutes> {
+    let tokens = per_layer.first().map_or(0, Vec::len);
+    (0..tokens)
+        .map(|t| per_layer.iter().map(|layer| layer[t].clone()).collect())
+        .collect()
 }

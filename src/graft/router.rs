@@ -95,6 +95,17 @@ pub enum RouterMode {
     LanguagePrior(LanguagePrior),
 }
 
+/// The names `RouterChoice::parse` reads.
+impl std::fmt::Display for RouterMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Learned => f.write_str("learned"),
+            Self::Expert(n) => write!(f, "expert={n}"),
+            Self::LanguagePrior(_) => f.write_str("language-prior"),
+        }
+    }
+}
+
 /// Language prior bound to one tokenizer: every vocabulary entry's script, and which experts
 /// claim which script.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! The transformer: weights on the GPU, sessions with a KV cache, and forward passes for
 //! dense (Llama, Mistral, Qwen2) and Mixtral-layout MoE decoders.
 
+pub mod estimate;
 pub mod forward;
 pub mod open;
 pub mod session;

@@ -1,8 +1,11 @@
 //! The page's files: picked `File`s read by byte range as model inputs, and outputs written
 //! into `Blob`s handed back to the page.
 
-use js_sys::{Array, Uint8Array};
+use std::cell::Cell;
+
+use js_sys::{Array, Function, Uint8Array};
 use wasm_bindgen::JsCast;
+use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
 use super::js_text;
@@ -16,6 +19,31 @@ pub struct BlobSource {
     name: String,
     blob: web_sys::Blob,
     size: u64,
+    meter: Option<ReadMeter>,
+}
+
+/// Tells the page how much of one picked file has been read: `on_read(what, path, bytes,
+/// size)` after every read, `what` naming the folder's role (bytes may pass size when a file
+/// is read twice, as a graft does).
+pub struct ReadMeter {
+    what: String,
+    path: String,
+    on_read: Function,
+    read: Cell<u64>,
+}
+
+impl ReadMeter {
+    fn count(&self, bytes: usize, size: u64) {
+        let read = self.read.get() + bytes as u64;
+        self.read.set(read);
+        let args = Array::of4(
+            &JsValue::from_str(&self.what),
+            &JsValue::from_str(&self.path),
+            &JsValue::from_f64(read as f64),
+            &JsValue::from_f64(size as f64),
+        );
+        let _ = self.on_read.apply(&JsValue::NULL, &args);
+    }
 }
 
 impl BlobSource {
@@ -25,6 +53,7 @@ impl BlobSource {
             name: name.into(),
             blob,
             size,
+            meter: None,
         }
     }
 }
@@ -53,6 +82,9 @@ impl ByteSource for BlobSource {
                 .await
                 .map_err(|e| Error::io(&self.name, format!("cannot read: {}", js_text(&e))))?;
             let bytes = Uint8Array::new(&buffer).to_vec();
+            if let Some(meter) = &self.meter {
+                meter.count(bytes.len(), self.size);
+            }
             if bytes.len() != len {
                 return Err(Error::io(
                     &self.name,
@@ -79,8 +111,14 @@ fn file_path(file: &web_sys::File) -> String {
 
 /// A model directory from the page's files: `File` objects, or `{file, path}` objects where
 /// the path was taken before the files were posted to a worker. `label` names the directory
-/// in messages; by default the first file's folder.
-pub fn picked_files(files: &Array, label: Option<String>, what: &str) -> Result<ModelFiles> {
+/// in messages; by default the first file's folder. `on_read`, if given, follows every
+/// file's reads (see `ReadMeter`).
+pub fn picked_files(
+    files: &Array,
+    label: Option<String>,
+    what: &str,
+    on_read: Option<&Function>,
+) -> Result<ModelFiles> {
     let mut entries: Vec<(String, web_sys::Blob)> = Vec::new();
     for (i, item) in files.iter().enumerate() {
         let (path, blob) = if let Some(file) = item.dyn_ref::<web_sys::File>() {
@@ -120,7 +158,14 @@ pub fn picked_files(files: &Array, label: Option<String>, what: &str) -> Result<
     for (path, blob) in entries {
         let base = path.rsplit(['/', '\\']).next().unwrap_or(&path).to_string();
         let name = model_files.display_name(&base);
-        model_files.insert(&base, Box::new(BlobSource::new(name, blob)));
+        let mut source = BlobSource::new(name, blob);
+        source.meter = on_read.map(|f| ReadMeter {
+            what: what.to_string(),
+            path: path.clone(),
+            on_read: f.clone(),
+            read: Cell::new(0),
+        });
+        model_files.insert(&base, Box::new(source));
     }
     Ok(model_files)
 }

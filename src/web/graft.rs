@@ -46,7 +46,8 @@ impl WebGraftOptions {
 }
 
 /// Grafts Δ = instruct − base onto target (each a picked model folder, as `WebModel.load`
-/// takes). `on_progress(done_bytes, total_bytes)` follows the output. Resolves to
+/// takes). `on_progress(done_bytes, total_bytes)` follows the output, `on_read(role, path,
+/// bytes, size)` (if given) each input file's reads. Resolves to
 /// `{method, tensors, grafted, bytes, files: [{name, blob}]}`; mismatched inputs reject before
 /// any file is made.
 #[wasm_bindgen]
@@ -56,12 +57,13 @@ pub async fn graft(
     target: Array,
     options: JsValue,
     on_progress: &Function,
+    on_read: Option<Function>,
 ) -> std::result::Result<JsValue, JsError> {
     init();
     let options: WebGraftOptions = from_js(options, "graft options")?;
     let graft_options = options.graft_options().map_err(js_error)?;
     let open = |files: &Array, what: &str| {
-        let files = picked_files(files, None, what);
+        let files = picked_files(files, None, what, on_read.as_ref());
         async move { Checkpoint::open(files?).await }
     };
     let base = open(&base, "base").await.map_err(js_error)?;

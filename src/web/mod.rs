@@ -15,6 +15,7 @@ use crate::gpu::{GpuContext, GpuOptions};
 
 mod files;
 mod graft;
+mod inspect;
 mod model;
 
 pub use files::BlobSource;

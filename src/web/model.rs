@@ -9,8 +9,10 @@ use wasm_bindgen::prelude::*;
 use super::files::picked_files;
 use super::{from_js, init, js_error, js_text, to_js};
 use crate::error::Result;
+use crate::eval::perplexity::perplexity;
 use crate::generate::{self, GenerateOptions, Generation, SampleSettings};
 use crate::gpu::{AdapterSummary, GpuOptions};
+use crate::graft::router::RouterChoice;
 use crate::model::open::open_files;
 use crate::model::{LoadOptions, Model};
 use crate::tokenizer::Tokenizer;
@@ -24,6 +26,8 @@ struct WebLoadOptions {
     prefill_chunk: Option<usize>,
     /// Cap on one storage binding in bytes (to exercise the chunked-matrix path).
     max_binding: Option<u64>,
+    /// MoE routing: `learned`, `language-prior` or `expert=N`; default: config.json's.
+    router: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +42,8 @@ struct WebGenerateOptions {
     seed: Option<u64>,
     /// Generate `max_tokens` tokens even past an end-of-sequence id (reference comparisons).
     ignore_eos: bool,
+    /// Also return the experts each token went to (MoE models; the routing view).
+    routes: bool,
 }
 
 #[derive(Serialize)]
@@ -54,6 +60,8 @@ struct ModelInfo<'a> {
     num_experts: usize,
     experts_per_token: usize,
     is_moe: bool,
+    /// How MoE layers route: `learned`, `language-prior` or `expert=N`.
+    router: String,
     max_context: usize,
     tokenizer: bool,
     chat_template: bool,
@@ -77,15 +85,18 @@ pub struct WebModel {
 impl WebModel {
     /// Loads a model from the files of a Hugging Face directory (`File` objects, or
     /// `{file, path}` objects where the path was taken before the files were posted to a
-    /// worker). `on_progress(done_bytes, total_bytes)` follows the weight upload.
+    /// worker). `on_progress(done_bytes, total_bytes)` follows the weight upload;
+    /// `on_read(what, path, bytes, size)`, if given, each file's reads.
     pub async fn load(
         files: Array,
         options: JsValue,
         on_progress: &Function,
+        on_read: Option<Function>,
     ) -> std::result::Result<WebModel, JsError> {
         init();
         let options: WebLoadOptions = from_js(options, "load options")?;
-        let model_files = picked_files(&files, options.label.clone(), "model").map_err(js_error)?;
+        let model_files = picked_files(&files, options.label.clone(), "model", on_read.as_ref())
+            .map_err(js_error)?;
         let label = model_files.label().to_string();
         let mut load = LoadOptions::default();
         if let Some(n) = options.max_context {
@@ -93,6 +104,12 @@ impl WebModel {
         }
         if let Some(n) = options.prefill_chunk {
             load.prefill_chunk = n;
+        }
+        if let Some(router) = &options.router {
+            load.router = Some(
+                RouterChoice::parse(router)
+                    .map_err(|e| JsError::new(&format!("{label}: router: {e}")))?,
+            );
         }
         let gpu = GpuOptions {
             max_binding_override: options.max_binding,
@@ -134,6 +151,7 @@ impl WebModel {
             num_experts: c.num_experts,
             experts_per_token: c.experts_per_token,
             is_moe: c.is_moe(),
+            router: inner.model.router_mode().to_string(),
             max_context: inner.model.options.max_context,
             tokenizer: inner.tokenizer.is_some(),
             chat_template: inner
@@ -186,13 +204,48 @@ impl WebModel {
 
     /// Tokenizes a prompt as `generate` would (for display and tests).
     pub fn encode(&self, prompt: String, chat: bool) -> std::result::Result<Vec<u32>, JsError> {
-        let tokenizer = self.inner.tokenizer.as_ref().ok_or_else(|| {
+        self.tokenizer()?
+            .prompt_ids(&prompt, chat)
+            .map_err(js_error)
+    }
+
+    /// Each token's own text (special tokens included), for showing tokens one by one.
+    pub fn token_texts(&self, ids: Vec<u32>) -> std::result::Result<Vec<String>, JsError> {
+        let tokenizer = self.tokenizer()?;
+        ids.iter()
+            .map(|&id| tokenizer.decode(&[id], false).map_err(js_error))
+            .collect()
+    }
+
+    /// Perplexity of `text` in windows of `window` tokens (default 256), each a fresh
+    /// context. Resolves to `{tokens, nll, perplexity}`.
+    pub async fn perplexity(
+        &self,
+        text: String,
+        window: Option<usize>,
+    ) -> std::result::Result<JsValue, JsError> {
+        init();
+        let inner = self.inner.clone();
+        let tokenizer = self.tokenizer()?;
+        let window = window
+            .unwrap_or(256)
+            .min(inner.model.options.max_context)
+            .max(2);
+        let p = perplexity(&inner.model, tokenizer, &text, window)
+            .await
+            .map_err(js_error)?;
+        to_js(&p)
+    }
+}
+
+impl WebModel {
+    fn tokenizer(&self) -> std::result::Result<&Tokenizer, JsError> {
+        self.inner.tokenizer.as_ref().ok_or_else(|| {
             JsError::new(&format!(
                 "{}/tokenizer.json: the model directory has no tokenizer",
                 self.inner.label
             ))
-        })?;
-        tokenizer.prompt_ids(&prompt, chat).map_err(js_error)
+        })
     }
 }
 
@@ -229,6 +282,7 @@ async fn run(
         },
         seed: options.seed.unwrap_or(defaults.seed),
         stop_ids,
+        record_routes: options.routes,
     };
     let mut callback_error: Option<JsValue> = None;
     let mut on = |id: u32, piece: &str| match on_token.call2(
