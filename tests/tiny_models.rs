@@ -108,7 +108,6 @@ fn memory_estimate_matches_what_loading_allocates() {
             GpuOptions::default(),
         );
         let m = &opened.model;
-        let c = &m.config;
         let loaded = moegraft::bench::memory::gpu_weight_bytes(m);
         assert_eq!(est.weight_bytes, loaded, "{name}");
         let s = m.session().unwrap();
