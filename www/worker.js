@@ -1,23 +1,30 @@
-// The model worker: loads the wasm module, holds the model and does all model work, so the
-// page stays responsive. The page talks to it only through messages:
+// The model worker: loads the wasm module, holds the loaded models and does all model work,
+// so the page stays responsive (shader compilation included). The page talks to it only
+// through messages:
 //
 //   page → worker  {rid, type: 'adapter'}
-//                  {rid, type: 'load', files: [{file, path}], options}
-//                  {rid, type: 'generate', prompt | ids, options}
+//                  {rid, type: 'inspect', files: [{file, path}], options}
+//                  {rid, type: 'load', files, options}        → {id, info}
+//                  {rid, type: 'unload', id}
+//                  {rid, type: 'generate', id, prompt | ids, options}
+//                  {rid, type: 'tokenTexts', id, ids}
+//                  {rid, type: 'perplexity', id, text, window}
 //                  {rid, type: 'graft', base, instruct, target, options}
 //                                                      (each a [{file, path}] folder)
 //                  {type: 'stop'}                      (ends a running generation)
 //   worker → page  {type: 'reply', rid, ok, value | error, fatal}
-//                  {type: 'progress', done, total}     (while loading or grafting)
-//                  {type: 'token', id, piece}          (while generating)
+//                  {type: 'progress', rid, done, total}        (loading or grafting)
+//                  {type: 'read', rid, what, path, done, size} (each input file's reads)
+//                  {type: 'token', rid, id, piece}             (generating)
 //
-// A reply with fatal: true means the wasm instance trapped (a Rust panic); the page then
-// starts a fresh worker.
+// A reply with fatal: true means the wasm instance trapped (a Rust panic): every model is
+// gone, and the page starts a fresh worker.
 
-import init, { adapter_info, graft as graftModels, WebModel } from './pkg/moegraft.js';
+import init, { adapter_info, graft as graftModels, inspect as inspectFiles, WebModel } from './pkg/moegraft.js';
 
 let wasm = null;
-let model = null;
+const models = new Map();
+let nextModel = 1;
 let busy = null;
 let stopRequested = false;
 
@@ -36,9 +43,21 @@ function text(e) {
   return String(e);
 }
 
-function claim(what) {
+/** Runs `work` as the one long job of the moment. */
+async function exclusive(what, work) {
   if (busy) throw new Error(`busy: ${busy} is still running`);
   busy = what;
+  try {
+    return await work();
+  } finally {
+    busy = null;
+  }
+}
+
+function model(id) {
+  const m = models.get(id);
+  if (!m) throw new Error(`model ${id} is not loaded (it was unloaded, or the worker restarted)`);
+  return m;
 }
 
 async function adapter() {
@@ -63,6 +82,7 @@ async function adapter() {
     description: i.description || '',
     isFallbackAdapter: Boolean(i.isFallbackAdapter ?? a.isFallbackAdapter),
     shaderF16: a.features.has('shader-f16'),
+    subgroups: a.features.has('subgroups'),
   };
   // ... and what the runtime gets when it opens its device.
   await ready();
@@ -70,53 +90,74 @@ async function adapter() {
   return { available: true, browser, runtime };
 }
 
-// Progress messages at most every 50 ms (and the last one).
-function progressReporter() {
+/** Progress of request `rid`, at most every 50 ms (and the last one). */
+function progressReporter(rid) {
   let last = 0;
   return (done, total) => {
     const now = performance.now();
     if (done >= total || now - last > 50) {
       last = now;
-      self.postMessage({ type: 'progress', done, total });
+      self.postMessage({ type: 'progress', rid, done, total });
     }
   };
 }
 
-async function load({ files, options }) {
-  claim('loading');
-  try {
-    if (model) {
-      model.free();
-      model = null;
+/** Each input file's reads for request `rid`, per file at most every 50 ms (and complete). */
+function readReporter(rid) {
+  const last = new Map();
+  return (what, path, done, size) => {
+    const key = `${what}\u0000${path}`;
+    const now = performance.now();
+    if (done >= size || now - (last.get(key) ?? 0) > 50) {
+      last.set(key, now);
+      self.postMessage({ type: 'read', rid, what, path, done, size });
     }
-    await ready();
-    model = await WebModel.load(files, options ?? {}, progressReporter());
-    return model.info();
-  } finally {
-    busy = null;
-  }
+  };
 }
 
-async function generate({ prompt, ids, options }) {
-  if (!model) throw new Error('no model is loaded: pick a model folder first');
-  claim('generation');
-  stopRequested = false;
-  try {
+async function inspect({ files, options }) {
+  await ready();
+  return inspectFiles(files, options ?? {});
+}
+
+async function load({ rid, files, options }) {
+  return exclusive('loading', async () => {
+    await ready();
+    const m = await WebModel.load(files, options ?? {}, progressReporter(rid), readReporter(rid));
+    const id = nextModel++;
+    models.set(id, m);
+    return { id, info: m.info() };
+  });
+}
+
+async function unload({ id }) {
+  const m = models.get(id);
+  if (!m) return false;
+  if (busy) throw new Error(`busy: ${busy} is still running; unload when it ends`);
+  models.delete(id);
+  m.free();
+  return true;
+}
+
+async function generate({ rid, id, prompt, ids, options }) {
+  const m = model(id);
+  return exclusive('a generation', async () => {
+    stopRequested = false;
     const start = performance.now();
     let first = null;
     let lastAt = null;
     let count = 0;
-    const onToken = (id, piece) => {
+    const onToken = (tokenId, piece) => {
       const now = performance.now();
       if (first === null) first = now;
       lastAt = now;
       count += 1;
-      self.postMessage({ type: 'token', id, piece });
+      self.postMessage({ type: 'token', rid, id: tokenId, piece });
       return !stopRequested;
     };
     const result = ids
-      ? await model.generate_ids(Uint32Array.from(ids), options ?? {}, onToken)
-      : await model.generate(String(prompt ?? ''), options ?? {}, onToken);
+      ? await m.generate_ids(Uint32Array.from(ids), options ?? {}, onToken)
+      : await m.generate(String(prompt ?? ''), options ?? {}, onToken);
     const end = performance.now();
     result.timing = {
       total_ms: end - start,
@@ -126,24 +167,28 @@ async function generate({ prompt, ids, options }) {
       tokens_per_s: count > 0 ? (count * 1000) / (end - start) : null,
     };
     return result;
-  } finally {
-    busy = null;
-  }
+  });
+}
+
+async function tokenTexts({ id, ids }) {
+  return model(id).token_texts(Uint32Array.from(ids));
+}
+
+async function perplexity({ id, text: body, window }) {
+  const m = model(id);
+  return exclusive('a perplexity check', () => m.perplexity(String(body ?? ''), window ?? undefined));
 }
 
 // The merged files come back as Blobs (structured-cloned to the page without copying the
-// bytes through JS); the loaded model, if any, stays.
-async function graft({ base, instruct, target, options }) {
-  claim('grafting');
-  try {
+// bytes through JS); the loaded models stay.
+async function graft({ rid, base, instruct, target, options }) {
+  return exclusive('grafting', async () => {
     await ready();
-    return await graftModels(base, instruct, target, options ?? {}, progressReporter());
-  } finally {
-    busy = null;
-  }
+    return graftModels(base, instruct, target, options ?? {}, progressReporter(rid), readReporter(rid));
+  });
 }
 
-const handlers = { adapter, load, generate, graft };
+const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, graft };
 
 self.onmessage = async ({ data }) => {
   if (data?.type === 'stop') {
@@ -158,7 +203,7 @@ self.onmessage = async ({ data }) => {
     self.postMessage({ type: 'reply', rid, ok: true, value });
   } catch (e) {
     const fatal = e instanceof WebAssembly.RuntimeError;
-    if (fatal) model = null;
+    if (fatal) models.clear();
     self.postMessage({ type: 'reply', rid, ok: false, error: text(e), fatal });
   }
 };

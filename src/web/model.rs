@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::eval::perplexity::perplexity;
 use crate::generate::{self, GenerateOptions, Generation, SampleSettings};
 use crate::gpu::{AdapterSummary, GpuOptions};
-use crate::graft::router::RouterChoice;
+use crate::graft::router::{MoegraftSection, RouterChoice};
 use crate::model::open::open_files;
 use crate::model::{LoadOptions, Model};
 use crate::tokenizer::Tokenizer;
@@ -62,6 +62,8 @@ struct ModelInfo<'a> {
     is_moe: bool,
     /// How MoE layers route: `learned`, `language-prior` or `expert=N`.
     router: String,
+    /// The languages each expert was trained for, where config.json records them.
+    expert_languages: Vec<Vec<String>>,
     max_context: usize,
     tokenizer: bool,
     chat_template: bool,
@@ -152,6 +154,11 @@ impl WebModel {
             experts_per_token: c.experts_per_token,
             is_moe: c.is_moe(),
             router: inner.model.router_mode().to_string(),
+            expert_languages: MoegraftSection::from_config(c, "config.json")
+                .ok()
+                .flatten()
+                .map(|m| m.expert_languages)
+                .unwrap_or_default(),
             max_context: inner.model.options.max_context,
             tokenizer: inner.tokenizer.is_some(),
             chat_template: inner

@@ -72,7 +72,13 @@ describe('grafting in the browser (WebGPU on SwiftShader)', { timeout: 170_000 }
     await page.waitForSelector('#adapter[data-state="ok"]', { timeout: 60_000 });
     assert.equal(await page.isDisabled('#graft'), true, 'nothing picked yet');
     await pickTriple();
-    assert.match(await page.textContent('#graft-picked'), /base: base \(6 files\) · instruct: instruct \(6 files\) · target: target \(6 files\)/);
+    // Each slot's headers are read as it is picked: the recipe shows what the target calls for.
+    await page.waitForFunction(() => /target \(6 files, MoE, 4 experts\)/.test(document.getElementById('graft-picked').textContent));
+    assert.match(
+      await page.textContent('#graft-picked'),
+      /^base: base \(6 files, dense llama\) · instruct: instruct \(6 files, dense llama\) · target: target \(6 files, MoE, 4 experts\)$/,
+    );
+    assert.match(await page.textContent('#graft-method'), /^Method: DeltaMoE/);
     await page.fill('#graft-alpha', '1');
     await page.fill('#graft-expert-alpha', '1, 0.8, 0.5, 1.2');
     await page.selectOption('#graft-dtype', 'f16');

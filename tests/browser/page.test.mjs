@@ -173,7 +173,11 @@ describe('moegraft page in Chromium (WebGPU on SwiftShader)', { timeout: 170_000
     assert.ok(await page.isVisible('#load-error'), 'error is shown in place');
     assert.match(shown, /broken-llama\/model\.safetensors/, shown);
     assert.match(shown, /truncated/i, shown);
-    assert.equal(await page.isDisabled('#generate'), true, 'no model to generate with');
+    // The models loaded before are still there, the active one unchanged.
+    const after = await hook(() => ({ model: window.__moegraft.model, labels: window.__moegraft.models.map((m) => m.label) }));
+    assert.equal(after.model.architecture, 'mixtral', 'the active model is kept');
+    assert.deepEqual(after.labels.sort(), ['model', 'tiny-llama'], 'tiny-llama and tiny-mixtral (picked as files)');
+    assert.equal(await page.isDisabled('#generate'), false, 'the active model still generates');
     await page.screenshot({ path: path.join(artifacts, 'load-error.png'), fullPage: true });
 
     // The page keeps working.

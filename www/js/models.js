@@ -1,0 +1,188 @@
+// The loaded models: each lives in the worker under an id; one is active (the one Generate
+// uses). Loading inspects the files first, to show what the model will take on the GPU.
+
+import { request } from './worker-client.js';
+import { $, bytes, el, FileProgress, followProgress, showError } from './ui.js';
+import { state } from './state.js';
+
+const ui = {
+  progress: $('load-progress'),
+  files: new FileProgress($('load-files')),
+  estimate: $('load-estimate'),
+  status: $('load-status'),
+  error: $('load-error'),
+  list: $('models'),
+};
+
+/** [{id, label, info, entries, memory}] in load order. */
+export const loaded = [];
+const listeners = [];
+
+/** `listener()` runs whenever a model is loaded, unloaded or made active. */
+export function onModelsChange(listener) {
+  listeners.push(listener);
+}
+
+function changed() {
+  render();
+  for (const l of listeners) l();
+}
+
+export function active() {
+  return loaded.find((m) => m.id === state.activeModel) ?? null;
+}
+
+export function byId(id) {
+  return loaded.find((m) => m.id === id) ?? null;
+}
+
+export function setActive(id) {
+  state.activeModel = id;
+  state.hook.model = active()?.info ?? null;
+  changed();
+}
+
+export function describe(info) {
+  const moe = info.is_moe ? ` · MoE ${info.num_experts} experts, top-${info.experts_per_token}, router ${info.router}` : '';
+  const tok = info.tokenizer ? (info.chat_template ? '' : ' · no chat template') : ' · no tokenizer (ids only)';
+  return (
+    `${info.architecture}, ${info.num_layers} layers, hidden ${info.hidden_size},` +
+    ` ${info.num_heads}/${info.num_kv_heads} heads, vocab ${info.vocab_size}${moe}${tok} · context ${info.max_context}`
+  );
+}
+
+export function describeMemory(summary, memory) {
+  const p = summary.parameters;
+  const active = p.active !== p.total ? ` (${(p.active / 1e6).toFixed(2)} M active per token)` : '';
+  return (
+    `${summary.architecture}, ${(p.total / 1e6).toFixed(2)} M parameters${active}, ` +
+    `${summary.dtypes.map((d) => d.dtype).join('/')} · needs about ${bytes(memory.total_bytes)} of GPU memory: ` +
+    `${bytes(memory.weight_bytes)} of weights + ${bytes(memory.kv_cache_bytes)} of KV cache for ${memory.max_context} tokens` +
+    ` (largest tensor ${bytes(memory.largest_tensor_bytes)})`
+  );
+}
+
+/** Why a model cannot be loaded on this adapter, or null. */
+function tooLarge(summary, memory) {
+  const r = state.hook.adapter?.runtime;
+  if (!r) return null;
+  // Matrices are split over bindings, but a KV-cache layer is one buffer.
+  const kvLayer = memory.kv_cache_bytes / 2 / Math.max(1, summary.layers);
+  if (kvLayer > r.max_buffer_size) {
+    return `one layer's KV cache (${bytes(kvLayer)}) is larger than this adapter's largest buffer (${bytes(r.max_buffer_size)}); load it with a shorter context`;
+  }
+  return null;
+}
+
+/**
+ * Loads a model from `[{file, path}]`; resolves to the model or null (the error is shown in
+ * place). A model of the same label is replaced once the new one has loaded.
+ */
+export async function loadModel(entries, label, { options = {} } = {}) {
+  const hook = state.hook;
+  if (entries.length === 0) return null;
+  if (hook.loadState === 'loading') {
+    showError(ui.error, 'A model is already loading; wait for it to finish.');
+    return null;
+  }
+  if (hook.generating || hook.graftState === 'grafting') {
+    showError(ui.error, 'Wait for the running generation or graft to finish before loading a model.');
+    return null;
+  }
+  label ??= 'model';
+  hook.loadState = 'loading';
+  showError(ui.error, '');
+  const total = entries.reduce((n, f) => n + f.file.size, 0);
+  ui.status.textContent = `Reading the headers of ${label} (${entries.length} files, ${bytes(total)})…`;
+  ui.status.dataset.state = 'busy';
+  ui.estimate.textContent = '';
+  const started = performance.now();
+  try {
+    const inspected = await request('inspect', { files: entries, options: { label } });
+    ui.estimate.textContent = `${label}: ${describeMemory(inspected.summary, inspected.memory)}`;
+    const refusal = tooLarge(inspected.summary, inspected.memory);
+    if (refusal) throw new Error(`${label}: ${refusal}`);
+    ui.status.textContent = `Loading ${label}…`;
+    ui.files.start({ model: entries });
+    const { id, info } = await request(
+      'load',
+      { files: entries, options: { label, ...options } },
+      { onProgress: followProgress(ui.progress), onRead: ui.files.onRead },
+    );
+    const old = loaded.filter((m) => m.label === label);
+    for (const m of old) await unload(m.id, { quiet: true });
+    const model = { id, label, info, entries, memory: inspected.memory };
+    loaded.push(model);
+    hook.loadState = 'loaded';
+    ui.status.textContent = `Loaded ${label}: ${describe(info)} · ${((performance.now() - started) / 1000).toFixed(1)} s`;
+    ui.status.dataset.state = 'ok';
+    ui.progress.value = ui.progress.max;
+    setActive(id);
+    return model;
+  } catch (e) {
+    hook.loadState = 'error';
+    hook.lastError = e.message;
+    showError(ui.error, `Could not load the model: ${e.message}`);
+    ui.status.textContent = active() ? `Still loaded: ${active().label}.` : 'No model loaded.';
+    ui.status.dataset.state = 'idle';
+    ui.progress.hidden = true;
+    return null;
+  } finally {
+    ui.files.hide();
+    hook.loads += 1;
+  }
+}
+
+export async function unload(id, { quiet = false } = {}) {
+  const at = loaded.findIndex((m) => m.id === id);
+  if (at < 0) return;
+  await request('unload', { id });
+  loaded.splice(at, 1);
+  if (state.activeModel === id) {
+    state.activeModel = loaded.at(-1)?.id ?? null;
+    state.hook.model = active()?.info ?? null;
+  }
+  if (!quiet) changed();
+}
+
+/** The worker died: its models are gone. */
+export function forgetAll(message) {
+  loaded.length = 0;
+  state.activeModel = null;
+  state.hook.model = null;
+  if (message) showError(ui.error, message);
+  changed();
+}
+
+export function clearLoadError() {
+  showError(ui.error, '');
+}
+
+function render() {
+  ui.list.replaceChildren(
+    ...loaded.map((m) => {
+      const radio = el('input', {
+        type: 'radio',
+        name: 'active-model',
+        checked: m.id === state.activeModel,
+        onchange: () => setActive(m.id),
+      });
+      const unloadButton = el('button', {
+        type: 'button',
+        className: 'unload',
+        onclick: () => unload(m.id).catch((e) => showError(ui.error, e.message)),
+      }, 'Unload');
+      return el(
+        'li',
+        { dataset: { id: String(m.id), label: m.label } },
+        el('label', {}, radio, el('strong', {}, m.label)),
+        ` ${describe(m.info)} · ${bytes(m.memory.total_bytes)} on the GPU `,
+        unloadButton,
+        state.cacheButton?.(m) ?? null,
+      );
+    }),
+  );
+  if (!active()) {
+    ui.status.textContent = loaded.length ? 'Pick a model to use.' : 'No model loaded.';
+  }
+}
