@@ -1,0 +1,233 @@
+// The web app end to end, as its users go through it (headless Chromium, WebGPU on
+// SwiftShader): the page opens with the demo kit and DeltaMoE merged in the tab → it answers in
+// an original and a new language → the routing view shows the experts → the merged files are
+// exported (downloads) → the exported files load again and give the same greedy tokens →
+// compare, perplexity, drag-and-drop, a corrupt file, the browser cache across a reload → no
+// request left the page's origin. Screenshots go to ARTIFACTS_DIR (target/browser-artifacts).
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { artifacts, checkPrerequisites, openPage } from './harness.mjs';
+
+describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 300_000 }, () => {
+  let session;
+  let page;
+  let tmp;
+  const exported = () => path.join(tmp, 'DeltaMoE-export');
+  // Greedy answers of DeltaMoE as merged in the tab, by example language.
+  const answers = {};
+  let examples;
+
+  before(async () => {
+    checkPrerequisites(assert);
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moegraft-app-'));
+    session = await openPage({ kit: true });
+    page = session.page;
+  });
+
+  after(async () => {
+    if (page) await page.screenshot({ path: path.join(artifacts, 'app-last.png'), fullPage: true }).catch(() => {});
+    await session?.close();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const hook = (fn, arg) => page.evaluate(fn, arg);
+  const shot = (name) => page.screenshot({ path: path.join(artifacts, `app-${name}.png`), fullPage: true });
+
+  /** Runs `action` and waits for the hook counter `counter` to move past its value before. */
+  async function until(counter, action, timeout = 120_000) {
+    const before = await hook((c) => window.__moegraft[c], counter);
+    await action();
+    await page.waitForFunction(([c, n]) => window.__moegraft[c] > n, [counter, before], { timeout });
+  }
+
+  /** Asks the active model `prompt` through the Generate form, greedily; returns the result. */
+  async function ask(prompt) {
+    await page.fill('#prompt', prompt);
+    await page.setChecked('#chat', true);
+    await page.fill('#max-tokens', '24');
+    await page.fill('#temperature', '0');
+    await until('generations', () => page.click('#generate'));
+    const r = await hook(() => ({ result: window.__moegraft.lastResult, error: window.__moegraft.lastError }));
+    assert.ok(r.result, `generation failed: ${r.error}`);
+    return r.result;
+  }
+
+  const example = (lang) => examples.find((e) => e.lang === lang && e.task === 'repeat');
+
+  /** Mean over layers of the share of prompt tokens sent to expert 0. */
+  async function promptShareOfExpertZero() {
+    await page.selectOption('#routing-which', 'prompt');
+    const heat = await hook(() => window.__moegraft.routing.heat);
+    await page.selectOption('#routing-which', 'all');
+    return heat.reduce((sum, row) => sum + row[0], 0) / heat.length;
+  }
+
+  test('opens with DeltaMoE merged from the kit and loaded, its GPU memory shown', async () => {
+    await page.waitForFunction(() => ['loaded', 'error'].includes(window.__moegraft.kitState), null, { timeout: 120_000 });
+    const s = await hook(() => ({ ...window.__moegraft, kit: undefined, error: window.__moegraft.lastError }));
+    assert.equal(s.kitState, 'loaded', s.error);
+    assert.equal(s.model.label, 'DeltaMoE');
+    assert.equal(s.graftResult.method, 'deltamoe');
+    examples = await hook(() => window.__moegraft.kit.examples);
+    assert.match(await page.textContent('#adapter'), /subgroups (yes|no)/);
+    assert.match(await page.textContent('#load-estimate'), /^DeltaMoE: mixtral, [\d.]+ M parameters .* needs about [\d.]+ MB of GPU memory/);
+    assert.match(await page.textContent('#models'), /DeltaMoE.*MoE 3 experts, top-2, router learned/);
+    await shot('opened');
+  });
+
+  test('answers in an original and a new language; the routing view shows the experts', async () => {
+    for (const lang of ['en', 'ru']) {
+      const result = await ask(example(lang).prompt);
+      answers[lang] = result;
+      assert.ok(result.output_ids.length > 0, `${lang}: an answer`);
+      assert.equal(result.stop_reason, 'end_of_sequence', `${lang}: DeltaMoE ends its turn`);
+      const tokens = result.input_ids.length + result.output_ids.length;
+      assert.equal(result.routes.length, tokens, `${lang}: routes of every token`);
+      assert.equal(await page.isVisible('#routing-section'), true);
+      assert.equal(await page.locator('#routing-tokens .tok').count(), tokens, `${lang}: every token shown`);
+      assert.equal(await page.locator('#routing-tokens .tok.output').count(), result.output_ids.length);
+      const legend = await page.textContent('#routing-legend');
+      assert.match(legend, /expert 0 \(en, es\).*expert 1 \(de, ru\).*expert 2 \(de, ru\)/, legend);
+      const routing = await hook(() => window.__moegraft.routing);
+      assert.equal(routing.heat.length, 4, 'a heatmap row per layer');
+      assert.equal(await page.locator('#routing-heatmap tbody tr').count(), 4);
+      for (const row of routing.heat) {
+        // Top-2: the shares of a layer add up to two experts per token.
+        assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 2) < 1e-9, `${row}`);
+      }
+      answers[`${lang}-share`] = await promptShareOfExpertZero();
+      // Colouring by one layer gives each token that layer's top-1 expert.
+      await page.selectOption('#routing-layer', '3');
+      const first = await page.getAttribute('#routing-tokens .tok >> nth=0', 'data-expert');
+      assert.equal(Number(first), result.routes[0][3][0]);
+      await page.selectOption('#routing-layer', 'all');
+      await shot(`routing-${lang}`);
+    }
+    // The routers send the original language to the original FFN more than the new one.
+    assert.ok(
+      answers['en-share'] > answers['ru-share'] + 0.1,
+      `expert 0 takes ${answers['en-share'].toFixed(2)} of English prompt tokens, ${answers['ru-share'].toFixed(2)} of Russian`,
+    );
+  });
+
+  test('exports the merged files as downloads; they load again and give the same greedy tokens', async () => {
+    fs.mkdirSync(exported());
+    const links = await page.locator('#graft-files a').all();
+    assert.ok(links.length >= 5, `${links.length} download links`);
+    for (const link of links) {
+      const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+      await download.saveAs(path.join(exported(), download.suggestedFilename()));
+    }
+    const names = fs.readdirSync(exported()).sort();
+    for (const f of ['config.json', 'model.safetensors', 'moegraft.json', 'tokenizer.json', 'tokenizer_config.json']) {
+      assert.ok(names.includes(f), `${f} exported (${names})`);
+    }
+    const manifest = JSON.parse(fs.readFileSync(path.join(exported(), 'moegraft.json'), 'utf8'));
+    assert.equal(manifest.method, 'deltamoe');
+
+    await until('loads', () => page.setInputFiles('#folder', exported()));
+    const s = await hook(() => ({ model: window.__moegraft.model, error: window.__moegraft.lastError }));
+    assert.equal(s.model?.label, 'DeltaMoE-export', s.error);
+    for (const lang of ['en', 'ru']) {
+      const again = await ask(example(lang).prompt);
+      assert.deepEqual(again.output_ids, answers[lang].output_ids, `${lang}: the same greedy tokens`);
+    }
+    await shot('exported');
+  });
+
+  test('compares instruct, ParamΔ and DeltaMoE side by side', async () => {
+    for (const name of ['instruct', 'ParamΔ']) {
+      await until('loads', () => page.click(`#kit-models button[data-name="${name}"]`));
+      await page.waitForFunction((n) => window.__moegraft.kitModel === n && window.__moegraft.kitState === 'loaded', name);
+    }
+    await page.fill('#prompt', example('ru').prompt);
+    await page.setChecked('#chat', true);
+    await page.setChecked('#compare-models input[data-label="DeltaMoE-export"]', false);
+    await until('generations', () => page.click('#compare'));
+    const results = await hook(() => window.__moegraft.compareResults);
+    assert.deepEqual(results.map((r) => r.label), ['DeltaMoE', 'instruct', 'ParamΔ']);
+    for (const r of results) assert.ok(r.result, `${r.label}: ${r.error}`);
+    assert.deepEqual(results[0].result.output_ids, answers.ru.output_ids, 'DeltaMoE answers as it did alone');
+    assert.equal(await page.locator('#compare-results .column').count(), 3);
+    for (const label of ['DeltaMoE', 'instruct', 'ParamΔ']) {
+      assert.match(await page.textContent(`#compare-results .column[data-label="${label}"] .status`), /tokens\/s|0 tokens/);
+    }
+    await shot('compare');
+  });
+
+  test('scores pasted text with every loaded model', async () => {
+    await page.click('#ppl-samples button[data-lang="en"]');
+    await page.waitForFunction(() => document.getElementById('ppl-text').value.length > 200);
+    await page.click('#ppl-run');
+    await page.waitForFunction(() => (window.__moegraft.perplexityResults?.length ?? 0) === 4, null, { timeout: 120_000 });
+    const rows = Object.fromEntries((await hook(() => window.__moegraft.perplexityResults)).map((r) => [r.label, r]));
+    for (const r of Object.values(rows)) assert.ok(Number.isFinite(r.perplexity) && r.tokens > 50, JSON.stringify(r));
+    assert.equal(rows.DeltaMoE.perplexity.toFixed(6), rows['DeltaMoE-export'].perplexity.toFixed(6), 'the export is the merge');
+    // ParamΔ collapses on the original language; DeltaMoE keeps it (the kit's table).
+    assert.ok(rows.DeltaMoE.perplexity * 4 < rows['ParamΔ'].perplexity, JSON.stringify(rows));
+    assert.equal(await page.locator('#ppl-results tbody tr').count(), 4);
+  });
+
+  test('a dropped model loads; a corrupt file is refused by name and the loaded models stay', async () => {
+    // What a drop of files delivers (a DataTransfer of File objects).
+    await until('loads', () =>
+      hook(async () => {
+        const dt = new DataTransfer();
+        for (const name of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) {
+          const r = await fetch(`demo/base/${name}`);
+          dt.items.add(new File([await r.blob()], name));
+        }
+        const zone = document.getElementById('model-drop');
+        zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }),
+    );
+    const dropped = await hook(() => ({ model: window.__moegraft.model, error: window.__moegraft.lastError }));
+    assert.equal(dropped.model?.architecture, 'llama', dropped.error);
+    assert.equal(dropped.model.is_moe, false);
+
+    const corrupt = path.join(tmp, 'DeltaMoE-corrupt');
+    fs.cpSync(exported(), corrupt, { recursive: true });
+    const weights = path.join(corrupt, 'model.safetensors');
+    fs.truncateSync(weights, Math.floor(fs.statSync(weights).size * 0.7));
+    const before = await hook(() => window.__moegraft.models.map((m) => m.label));
+    await until('loads', () => page.setInputFiles('#folder', corrupt));
+    const shown = await page.textContent('#load-error');
+    assert.equal(await page.isVisible('#load-error'), true);
+    assert.match(shown, /DeltaMoE-corrupt\/model\.safetensors/, shown);
+    assert.match(shown, /truncated/i, shown);
+    await shot('corrupt');
+    const afterLabels = await hook(() => window.__moegraft.models.map((m) => m.label));
+    assert.deepEqual(afterLabels, before, 'no loaded model was lost');
+    await hook(() => window.__moegraft.load('DeltaMoE'));
+    const again = await ask(example('en').prompt);
+    assert.deepEqual(again.output_ids, answers.en.output_ids, 'the page goes on');
+  });
+
+  test('keeps a model in the browser; after a reload it loads from there; clear cache empties it', async () => {
+    await page.click('#models li[data-label="DeltaMoE-export"] button.keep');
+    await page.waitForFunction(() => window.__moegraft.cached?.some((m) => m.label === 'DeltaMoE-export'), null, { timeout: 60_000 });
+    await page.goto(`${session.origin}/?kit=none`);
+    await page.waitForSelector('#cache-list li[data-label="DeltaMoE-export"]', { timeout: 60_000 });
+    await until('loads', () => page.click('#cache-list li[data-label="DeltaMoE-export"] button.load'));
+    const s = await hook(() => ({ model: window.__moegraft.model, error: window.__moegraft.lastError }));
+    assert.equal(s.model?.label, 'DeltaMoE-export', s.error);
+    const again = await ask(example('ru').prompt);
+    assert.deepEqual(again.output_ids, answers.ru.output_ids, 'the kept model is the merge');
+    await shot('cached');
+    await page.click('#cache-clear');
+    await page.waitForFunction(() => window.__moegraft.cached?.length === 0);
+    assert.equal(await page.locator('#cache-list li').count(), 0);
+  });
+
+  test('no request left the page\'s origin; no page errors', async () => {
+    const foreign = session.requests.filter((u) => !/^(data|blob):/.test(u) && new URL(u).origin !== session.origin);
+    assert.deepEqual(foreign, [], 'requests to other origins');
+    assert.ok(session.requests.some((u) => u.endsWith('/demo/manifest.json')), 'the kit came from the page origin');
+    assert.deepEqual(session.pageErrors, [], 'uncaught page errors');
+  });
+});
