@@ -39,10 +39,10 @@ fn imports_smollm2_like_transformers() {
     }
 
     let summary = import_gguf(&PathBuf::from(gguf), &out, DType::F32).unwrap();
-    assert_eq!(summary.architecture, "llama");
-    assert_eq!(summary.layers, 30);
+    assert_eq!(summary.model.architecture, "llama");
+    assert_eq!(summary.model.layers, 30);
     // 30 layers × 9 tensors + token_embd + output_norm; no output.weight (tied).
-    assert_eq!(summary.tensors, 272, "{summary}");
+    assert_eq!(summary.model.tensors, 272, "{summary}");
     assert!(summary.to_string().contains("272 tensors"), "{summary}");
 
     let ck = pollster::block_on(Checkpoint::open(ModelFiles::from_dir(&out).unwrap())).unwrap();
@@ -97,4 +97,43 @@ fn imports_smollm2_like_transformers() {
     if keep.is_none() {
         std::fs::remove_dir_all(&out).unwrap();
     }
+}
+
+/// tools/make_kit_gguf.py wrote the demo kit's base model as llama.cpp would (f16, q/k rows
+/// permuted); importing it must give back the kit's tensors bit for bit and its tokenizer.
+#[test]
+fn the_kit_base_comes_back_bit_for_bit_from_its_gguf() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("imported");
+    import_gguf(
+        &root.join("tests/fixtures/gguf/kit-base.gguf"),
+        &out,
+        DType::F16,
+    )
+    .expect("import");
+    let open = |dir: &std::path::Path| {
+        pollster::block_on(Checkpoint::open(ModelFiles::from_dir(dir).expect("dir"))).expect("open")
+    };
+    let (kit, imported) = (open(&root.join("demo/base")), open(&out));
+    let mut names: Vec<&str> = kit.tensor_names().collect();
+    names.sort_unstable();
+    let mut got: Vec<&str> = imported.tensor_names().collect();
+    got.sort_unstable();
+    assert_eq!(got, names);
+    for name in names {
+        let (a, b) = (
+            pollster::block_on(kit.read(name)).expect("kit"),
+            pollster::block_on(imported.read(name)).expect("imported"),
+        );
+        assert_eq!(a.shape, b.shape, "{name}");
+        assert_eq!(a.to_f32(), b.to_f32(), "{name}");
+    }
+    let vocab = |dir: &std::path::Path| -> Value {
+        let t: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("tokenizer.json")).expect("read"))
+                .expect("json");
+        t["model"]["vocab"].clone()
+    };
+    assert_eq!(vocab(&out), vocab(&root.join("demo/base")));
 }

@@ -9,6 +9,7 @@
 //                  {rid, type: 'generate', id, prompt | ids, options}
 //                  {rid, type: 'tokenTexts', id, ids}
 //                  {rid, type: 'perplexity', id, text, window}
+//                  {rid, type: 'importGguf', file: {file, path}, options}
 //                  {rid, type: 'graft', base, instruct, target, options}
 //                                                      (each a [{file, path}] folder)
 //                  {type: 'stop'}                      (ends a running generation)
@@ -20,7 +21,13 @@
 // A reply with fatal: true means the wasm instance trapped (a Rust panic): every model is
 // gone, and the page starts a fresh worker.
 
-import init, { adapter_info, graft as graftModels, inspect as inspectFiles, WebModel } from './pkg/moegraft.js';
+import init, {
+  adapter_info,
+  graft as graftModels,
+  import_gguf as importGgufFile,
+  inspect as inspectFiles,
+  WebModel,
+} from './pkg/moegraft.js';
 
 let wasm = null;
 const models = new Map();
@@ -179,6 +186,14 @@ async function perplexity({ id, text: body, window }) {
   return exclusive('a perplexity check', () => m.perplexity(String(body ?? ''), window ?? undefined));
 }
 
+// The converted files come back as Blobs, like a graft's.
+async function importGguf({ rid, file, options }) {
+  return exclusive('a GGUF import', async () => {
+    await ready();
+    return importGgufFile(file, options ?? {}, readReporter(rid));
+  });
+}
+
 // The merged files come back as Blobs (structured-cloned to the page without copying the
 // bytes through JS); the loaded models stay.
 async function graft({ rid, base, instruct, target, options }) {
@@ -188,7 +203,7 @@ async function graft({ rid, base, instruct, target, options }) {
   });
 }
 
-const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, graft };
+const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, graft };
 
 self.onmessage = async ({ data }) => {
   if (data?.type === 'stop') {

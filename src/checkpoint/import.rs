@@ -1,12 +1,14 @@
-//! GGUF → Hugging Face model directory (config.json, generation_config.json, safetensors,
-//! tokenizer.json, tokenizer_config.json), native only.
+//! GGUF → Hugging Face model files (config.json, generation_config.json, safetensors,
+//! tokenizer.json, tokenizer_config.json), from any byte source into any output: a directory
+//! natively, `Blob`s in the browser.
 //!
 //! Tensors are processed one at a time — read, dequantise, un-permute, convert, write, drop —
 //! so importing never holds the whole model. Everything that can be refused (architecture,
-//! tokenizer, tensor names and shapes) is checked before the first tensor is read, and the
-//! output directory only appears once it is complete (`write_dir_atomically`).
+//! tokenizer, tensor names and shapes) is checked before the first tensor is read, and a
+//! native output directory only appears once it is complete (`write_dir_atomically`).
 
 use std::fmt;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
@@ -16,16 +18,13 @@ use super::dequant::dequantize;
 use super::dtype::{self, DType};
 use super::gguf::{read_gguf, GgmlType, GgufFile, GgufTensorInfo};
 use super::gguf_tokenizer::{build_tokenizer, TokenizerFiles};
-use super::source::FileSource;
-use super::writer::{
-    write_dir_atomically, write_json, ModelWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES,
-};
+use super::source::ByteSource;
+use super::writer::{OutputFiles, ShardedWriter, TensorSpec};
 use crate::error::{Error, Result};
 
 /// What an import produced.
 #[derive(Debug, Clone)]
-pub struct ImportSummary {
-    pub output_dir: PathBuf,
+pub struct ImportedModel {
     /// Hugging Face `model_type` written to config.json (llama, qwen2, mixtral).
     pub architecture: String,
     /// Tensors written (stacked expert tensors count once per expert).
@@ -38,39 +37,84 @@ pub struct ImportSummary {
     pub files: Vec<String>,
 }
 
+/// A native import: the model and the directory it went to.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Debug, Clone)]
+pub struct ImportSummary {
+    pub output_dir: PathBuf,
+    pub model: ImportedModel,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 impl fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} into {}", self.model, self.output_dir.display())
+    }
+}
+
+impl fmt::Display for ImportedModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "imported {} tensors ({}, {} layers, {}, {:.1} MiB) into {}",
+            "imported {} tensors ({}, {} layers, {}, {:.1} MiB)",
             self.tensors,
             self.architecture,
             self.layers,
             self.dtype.torch_name(),
             self.tensor_bytes as f64 / (1024.0 * 1024.0),
-            self.output_dir.display()
         )
     }
 }
 
 /// Imports `gguf_path` into a new directory `out_dir`, converting weights to `dtype`.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn import_gguf(gguf_path: &Path, out_dir: &Path, dtype: DType) -> Result<ImportSummary> {
-    import_gguf_with(gguf_path, out_dir, dtype, DEFAULT_MAX_SHARD_BYTES)
+    import_gguf_with(
+        gguf_path,
+        out_dir,
+        dtype,
+        super::writer::DEFAULT_MAX_SHARD_BYTES,
+    )
 }
 
 /// As `import_gguf`, with the shard size cap explicit.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn import_gguf_with(
     gguf_path: &Path,
     out_dir: &Path,
     dtype: DType,
     max_shard_bytes: u64,
 ) -> Result<ImportSummary> {
+    use super::source::FileSource;
+    use super::writer::{write_dir_atomically, DirOutput};
     let source = FileSource::open(gguf_path)?;
-    let gguf = pollster::block_on(read_gguf(&source))?;
+    let model = write_dir_atomically(out_dir, |dir| {
+        pollster::block_on(import_gguf_to(
+            &source,
+            DirOutput::new(dir),
+            dtype,
+            max_shard_bytes,
+        ))
+    })?;
+    Ok(ImportSummary {
+        output_dir: out_dir.to_path_buf(),
+        model,
+    })
+}
+
+/// Imports the GGUF file `source` into `out`, converting weights to `dtype`. Nothing is
+/// written before every check has passed.
+pub async fn import_gguf_to<O: OutputFiles>(
+    source: &dyn ByteSource,
+    mut out: O,
+    dtype: DType,
+    max_shard_bytes: u64,
+) -> Result<ImportedModel> {
+    let gguf = read_gguf(source).await?;
     let hp = Hyper::from_gguf(&gguf)?;
     let tok = build_tokenizer(&gguf)?;
     let plan = plan_tensors(&gguf, &hp)?;
-    let rope_scaling = rope_scaling(&gguf, &source, &hp)?;
+    let rope_scaling = rope_scaling(&gguf, source, &hp).await?;
     let config = config_json(&hp, &plan, &tok, rope_scaling, dtype);
     let generation = generation_json(&tok);
 
@@ -80,29 +124,25 @@ pub fn import_gguf_with(
         .map(|t| TensorSpec::new(&t.hf_name, dtype, t.shape.clone()))
         .collect();
     let tensor_bytes = specs.iter().filter_map(TensorSpec::byte_len).sum();
-    let files = write_dir_atomically(out_dir, |dir| {
-        write_json(dir, "config.json", &config)?;
-        write_json(dir, "generation_config.json", &generation)?;
-        write_json(dir, "tokenizer.json", &tok.tokenizer)?;
-        write_json(dir, "tokenizer_config.json", &tok.config)?;
-        let mut writer = ModelWriter::new(dir, specs, max_shard_bytes)?;
-        for t in &plan.tensors {
-            let bytes = convert_tensor(&gguf, &source, t, dtype)?;
-            writer.write_tensor(&t.hf_name, &bytes)?;
-        }
-        let mut files: Vec<String> = [
-            "config.json",
-            "generation_config.json",
-            "tokenizer.json",
-            "tokenizer_config.json",
-        ]
-        .map(String::from)
-        .to_vec();
-        files.extend(writer.finish()?);
-        Ok(files)
-    })?;
-    Ok(ImportSummary {
-        output_dir: out_dir.to_path_buf(),
+    out.write_json("config.json", &config)?;
+    out.write_json("generation_config.json", &generation)?;
+    out.write_json("tokenizer.json", &tok.tokenizer)?;
+    out.write_json("tokenizer_config.json", &tok.config)?;
+    let mut writer = ShardedWriter::to(&mut out, specs, max_shard_bytes)?;
+    for t in &plan.tensors {
+        let bytes = convert_tensor(&gguf, source, t, dtype).await?;
+        writer.write_tensor(&t.hf_name, &bytes)?;
+    }
+    let mut files: Vec<String> = [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    .map(String::from)
+    .to_vec();
+    files.extend(writer.finish()?);
+    Ok(ImportedModel {
         architecture: hp.arch.model_type().to_string(),
         tensors: plan.tensors.len(),
         layers: hp.n_layers,
@@ -526,14 +566,16 @@ impl NameCtx<'_> {
 }
 
 /// Reads one planned tensor and returns it in `dtype`, ready to write.
-fn convert_tensor(
+async fn convert_tensor(
     g: &GgufFile,
-    source: &FileSource,
+    source: &dyn ByteSource,
     t: &PlannedTensor,
     dtype: DType,
 ) -> Result<Vec<u8>> {
     let info = &g.tensors[t.source];
-    let bytes = pollster::block_on(g.read_tensor_range(source, info, t.byte_start, t.byte_len))?;
+    let bytes = g
+        .read_tensor_range(source, info, t.byte_start, t.byte_len)
+        .await?;
     let numel: usize = t.shape.iter().product();
     let mut values = dequantize(&g.file, &info.name, info.ggml_type, &bytes, numel)?;
     drop(bytes);
@@ -657,7 +699,7 @@ fn generation_json(tok: &TokenizerFiles) -> Value {
 }
 
 /// config.json's `rope_scaling` from the metadata, or from llama 3's `rope_freqs` tensor.
-fn rope_scaling(g: &GgufFile, source: &FileSource, hp: &Hyper) -> Result<Option<Value>> {
+async fn rope_scaling(g: &GgufFile, source: &dyn ByteSource, hp: &Hyper) -> Result<Option<Value>> {
     let key = |k: &str| format!("{}.rope.scaling.{k}", hp.prefix);
     let from_meta = match g.get_str(&key("type"))? {
         None | Some("none") => None,
@@ -696,7 +738,7 @@ fn rope_scaling(g: &GgufFile, source: &FileSource, hp: &Hyper) -> Result<Option<
             format!("expected {} F32 frequency factors", hp.head_dim / 2),
         ));
     }
-    let bytes = pollster::block_on(g.read_tensor(source, info))?;
+    let bytes = g.read_tensor(source, info).await?;
     let factors = dequantize(&g.file, &info.name, info.ggml_type, &bytes, numel)?;
     llama3_rope_scaling(&factors, hp.head_dim, hp.rope_theta)
         .map(Some)
@@ -901,8 +943,8 @@ mod tests {
     #[test]
     fn imports_tiny_llama_that_checkpoint_reads_back() {
         let (dir, summary) = import_bytes("llama", tiny("llama", true), DType::F32).unwrap();
-        assert_eq!(summary.architecture, "llama");
-        assert_eq!(summary.tensors, 2 + 9 * 2);
+        assert_eq!(summary.model.architecture, "llama");
+        assert_eq!(summary.model.tensors, 2 + 9 * 2);
         assert!(summary.to_string().contains("20 tensors"), "{summary}");
         let out = dir.join("out");
         // Sharded at 1 KiB.
@@ -941,7 +983,7 @@ mod tests {
     #[test]
     fn untied_bf16_import() {
         let (dir, summary) = import_bytes("bf16", tiny("llama", false), DType::BF16).unwrap();
-        assert_eq!(summary.tensors, 21);
+        assert_eq!(summary.model.tensors, 21);
         let ck = pollster::block_on(Checkpoint::open(
             ModelFiles::from_dir(&dir.join("out")).unwrap(),
         ))
@@ -963,8 +1005,8 @@ mod tests {
     #[test]
     fn qwen2_keeps_q_k_order_and_biases() {
         let (dir, summary) = import_bytes("qwen2", tiny("qwen2", true), DType::F32).unwrap();
-        assert_eq!(summary.architecture, "qwen2");
-        assert_eq!(summary.tensors, 2 + 12 * 2);
+        assert_eq!(summary.model.architecture, "qwen2");
+        assert_eq!(summary.model.tensors, 2 + 12 * 2);
         let ck = open(&dir);
         assert_eq!(ck.config.architecture, Architecture::Qwen2);
         assert!(ck.config.qkv_bias);
@@ -978,9 +1020,9 @@ mod tests {
     #[test]
     fn mixtral_experts_are_split() {
         let (dir, summary) = import_bytes("mixtral", tiny("mixtral", true), DType::F32).unwrap();
-        assert_eq!(summary.architecture, "mixtral");
+        assert_eq!(summary.model.architecture, "mixtral");
         // Per layer: 6 attention/norm tensors, the router, 2 experts × 3.
-        assert_eq!(summary.tensors, 2 + 13 * 2);
+        assert_eq!(summary.model.tensors, 2 + 13 * 2);
         let ck = open(&dir);
         assert_eq!(ck.config.num_experts, 2);
         assert_eq!(ck.config.experts_per_token, 1);

@@ -6,9 +6,7 @@ pub mod config;
 pub mod dequant;
 pub mod dtype;
 pub mod gguf;
-#[cfg(not(target_arch = "wasm32"))]
 mod gguf_tokenizer;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod import;
 pub mod safetensors;
 pub mod source;

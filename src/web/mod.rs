@@ -15,6 +15,7 @@ use crate::gpu::{GpuContext, GpuOptions};
 
 mod files;
 mod graft;
+mod import;
 mod inspect;
 mod model;
 

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { artifacts, checkPrerequisites, openPage } from './harness.mjs';
+import { artifacts, checkPrerequisites, fixtures, openPage } from './harness.mjs';
 
 describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 300_000 }, () => {
   let session;
@@ -206,6 +206,30 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
     await hook(() => window.__moegraft.load('DeltaMoE'));
     const again = await ask(example('en').prompt);
     assert.deepEqual(again.output_ids, answers.en.output_ids, 'the page goes on');
+  });
+
+  test('a GGUF file is converted in the page and answers as the model it came from', async () => {
+    const gguf = path.join(fixtures, 'gguf/kit-base.gguf');
+    await until('loads', () => page.setInputFiles('#files', gguf));
+    const s = await hook(() => ({ model: window.__moegraft.model, error: window.__moegraft.lastError }));
+    assert.equal(s.model?.label, 'kit-base', s.error);
+    assert.equal(s.model.architecture, 'llama');
+    assert.equal(s.model.chat_template, true, 'the chat template came with the vocabulary');
+    await until('loads', () => page.click('#kit-models button[data-name="base"]'));
+    const prompt = 'The Debian project is';
+    const [fromGguf, kit] = await hook(
+      (p) => window.__moegraft.compare(p, { chat: false, max_tokens: 12, temperature: 0 }, ['kit-base', 'base']),
+      prompt,
+    );
+    assert.ok(fromGguf.result && kit.result, `${fromGguf.error} ${kit.error}`);
+    assert.deepEqual(fromGguf.result.input_ids, kit.result.input_ids, 'the same tokenizer');
+    assert.deepEqual(fromGguf.result.output_ids, kit.result.output_ids, 'the same greedy tokens');
+
+    // A truncated GGUF is refused by name; the page goes on.
+    const before = await hook(() => window.__moegraft.models.length);
+    await until('loads', () => page.setInputFiles('#files', path.join(fixtures, 'hostile/gguf_truncated/model.gguf')));
+    assert.match(await page.textContent('#load-error'), /model\.gguf/);
+    assert.equal(await hook(() => window.__moegraft.models.length), before);
   });
 
   test('keeps a model in the browser; after a reload it loads from there; clear cache empties it', async () => {

@@ -7,6 +7,7 @@ import { request } from './worker-client.js';
 import { $, bytes, dropZone, el, FileProgress, followProgress, pickedFiles, showError } from './ui.js';
 import * as cache from './cache.js';
 import { state } from './state.js';
+import { asModelFiles, holdsGguf } from './gguf.js';
 
 const ROLES = ['base', 'instruct', 'target'];
 
@@ -58,8 +59,23 @@ export function updateGraftControls() {
   ui.graft.disabled = state.hook.graftState === 'grafting' || !ROLES.every((r) => picks[r]);
 }
 
-/** Sets a slot; its headers are read to show what it is (errors show at merge time). */
+/**
+ * Sets a slot (a GGUF file is converted first); its headers are read to show what it is
+ * (errors in them show at merge time).
+ */
 export async function setSlot(role, entries, label) {
+  showError(ui.error, '');
+  if (holdsGguf(entries)) {
+    try {
+      ui.status.textContent = `Converting the ${role} GGUF file…`;
+      ({ entries, label } = await asModelFiles(entries, label));
+      ui.status.textContent = '';
+    } catch (e) {
+      ui.status.textContent = '';
+      showError(ui.error, `Could not use the ${role} file: ${e.message}`);
+      return;
+    }
+  }
   picks[role] = entries.length ? { entries, label: label ?? role, summary: null } : null;
   updateGraftControls();
   if (!entries.length) return;

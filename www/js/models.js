@@ -4,6 +4,7 @@
 import { request } from './worker-client.js';
 import { $, bytes, el, FileProgress, followProgress, showError } from './ui.js';
 import { state } from './state.js';
+import { asModelFiles, holdsGguf } from './gguf.js';
 
 const ui = {
   progress: $('load-progress'),
@@ -98,6 +99,13 @@ export async function loadModel(entries, label, { options = {} } = {}) {
   ui.estimate.textContent = '';
   const started = performance.now();
   try {
+    if (holdsGguf(entries)) {
+      ui.files.start({ gguf: entries.filter((e) => e.path.toLowerCase().endsWith('.gguf')) });
+      ({ entries, label } = await asModelFiles(entries, label, {
+        onRead: ui.files.onRead,
+        onStatus: (text) => (ui.status.textContent = text),
+      }));
+    }
     const inspected = await request('inspect', { files: entries, options: { label } });
     ui.estimate.textContent = `${label}: ${describeMemory(inspected.summary, inspected.memory)}`;
     const refusal = tooLarge(inspected.summary, inspected.memory);
