@@ -12,6 +12,8 @@
 //   graftState, graftResult ({method, tensors, grafted, bytes, label, files: [{name, size}]}),
 //   grafts, graft(options) (what the Graft button runs), graftFileBase64(name),
 //   loadGrafted() (what "Load the grafted model" runs);
+//   upcycleState, upcycleResult ({experts, layers, top_k, warnings, label, files}), upcycles,
+//   upcycle(options) (what the Upcycle button runs), fillUpcycleFromKit(), loadUpcycled();
 //   cached ([{label, files}] kept in OPFS), keep(label) (keep a loaded model), loadCached(label),
 //   clearCache();
 //   kit (its manifest, or null), kitState ('none' | 'loading' | 'loaded' | 'error'), kitModel,
@@ -26,7 +28,8 @@ import { runCompare } from './js/compare.js';
 import { runPerplexity } from './js/perplexity.js';
 import { graftEntries, graftFileBase64, graftLabel, runGraft, updateGraftControls } from './js/graft.js';
 import * as cache from './js/cache.js';
-import { loadKitModel, openKit } from './js/kit.js';
+import { fillUpcycleFromKit, loadKitModel, openKit } from './js/kit.js';
+import { runUpcycle, upcycleEntries } from './js/upcycle.js';
 
 const hook = state.hook;
 window.__moegraft = hook;
@@ -57,6 +60,12 @@ Object.assign(hook, {
     return models.loadModel(kept.files.map((file) => ({ file, path: `${label}/${file.name}` })), label);
   },
   clearCache: () => cache.clear(),
+  upcycle: (options) => runUpcycle(options),
+  fillUpcycleFromKit,
+  loadUpcycled: () => {
+    const { entries, label } = upcycleEntries();
+    return models.loadModel(entries, label);
+  },
   loadKitModel,
 });
 

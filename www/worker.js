@@ -10,6 +10,8 @@
 //                  {rid, type: 'tokenTexts', id, ids}
 //                  {rid, type: 'perplexity', id, text, window}
 //                  {rid, type: 'importGguf', file: {file, path}, options}
+//                  {rid, type: 'upcycle', base, baseLanguages, experts: [{files, languages, label}],
+//                                         samples: [{lang, text}], options}
 //                  {rid, type: 'graft', base, instruct, target, options}
 //                                                      (each a [{file, path}] folder)
 //                  {type: 'stop'}                      (ends a running generation)
@@ -26,6 +28,7 @@ import init, {
   graft as graftModels,
   import_gguf as importGgufFile,
   inspect as inspectFiles,
+  upcycle as upcycleModels,
   WebModel,
 } from './pkg/moegraft.js';
 
@@ -194,6 +197,13 @@ async function importGguf({ rid, file, options }) {
   });
 }
 
+async function upcycle({ rid, base, baseLanguages, experts, samples, options }) {
+  return exclusive('upcycling', async () => {
+    await ready();
+    return upcycleModels(base, baseLanguages, experts, samples, options ?? {}, readReporter(rid));
+  });
+}
+
 // The merged files come back as Blobs (structured-cloned to the page without copying the
 // bytes through JS); the loaded models stay.
 async function graft({ rid, base, instruct, target, options }) {
@@ -203,7 +213,7 @@ async function graft({ rid, base, instruct, target, options }) {
   });
 }
 
-const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, graft };
+const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft };
 
 self.onmessage = async ({ data }) => {
   if (data?.type === 'stop') {

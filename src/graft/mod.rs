@@ -16,5 +16,4 @@ pub mod script;
 pub mod sidecar;
 pub mod stats;
 mod stats_text;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod upcycle;

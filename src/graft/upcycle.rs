@@ -6,22 +6,22 @@
 //! languages so the runtime can route by a language prior instead.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use serde_json::{json, Value};
 
 use super::centroid::{self, centroid_row, mean_router_inputs};
-use super::router::{MoegraftSection, RouterChoice, DEFAULT_PRIOR_STRENGTH};
+use super::router::{MoegraftSection, DEFAULT_PRIOR_STRENGTH};
 use super::script::language_scripts;
 use crate::checkpoint::dtype::{from_f32, to_f32};
-use crate::checkpoint::writer::{
-    write_dir_atomically, write_file, write_json, ModelWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES,
-};
+use crate::checkpoint::writer::{OutputFiles, ShardedWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES};
 use crate::checkpoint::{Architecture, Checkpoint, DType, ModelFiles};
 use crate::error::{Error, Result};
-use crate::gpu::GpuOptions;
-use crate::model::open::open_dir;
-use crate::model::LoadOptions;
+use crate::gpu::{GpuContext, GpuOptions};
+use crate::model::open::largest_tensor_bytes;
+use crate::model::{LoadOptions, Model};
+use crate::tokenizer::Tokenizer;
 
 /// Hard top-1 is the zero-training default (PAPER.md): experts trained apart were never taught
 /// to be mixed, so a token should see exactly one of them — and a base-language token routed
@@ -59,6 +59,27 @@ pub struct UpcycleOptions {
     pub average_non_ffn: bool,
     pub out: PathBuf,
     pub gpu: GpuOptions,
+}
+
+/// How the MoE is built, wherever its inputs come from.
+#[derive(Debug, Clone)]
+pub struct UpcycleSettings {
+    pub router: UpcycleRouter,
+    pub top_k: usize,
+    pub temperature: f32,
+    pub average_non_ffn: bool,
+    pub gpu: GpuOptions,
+}
+
+/// The inputs as files (a directory's natively, the page's `Blob`s in the browser).
+pub struct UpcycleSources {
+    pub base: ModelFiles,
+    /// Languages of the base model (expert 0).
+    pub base_languages: Vec<String>,
+    /// Each expert's files and languages.
+    pub experts: Vec<(ModelFiles, Vec<String>)>,
+    /// (language, sample text) pairs for the centroid router.
+    pub samples: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,12 +136,76 @@ enum Source {
     Router(usize),
 }
 
-/// Builds the MoE; nothing is written unless every input checks out.
+/// Builds the MoE into a new directory `o.out`, which appears only once it is complete.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn upcycle(o: &UpcycleOptions) -> Result<UpcycleSummary> {
-    let sources = open_all(o)?;
-    check_compatible(&sources)?;
-    let experts = sources.len();
-    let languages = expert_languages(o)?;
+    use crate::checkpoint::writer::{write_dir_atomically, DirOutput};
+    if o.experts.is_empty() {
+        return Err(no_experts());
+    }
+    let mut samples = Vec::with_capacity(o.samples.len());
+    for (lang, file) in &o.samples {
+        let text =
+            std::fs::read_to_string(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+        samples.push((lang.clone(), text));
+    }
+    let mut experts = Vec::with_capacity(o.experts.len());
+    for e in &o.experts {
+        experts.push((ModelFiles::from_dir(&e.dir)?, e.languages.clone()));
+    }
+    let sources = UpcycleSources {
+        base: ModelFiles::from_dir(&o.base)?,
+        base_languages: o.base_languages.clone(),
+        experts,
+        samples,
+    };
+    let settings = UpcycleSettings {
+        router: o.router,
+        top_k: o.top_k,
+        temperature: o.temperature,
+        average_non_ffn: o.average_non_ffn,
+        gpu: o.gpu.clone(),
+    };
+    // Everything is checked before the first file is written, so a refusal leaves nothing.
+    let checked = pollster::block_on(check(sources, &settings))?;
+    write_dir_atomically(&o.out, |dir| {
+        pollster::block_on(write(checked, &settings, DirOutput::new(dir)))
+    })
+}
+
+fn no_experts() -> Error {
+    Error::InvalidArgument("upcycling needs at least one --expert DIR=lang".into())
+}
+
+/// Builds the MoE into `out`; nothing is written unless every input checks out.
+pub async fn upcycle_to<O: OutputFiles>(
+    sources: UpcycleSources,
+    settings: &UpcycleSettings,
+    out: O,
+) -> Result<UpcycleSummary> {
+    let checked = check(sources, settings).await?;
+    write(checked, settings, out).await
+}
+
+/// Inputs that passed every check, with the router rows computed.
+struct Checked {
+    ckpts: Vec<Checkpoint>,
+    languages: Vec<Vec<String>>,
+    rows: Vec<Vec<Vec<f32>>>,
+    warnings: Vec<String>,
+}
+
+async fn check(sources: UpcycleSources, o: &UpcycleSettings) -> Result<Checked> {
+    if sources.experts.is_empty() {
+        return Err(no_experts());
+    }
+    let languages = expert_languages(&sources)?;
+    let mut ckpts = vec![Checkpoint::open(sources.base).await?];
+    for (files, _) in sources.experts {
+        ckpts.push(Checkpoint::open(files).await?);
+    }
+    check_compatible(&ckpts)?;
+    let experts = ckpts.len();
     if o.top_k == 0 || o.top_k > experts {
         return Err(Error::InvalidArgument(format!(
             "--top-k {} must be between 1 and the number of experts ({experts})",
@@ -133,13 +218,32 @@ pub fn upcycle(o: &UpcycleOptions) -> Result<UpcycleSummary> {
             o.temperature
         )));
     }
-    let base = &sources[0];
-    let c = &base.config;
-    let (rows, mut warnings) = pollster::block_on(router_rows(o, &languages, c.num_layers))?;
+    let (rows, mut warnings) = router_rows(&ckpts[0], &sources.samples, &languages, o).await?;
     for (layer, r) in rows.iter().enumerate() {
         warnings.extend(centroid::router_warnings(layer, r));
     }
+    Ok(Checked {
+        ckpts,
+        languages,
+        rows,
+        warnings,
+    })
+}
 
+async fn write<O: OutputFiles>(
+    checked: Checked,
+    o: &UpcycleSettings,
+    mut out: O,
+) -> Result<UpcycleSummary> {
+    let Checked {
+        ckpts,
+        languages,
+        rows,
+        warnings,
+    } = checked;
+    let experts = ckpts.len();
+    let base = &ckpts[0];
+    let c = &base.config;
     let dtype_of = |name: &str| -> Result<DType> {
         let (file, info) = base.info(name)?;
         info.dtype.ok_or_else(|| {
@@ -190,25 +294,23 @@ pub fn upcycle(o: &UpcycleOptions) -> Result<UpcycleSummary> {
         }
     }
 
-    let config = moe_config(o, c.raw.clone(), experts, &languages);
+    let labels: Vec<String> = ckpts.iter().map(|k| k.files.label().to_string()).collect();
+    let config = moe_config(o, c.raw.clone(), &languages, &labels);
     let specs: Vec<TensorSpec> = plan.iter().map(|(s, _)| s.clone()).collect();
-    let files = write_dir_atomically(&o.out, |dir| {
-        let mut writer = ModelWriter::new(dir, specs, DEFAULT_MAX_SHARD_BYTES)?;
-        for (spec, source) in &plan {
-            let bytes = pollster::block_on(tensor_bytes(&sources, spec, source, &rows))?;
-            writer.write_tensor(&spec.name, &bytes)?;
+    let mut writer = ShardedWriter::to(&mut out, specs, DEFAULT_MAX_SHARD_BYTES)?;
+    for (spec, source) in &plan {
+        let bytes = tensor_bytes(&ckpts, spec, source, &rows).await?;
+        writer.write_tensor(&spec.name, &bytes)?;
+    }
+    let mut files = writer.finish()?;
+    out.write_json("config.json", &config)?;
+    files.push("config.json".into());
+    for name in COPIED_FILES {
+        if let Some(bytes) = base.files.read_bytes(name).await? {
+            out.write_file(name, &bytes)?;
+            files.push(name.into());
         }
-        let mut files = writer.finish()?;
-        write_json(dir, "config.json", &config)?;
-        files.push("config.json".into());
-        for name in COPIED_FILES {
-            if let Some(bytes) = pollster::block_on(base.files.read_bytes(name))? {
-                write_file(dir, name, &bytes)?;
-                files.push(name.into());
-            }
-        }
-        Ok(files)
-    })?;
+    }
     Ok(UpcycleSummary {
         experts,
         layers: c.num_layers,
@@ -218,22 +320,10 @@ pub fn upcycle(o: &UpcycleOptions) -> Result<UpcycleSummary> {
     })
 }
 
-fn open_all(o: &UpcycleOptions) -> Result<Vec<Checkpoint>> {
-    if o.experts.is_empty() {
-        return Err(Error::InvalidArgument(
-            "upcycling needs at least one --expert DIR=lang".into(),
-        ));
-    }
-    std::iter::once(&o.base)
-        .chain(o.experts.iter().map(|e| &e.dir))
-        .map(|dir| pollster::block_on(Checkpoint::open(ModelFiles::from_dir(dir)?)))
-        .collect()
-}
-
-/// Expert 0's languages, then each --expert's; unknown codes are refused.
-fn expert_languages(o: &UpcycleOptions) -> Result<Vec<Vec<String>>> {
-    let all: Vec<Vec<String>> = std::iter::once(o.base_languages.clone())
-        .chain(o.experts.iter().map(|e| e.languages.clone()))
+/// Expert 0's languages, then each expert's; unknown codes are refused.
+fn expert_languages(sources: &UpcycleSources) -> Result<Vec<Vec<String>>> {
+    let all: Vec<Vec<String>> = std::iter::once(sources.base_languages.clone())
+        .chain(sources.experts.iter().map(|(_, langs)| langs.clone()))
         .collect();
     for (e, langs) in all.iter().enumerate() {
         if langs.is_empty() {
@@ -331,15 +421,16 @@ fn check_compatible(ckpts: &[Checkpoint]) -> Result<()> {
 /// stream is the closest single-model stand-in for the MoE's own router input, and one model
 /// on the GPU is enough however many experts there are.
 async fn router_rows(
-    o: &UpcycleOptions,
+    base: &Checkpoint,
+    samples: &[(String, String)],
     languages: &[Vec<String>],
-    layers: usize,
+    o: &UpcycleSettings,
 ) -> Result<(Vec<Vec<Vec<f32>>>, Vec<String>)> {
+    let layers = base.config.num_layers;
     let mut texts: BTreeMap<&str, String> = BTreeMap::new();
-    for (lang, file) in &o.samples {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io(label(file), e))?;
+    for (lang, text) in samples {
         let entry = texts.entry(lang.as_str()).or_default();
-        entry.push_str(&text);
+        entry.push_str(text);
         entry.push('\n');
     }
     let missing: Vec<usize> = (0..languages.len())
@@ -362,26 +453,24 @@ async fn router_rows(
             list.join(", ")
         ));
     }
-    let hidden_rows = |hidden: usize| vec![vec![vec![0.0f32; hidden]; languages.len()]; layers];
+    let hidden = base.config.hidden_size;
+    let mut rows = vec![vec![vec![0.0f32; hidden]; languages.len()]; layers];
     if missing.len() == languages.len() {
-        let hidden = Checkpoint::open(ModelFiles::from_dir(&o.base)?)
-            .await?
-            .config
-            .hidden_size;
-        return Ok((hidden_rows(hidden), warnings));
+        return Ok((rows, warnings));
     }
-    let options = LoadOptions {
-        router: Some(RouterChoice::Learned),
-        ..Default::default()
-    };
-    let opened = open_dir(&o.base, options, o.gpu.clone()).await?;
-    let tokenizer = opened.tokenizer.as_ref().ok_or_else(|| {
-        Error::io(
-            label(&o.base.join("tokenizer.json")),
+    if base.files.get("tokenizer.json").is_none() {
+        return Err(Error::io(
+            base.files.display_name("tokenizer.json"),
             "centroid routers need the base's tokenizer to read the samples",
-        )
-    })?;
-    let mut rows = hidden_rows(opened.model.config.hidden_size);
+        ));
+    }
+    let tokenizer = Tokenizer::from_files(&base.files).await?;
+    let gpu = GpuOptions {
+        wanted_binding_bytes: o.gpu.wanted_binding_bytes.max(largest_tensor_bytes(base)),
+        ..o.gpu.clone()
+    };
+    let ctx = Rc::new(GpuContext::new(gpu).await?);
+    let model = Model::load(ctx, base, LoadOptions::default()).await?;
     for (e, langs) in languages.iter().enumerate() {
         let text: String = langs
             .iter()
@@ -392,7 +481,7 @@ async fn router_rows(
             continue;
         }
         let ids = tokenizer.encode(&text, false)?;
-        let means = mean_router_inputs(&opened.model, &ids).await?;
+        let means = mean_router_inputs(&model, &ids).await?;
         for (layer, mean) in means.iter().enumerate() {
             rows[layer][e] = centroid_row(mean, o.temperature);
         }
@@ -400,17 +489,14 @@ async fn router_rows(
     Ok((rows, warnings))
 }
 
-fn label(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// Mixtral's config from the base's: the same sizes plus the expert counts and our section.
 fn moe_config(
-    o: &UpcycleOptions,
+    o: &UpcycleSettings,
     mut raw: Value,
-    experts: usize,
     languages: &[Vec<String>],
+    labels: &[String],
 ) -> Value {
+    let experts = labels.len();
     let router = match o.router {
         UpcycleRouter::Centroid => "centroid",
         UpcycleRouter::LanguagePrior => "language-prior",
@@ -435,10 +521,7 @@ fn moe_config(
                 "prior_strength": DEFAULT_PRIOR_STRENGTH,
                 "centroid_temperature": o.temperature,
                 "non_ffn": if o.average_non_ffn { "average" } else { "base" },
-                "experts": std::iter::once(&o.base)
-                    .chain(o.experts.iter().map(|e| &e.dir))
-                    .map(|p| label(p))
-                    .collect::<Vec<_>>(),
+                "experts": labels,
             }),
         );
     }

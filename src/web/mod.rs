@@ -18,6 +18,7 @@ mod graft;
 mod import;
 mod inspect;
 mod model;
+mod upcycle;
 
 pub use files::BlobSource;
 pub use model::WebModel;

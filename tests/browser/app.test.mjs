@@ -2,8 +2,8 @@
 // SwiftShader): the page opens with the demo kit and DeltaMoE merged in the tab → it answers in
 // an original and a new language → the routing view shows the experts → the merged files are
 // exported (downloads) → the exported files load again and give the same greedy tokens →
-// compare, perplexity, drag-and-drop, a corrupt file, the browser cache across a reload → no
-// request left the page's origin. Screenshots go to ARTIFACTS_DIR (target/browser-artifacts).
+// compare, perplexity, upcycling then grafting, drag-and-drop, a corrupt file, a GGUF file, the
+// browser cache across a reload → no request left the page's origin. Screenshots go to ARTIFACTS_DIR (target/browser-artifacts).
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -171,6 +171,39 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
     // ParamΔ collapses on the original language; DeltaMoE keeps it (the kit's table).
     assert.ok(rows.DeltaMoE.perplexity * 4 < rows['ParamΔ'].perplexity, JSON.stringify(rows));
     assert.equal(await page.locator('#ppl-results tbody tr').count(), 4);
+  });
+
+  test('upcycles base + cpt-dense without training, grafts Δ onto it, and its routers separate the languages', async () => {
+    await page.click('#upcycle-kit');
+    await page.waitForFunction(() => document.querySelectorAll('#upcycle-slots .slot[data-filled="true"]').length === 2);
+    assert.equal(await page.isDisabled('#upcycle'), false);
+    await until('upcycles', () => page.click('#upcycle'));
+    const up = await hook(() => ({ r: window.__moegraft.upcycleResult, e: window.__moegraft.lastError }));
+    assert.ok(up.r, up.e);
+    assert.equal(up.r.experts, 2);
+    assert.equal(up.r.top_k, 1);
+    assert.ok(up.r.files.some((f) => f.name === 'model.safetensors'));
+
+    await page.click('#upcycle-to-graft');
+    await page.waitForFunction(() => /target: base\+cpt-dense MoE \(\d+ files, MoE, 2 experts\)/.test(document.getElementById('graft-picked').textContent));
+    await until('grafts', () => page.click('#graft'));
+    const g = await hook(() => ({ r: window.__moegraft.graftResult, e: window.__moegraft.lastError }));
+    assert.equal(g.r?.method, 'deltamoe', g.e);
+    await until('loads', () => page.click('#graft-load'));
+    const model = await hook(() => window.__moegraft.model);
+    assert.equal(model.num_experts, 2);
+    assert.deepEqual(model.expert_languages, [['en', 'es'], ['de', 'ru']]);
+
+    const shares = {};
+    for (const lang of ['en', 'de']) {
+      await ask(example(lang).prompt);
+      shares[lang] = await promptShareOfExpertZero();
+    }
+    assert.ok(
+      shares.en > shares.de + 0.1,
+      `the centroid router sends ${shares.en.toFixed(2)} of English prompt tokens to expert 0, ${shares.de.toFixed(2)} of German`,
+    );
+    await shot('upcycled');
   });
 
   test('a dropped model loads; a corrupt file is refused by name and the loaded models stay', async () => {

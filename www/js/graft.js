@@ -4,7 +4,7 @@
 // The merged files are offered as downloads, saved to a folder, or kept in the browser.
 
 import { request } from './worker-client.js';
-import { $, bytes, dropZone, el, FileProgress, followProgress, pickedFiles, showError } from './ui.js';
+import { $, asEntries, dropZone, FileProgress, followProgress, pickedFiles, showDownloads, showError } from './ui.js';
 import * as cache from './cache.js';
 import { state } from './state.js';
 import { asModelFiles, holdsGguf } from './gguf.js';
@@ -116,12 +116,7 @@ function readGraftOptions() {
 }
 
 function showFiles(files) {
-  for (const a of ui.list.querySelectorAll('a')) URL.revokeObjectURL(a.href);
-  ui.list.replaceChildren(
-    ...files.map(({ name, blob }) =>
-      el('li', {}, el('a', { href: URL.createObjectURL(blob), download: name }, name), ` (${bytes(blob.size)})`),
-    ),
-  );
+  showDownloads(ui.list, files);
   ui.result.hidden = files.length === 0;
   ui.saveFolder.hidden = !window.showDirectoryPicker;
   ui.exportStatus.textContent = '';
@@ -192,7 +187,7 @@ export async function runGraft(overrides = {}) {
 
 /** The merged files as `[{file, path}]`, for loading. */
 export function graftEntries() {
-  return blobs.map(({ name, blob }) => ({ file: new File([blob], name), path: `${resultLabel}/${name}` }));
+  return asEntries(blobs, resultLabel);
 }
 
 export function graftLabel() {

@@ -8,6 +8,7 @@ import { loadModel } from './models.js';
 import { graftEntries, runGraft, setSlot } from './graft.js';
 import { chatBox, promptBox, runGeneration } from './generate.js';
 import { showKitSamples } from './perplexity.js';
+import { setUpcycleSlots } from './upcycle.js';
 import { state } from './state.js';
 
 export const KIT_ROOT = 'demo/';
@@ -86,6 +87,30 @@ export async function loadKitModel(name) {
   }
 }
 
+/** The first ~2 000 characters of the kit's held-out text in `lang` (a centroid sample). */
+async function kitSample(lang) {
+  const r = await fetch(`${KIT_ROOT}eval/${lang}.txt`);
+  if (!r.ok) throw new Error(`${KIT_ROOT}eval/${lang}.txt: HTTP ${r.status}`);
+  return (await r.text()).slice(0, 2000);
+}
+
+/**
+ * Fills the upcycle slots from the kit: base for its original languages, cpt-dense for the
+ * new ones, each with the kit's sample text of its languages.
+ */
+export async function fillUpcycleFromKit() {
+  const manifest = state.hook.kit;
+  if (!manifest) throw new Error('no demo kit is served with this page');
+  const langs = (kind) => Object.entries(manifest.languages).filter(([, k]) => k === kind).map(([l]) => l);
+  const slot = async (name, languages) => ({
+    entries: await fetchFolder(kitEntry(name)),
+    label: name,
+    languages,
+    sample: (await Promise.all(languages.map(kitSample))).join('\n'),
+  });
+  setUpcycleSlots([await slot('base', langs('original')), await slot('cpt-dense', langs('new'))]);
+}
+
 function showKit(manifest) {
   state.hook.kit = manifest;
   ui.models.replaceChildren(
@@ -115,6 +140,9 @@ function showKit(manifest) {
   if (first && promptBox.value === promptBox.defaultValue) promptBox.value = first.prompt;
   ui.section.hidden = false;
   showKitSamples(KIT_ROOT, manifest.languages);
+  const fillButton = $('upcycle-kit');
+  fillButton.hidden = false;
+  fillButton.onclick = () => fillUpcycleFromKit().catch((e) => showError($('upcycle-error'), e.message));
 }
 
 export async function openKit() {

@@ -140,3 +140,18 @@ export function pickedFiles(list) {
   const label = first.includes('/') ? first.split('/')[0] : null;
   return { entries: top, label };
 }
+
+/** Download links for `[{name, blob}]` in the list `ul` (the old links' URLs are revoked). */
+export function showDownloads(ul, files) {
+  for (const a of ul.querySelectorAll('a')) URL.revokeObjectURL(a.href);
+  ul.replaceChildren(
+    ...files.map(({ name, blob }) =>
+      el('li', {}, el('a', { href: URL.createObjectURL(blob), download: name }, name), ` (${bytes(blob.size)})`),
+    ),
+  );
+}
+
+/** `[{name, blob}]` as `[{file, path}]` of a folder named `label`, for loading. */
+export function asEntries(files, label) {
+  return files.map(({ name, blob }) => ({ file: new File([blob], name), path: `${label}/${name}` }));
+}
