@@ -108,6 +108,16 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
       await page.selectOption('#routing-layer', 'all');
       await shot(`routing-${lang}`);
     }
+    // Routing can be forced to one expert (the model loads again), then set back.
+    await until('loads', () => page.selectOption('#router-mode', 'expert=0'));
+    assert.equal(await hook(() => window.__moegraft.model.router), 'expert=0');
+    await ask(example('ru').prompt);
+    const forced = await hook(() => window.__moegraft.routing.heat);
+    assert.ok(forced.every((row) => row[0] === 1), `every token through expert 0: ${JSON.stringify(forced)}`);
+    await until('loads', () => page.selectOption('#router-mode', 'learned'));
+    const back = await ask(example('ru').prompt);
+    assert.deepEqual(back.output_ids, answers.ru.output_ids, 'the learned router again');
+
     // The routers send the original language to the original FFN more than the new one.
     assert.ok(
       answers['en-share'] > answers['ru-share'] + 0.1,

@@ -2,8 +2,8 @@
 // and Stop. Runs on the active model; an MoE model's routes go to the routing view.
 
 import { request, stopGeneration } from './worker-client.js';
-import { $, showError } from './ui.js';
-import { active } from './models.js';
+import { $, el, showError } from './ui.js';
+import { active, loadModel } from './models.js';
 import { showRouting } from './routing.js';
 import { state } from './state.js';
 
@@ -17,6 +17,8 @@ const ui = {
   topP: $('top-p'),
   topK: $('top-k'),
   seed: $('seed'),
+  routerControl: $('router-control'),
+  router: $('router-mode'),
   generate: $('generate'),
   stop: $('stop'),
   output: $('output'),
@@ -78,7 +80,31 @@ export function updateGenerateControls() {
   const m = active();
   ui.model.textContent = m ? `with ${m.label}` : 'no model loaded';
   ui.generate.disabled = !m || hook.generating;
+  showRouterChoices(m);
 }
+
+/** For an MoE model: how it routes (learned, the language prior, or one forced expert). */
+function showRouterChoices(m) {
+  ui.routerControl.hidden = !m?.info.is_moe;
+  if (!m?.info.is_moe) return;
+  const choices = ['learned'];
+  if (m.info.expert_languages?.length) choices.push('language-prior');
+  for (let e = 0; e < m.info.num_experts; e++) choices.push(`expert=${e}`);
+  const names = { learned: 'learned router', 'language-prior': 'language prior' };
+  ui.router.replaceChildren(
+    ...choices.map((c) => {
+      const langs = c.startsWith('expert=') ? m.info.expert_languages?.[Number(c.slice(7))] : null;
+      const text = names[c] ?? `only expert ${c.slice(7)}${langs?.length ? ` (${langs.join(', ')})` : ''}`;
+      return el('option', { value: c, selected: c === m.info.router }, text);
+    }),
+  );
+}
+
+// Routing is fixed when a model loads: load it again with the new choice.
+ui.router.addEventListener('change', () => {
+  const m = active();
+  if (m) loadModel(m.entries, m.label, { options: { ...m.options, router: ui.router.value } });
+});
 
 export async function runGeneration(input, overrides) {
   const hook = state.hook;

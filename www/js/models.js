@@ -119,7 +119,7 @@ export async function loadModel(entries, label, { options = {} } = {}) {
     );
     const old = loaded.filter((m) => m.label === label);
     for (const m of old) await unload(m.id, { quiet: true });
-    const model = { id, label, info, entries, memory: inspected.memory };
+    const model = { id, label, info, entries, memory: inspected.memory, options };
     loaded.push(model);
     hook.loadState = 'loaded';
     ui.status.textContent = `Loaded ${label}: ${describe(info)} · ${((performance.now() - started) / 1000).toFixed(1)} s`;

@@ -81,7 +81,8 @@ function heat(which) {
   const picked = routes.filter((_, t) => which === 'all' || (which === 'prompt') === (t < prompt));
   const rows = Array.from({ length: info.num_layers }, (_, l) => {
     const counts = new Array(info.num_experts).fill(0);
-    for (const r of picked) for (const e of r[l]) counts[e] += 1;
+    // A forced expert fills every slot with itself (the others weigh 0): count it once.
+    for (const r of picked) for (const e of new Set(r[l])) counts[e] += 1;
     return counts.map((c) => (picked.length ? c / picked.length : 0));
   });
   return { tokens: picked.length, rows };
