@@ -5,6 +5,7 @@
 //   adapter, model (info of the active model), models ([{id, label, info}]), loadState, loads,
 //   lastResult ({input_ids, output_ids, text, stop_reason, timing, routes?}), lastError,
 //   generations, generate(prompt, options) / generateIds(ids, options) (what Generate runs),
+//   conversation ([{role, content}] while "continue the conversation" is on),
 //   load(label) (make a loaded model active), unload(label);
 //   routing ({model, tokens, which, heat: [layer][expert] shares}) after an MoE generation;
 //   compare(prompt, options, labels?) and compareResults; perplexity(text, labels?) and

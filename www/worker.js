@@ -6,7 +6,7 @@
 //                  {rid, type: 'inspect', files: [{file, path}], options}
 //                  {rid, type: 'load', files, options}        → {id, info}
 //                  {rid, type: 'unload', id}
-//                  {rid, type: 'generate', id, prompt | ids, options}
+//                  {rid, type: 'generate', id, prompt | ids | messages, options}
 //                  {rid, type: 'tokenTexts', id, ids}
 //                  {rid, type: 'perplexity', id, text, window}
 //                  {rid, type: 'importGguf', file: {file, path}, options}
@@ -149,7 +149,7 @@ async function unload({ id }) {
   return true;
 }
 
-async function generate({ rid, id, prompt, ids, options }) {
+async function generate({ rid, id, prompt, ids, messages, options }) {
   const m = model(id);
   return exclusive('a generation', async () => {
     stopRequested = false;
@@ -165,9 +165,10 @@ async function generate({ rid, id, prompt, ids, options }) {
       self.postMessage({ type: 'token', rid, id: tokenId, piece });
       return !stopRequested;
     };
-    const result = ids
-      ? await m.generate_ids(Uint32Array.from(ids), options ?? {}, onToken)
-      : await m.generate(String(prompt ?? ''), options ?? {}, onToken);
+    let result;
+    if (ids) result = await m.generate_ids(Uint32Array.from(ids), options ?? {}, onToken);
+    else if (messages) result = await m.generate_chat(messages, options ?? {}, onToken);
+    else result = await m.generate(String(prompt ?? ''), options ?? {}, onToken);
     const end = performance.now();
     result.timing = {
       total_ms: end - start,

@@ -3,10 +3,10 @@
 //! sandboxed: no file or network access, bounded work (fuel) and bounded output.
 
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value as JinjaValue};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,

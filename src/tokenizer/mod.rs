@@ -142,11 +142,16 @@ impl Tokenizer {
     /// message wrapped in the chat template (whose text already holds any special tokens).
     pub fn prompt_ids(&self, prompt: &str, chat: bool) -> Result<Vec<u32>> {
         if chat {
-            let text = self.apply_chat_template(&[ChatMessage::user(prompt)], true)?;
-            self.encode(&text, false)
+            self.chat_ids(&[ChatMessage::user(prompt)])
         } else {
             self.encode(prompt, true)
         }
+    }
+
+    /// A conversation in the chat template, ending with the assistant's generation prompt.
+    pub fn chat_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.apply_chat_template(messages, true)?;
+        self.encode(&text, false)
     }
 
     /// Ids of the tokenizer's end-of-sequence token, if it has one.

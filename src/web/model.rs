@@ -15,7 +15,7 @@ use crate::gpu::{AdapterSummary, GpuOptions};
 use crate::graft::router::{MoegraftSection, RouterChoice};
 use crate::model::open::open_files;
 use crate::model::{LoadOptions, Model};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{ChatMessage, Tokenizer};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -190,6 +190,32 @@ impl WebModel {
         let ids = tokenizer
             .prompt_ids(&prompt, options.chat)
             .map_err(js_error)?;
+        run(&inner, &ids, &options, on_token).await
+    }
+
+    /// Generates the assistant's next turn of a conversation (`[{role, content}]`: system,
+    /// user and assistant turns) rendered with the chat template.
+    pub async fn generate_chat(
+        &self,
+        messages: JsValue,
+        options: JsValue,
+        on_token: &Function,
+    ) -> std::result::Result<JsValue, JsError> {
+        init();
+        let inner = self.inner.clone();
+        let options: WebGenerateOptions = from_js(options, "generate options")?;
+        let messages: Vec<ChatMessage> = serde_wasm_bindgen::from_value(messages)
+            .map_err(|e| JsError::new(&format!("messages must be [{{role, content}}]: {e}")))?;
+        if let Some(bad) = messages
+            .iter()
+            .find(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant"))
+        {
+            return Err(JsError::new(&format!(
+                "unknown chat role '{}' (system, user or assistant)",
+                bad.role
+            )));
+        }
+        let ids = self.tokenizer()?.chat_ids(&messages).map_err(js_error)?;
         run(&inner, &ids, &options, on_token).await
     }
 

@@ -125,6 +125,24 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
     );
   });
 
+  test('continues a conversation turn by turn; New chat starts over', async () => {
+    await page.setChecked('#converse', true);
+    const first = await ask(example('en').prompt);
+    const second = await ask(example('es').prompt);
+    const turns = await hook(() => window.__moegraft.conversation);
+    assert.deepEqual(turns.map((t) => t.role), ['user', 'assistant', 'user', 'assistant']);
+    assert.equal(turns[1].content, first.text);
+    assert.deepEqual(second.input_ids.slice(0, first.input_ids.length), first.input_ids, 'the first turn opens the second prompt');
+    assert.ok(second.input_ids.length > first.input_ids.length + first.output_ids.length, 'the answer is in the prompt');
+    const transcript = await page.textContent('#output');
+    assert.ok(transcript.includes(`user: ${example('es').prompt}`), transcript);
+    await page.click('#new-chat');
+    assert.deepEqual(await hook(() => window.__moegraft.conversation), []);
+    const fresh = await ask(example('en').prompt);
+    assert.deepEqual(fresh.input_ids, first.input_ids, 'a new chat starts from nothing');
+    await page.setChecked('#converse', false);
+  });
+
   test('exports the merged files as downloads; they load again and give the same greedy tokens', async () => {
     fs.mkdirSync(exported());
     const links = await page.locator('#graft-files a').all();

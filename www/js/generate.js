@@ -12,6 +12,8 @@ const ui = {
   model: $('generate-model'),
   prompt: $('prompt'),
   chat: $('chat'),
+  converse: $('converse'),
+  newChat: $('new-chat'),
   maxTokens: $('max-tokens'),
   temperature: $('temperature'),
   topP: $('top-p'),
@@ -28,6 +30,23 @@ const ui = {
 
 export const promptBox = ui.prompt;
 export const chatBox = ui.chat;
+
+/** The turns so far when the conversation continues: [{role, content}]. */
+const conversation = [];
+
+export function newChat() {
+  conversation.length = 0;
+  state.hook.conversation = [];
+  ui.output.textContent = '';
+  ui.newChat.hidden = true;
+}
+
+/** The earlier turns, shown above the streaming answer. */
+function showTranscript() {
+  ui.output.replaceChildren(
+    ...conversation.map((m) => el('div', { className: `turn ${m.role}` }, el('strong', {}, `${m.role}: `), m.content)),
+  );
+}
 
 /** The form's settings; throws with a readable message on a bad value. */
 export function readOptions() {
@@ -70,7 +89,7 @@ export function liveRate(show) {
 /** Generates on `model` ({id, info}); `onToken(id, piece)` sees the stream. */
 export function generateOn(model, input, options, onToken) {
   const o = { ...options };
-  if (input.ids) delete o.chat;
+  if (input.ids || input.messages) delete o.chat;
   if (!model.info.is_moe) delete o.routes;
   return request('generate', { id: model.id, ...input, options: o }, { onToken });
 }
@@ -107,6 +126,7 @@ ui.router.addEventListener('change', () => {
 });
 
 export async function runGeneration(input, overrides) {
+  // The form's prompt, ids, or a whole conversation ({messages}).
   const hook = state.hook;
   if (hook.generating) throw new Error('a generation is already running');
   showError(ui.error, '');
@@ -120,11 +140,20 @@ export async function runGeneration(input, overrides) {
     showError(ui.error, e.message);
     throw e;
   }
+  // With the chat template on and the conversation continuing, the prompt is the next user
+  // turn after the ones before.
+  const turn = input.prompt !== undefined && options.chat && ui.converse.checked;
+  if (turn) input = { messages: [...conversation, { role: 'user', content: input.prompt }] };
   hook.generating = true;
   hook.lastResult = null;
   ui.generate.disabled = true;
   ui.stop.disabled = false;
-  ui.output.textContent = '';
+  if (turn) {
+    showTranscript();
+    ui.output.append(el('strong', {}, 'assistant: '));
+  } else {
+    ui.output.textContent = '';
+  }
   ui.stats.textContent = 'Generating…';
   const tick = liveRate((s) => {
     ui.stats.textContent = s;
@@ -135,7 +164,14 @@ export async function runGeneration(input, overrides) {
       tick();
     });
     hook.lastResult = result;
-    ui.output.textContent = result.text || ui.output.textContent;
+    if (turn) {
+      conversation.push(input.messages.at(-1), { role: 'assistant', content: result.text });
+      hook.conversation = conversation.slice();
+      ui.newChat.hidden = false;
+      showTranscript();
+    } else {
+      ui.output.textContent = result.text || ui.output.textContent;
+    }
     ui.stats.textContent = summarize(result);
     if (result.routes) await showRouting(model, result);
     return result;
@@ -158,3 +194,5 @@ ui.form.addEventListener('submit', (event) => {
 });
 
 ui.stop.addEventListener('click', () => stopGeneration());
+ui.newChat.addEventListener('click', newChat);
+ui.converse.addEventListener('change', newChat);

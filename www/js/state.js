@@ -13,6 +13,7 @@ export const state = {
     // Counters of finished loads and generations (either outcome), to wait on.
     loads: 0,
     generations: 0,
+    conversation: [],
     graftState: 'idle',
     graftResult: null,
     grafts: 0,
