@@ -12,7 +12,8 @@
 //   perplexityResults;
 //   graftState, graftResult ({method, tensors, grafted, bytes, label, files: [{name, size}]}),
 //   grafts, graft(options) (what the Graft button runs), graftFileBase64(name),
-//   loadGrafted() (what "Load the grafted model" runs);
+//   loadGrafted() (what "Load the grafted model" runs), saveGraftToOpfs(name) ("Save to a
+//   folder…" into an OPFS folder, as no test can pick a folder);
 //   upcycleState, upcycleResult ({experts, layers, top_k, warnings, label, files}), upcycles,
 //   upcycle(options) (what the Upcycle button runs), fillUpcycleFromKit(), loadUpcycled();
 //   cached ([{label, files}] kept in OPFS), keep(label) (keep a loaded model), loadCached(label),
@@ -27,7 +28,7 @@ import * as models from './js/models.js';
 import { runGeneration, updateGenerateControls } from './js/generate.js';
 import { runCompare } from './js/compare.js';
 import { runPerplexity } from './js/perplexity.js';
-import { graftEntries, graftFileBase64, graftLabel, runGraft, updateGraftControls } from './js/graft.js';
+import { graftEntries, graftFileBase64, graftLabel, runGraft, saveGraftTo, updateGraftControls } from './js/graft.js';
 import * as cache from './js/cache.js';
 import { fillUpcycleFromKit, loadKitModel, openKit } from './js/kit.js';
 import { runUpcycle, upcycleEntries } from './js/upcycle.js';
@@ -51,6 +52,14 @@ Object.assign(hook, {
   graft: (options) => runGraft(options),
   graftFileBase64,
   loadGrafted: () => models.loadModel(graftEntries(), graftLabel()),
+  // "Save to a folder…" with an OPFS folder standing in for the one the user would pick.
+  saveGraftToOpfs: async (name) => {
+    const root = await navigator.storage.getDirectory();
+    const folder = await saveGraftTo(await root.getDirectoryHandle(name, { create: true }));
+    const files = [];
+    for await (const [n, h] of folder.entries()) files.push({ name: n, size: (await h.getFile()).size });
+    return { folder: folder.name, files };
+  },
   keep: (label) => {
     const m = byLabel(label);
     return cache.keep(m.label, m.entries);

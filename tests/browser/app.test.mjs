@@ -158,6 +158,14 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
     const manifest = JSON.parse(fs.readFileSync(path.join(exported(), 'moegraft.json'), 'utf8'));
     assert.equal(manifest.method, 'deltamoe');
 
+    // "Save to a folder…" writes the same files (into an OPFS folder standing in for a picked one).
+    const saved = await hook(() => window.__moegraft.saveGraftToOpfs('export-test'));
+    assert.equal(saved.folder, 'DeltaMoE');
+    assert.deepEqual(
+      saved.files.map((f) => [f.name, f.size]).sort(),
+      names.map((n) => [n, fs.statSync(path.join(exported(), n)).size]).sort(),
+    );
+
     await until('loads', () => page.setInputFiles('#folder', exported()));
     const s = await hook(() => ({ model: window.__moegraft.model, error: window.__moegraft.lastError }));
     assert.equal(s.model?.label, 'DeltaMoE-export', s.error);
@@ -205,7 +213,12 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
     await page.click('#upcycle-kit');
     await page.waitForFunction(() => document.querySelectorAll('#upcycle-slots .slot[data-filled="true"]').length === 2);
     assert.equal(await page.isDisabled('#upcycle'), false);
-    await until('upcycles', () => page.click('#upcycle'));
+    await until('upcycles', async () => {
+      await page.click('#upcycle');
+      // Per-file progress while it runs: every file of both folders, and the total.
+      await page.waitForSelector('#upcycle-read li.total', { state: 'visible' });
+      assert.equal(await page.locator('#upcycle-read li').count(), 6 + 6 + 1);
+    });
     const up = await hook(() => ({ r: window.__moegraft.upcycleResult, e: window.__moegraft.lastError }));
     assert.ok(up.r, up.e);
     assert.equal(up.r.experts, 2);

@@ -204,18 +204,22 @@ export async function graftFileBase64(name) {
 }
 
 /**
- * Writes the merged files into a new folder (named after the model) of a folder the user
- * picks. createWritable writes each file to a swap file and swaps it in on close, so a cut-off
+ * Writes the merged files into a new folder (named after the model) of `parent`, a folder the
+ * user picks. createWritable writes each file to a swap file and swaps it in on close, so a cut-off
  * export leaves no half-written file.
  */
-async function saveToFolder() {
-  const parent = await window.showDirectoryPicker({ mode: 'readwrite', id: 'moegraft-export' });
+export async function saveGraftTo(parent) {
   const folder = await parent.getDirectoryHandle(resultLabel.replace(/[^\p{L}\p{N}._ -]+/gu, '_'), { create: true });
   for (const { name, blob } of blobs) {
     const handle = await folder.getFileHandle(name, { create: true });
     await blob.stream().pipeTo(await handle.createWritable());
   }
-  return folder.name;
+  return folder;
+}
+
+async function saveToFolder() {
+  const parent = await window.showDirectoryPicker({ mode: 'readwrite', id: 'moegraft-export' });
+  return (await saveGraftTo(parent)).name;
 }
 
 ui.graft.addEventListener('click', () => {

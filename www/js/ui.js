@@ -44,14 +44,15 @@ export function followProgress(bar) {
 }
 
 /**
- * A list of the files being read, one bar each, inside `container`: `start(groups)` with
- * `{what: [{file, path}]}`, then `onRead` takes the worker's read messages. A graft reads
- * its inputs twice (hash, then merge), so a bar shows the pass it is in.
+ * A list of the files being read, one bar each and a total, inside `container`:
+ * `start(groups)` with `{what: [{file, path}]}`, then `onRead` takes the worker's read
+ * messages. A graft reads its inputs twice (hash, then merge), so a bar shows the pass it is in.
  */
 export class FileProgress {
   constructor(container) {
     this.container = container;
     this.rows = new Map();
+    this.total = null;
   }
 
   start(groups) {
@@ -62,11 +63,13 @@ export class FileProgress {
         const bar = el('progress', { max: Math.max(file.size, 1), value: 0 });
         const label = el('span', { className: 'file-name' }, `${what === 'model' ? '' : `${what}: `}${path}`);
         const size = el('span', { className: 'file-size' }, bytes(file.size));
-        const row = el('li', { dataset: { what, path } }, label, bar, size);
-        this.rows.set(`${what}\u0000${path}`, { bar, size, bytes: file.size });
-        items.push(row);
+        items.push(el('li', { dataset: { what, path } }, label, bar, size));
+        this.rows.set(`${what}\u0000${path}`, { bar, size, bytes: file.size, done: 0 });
       }
     }
+    const all = [...this.rows.values()].reduce((n, r) => n + r.bytes, 0);
+    this.total = { bar: el('progress', { max: Math.max(all, 1), value: 0 }), size: el('span', { className: 'file-size' }), bytes: all };
+    if (items.length > 1) items.push(el('li', { className: 'total' }, el('span', { className: 'file-name' }, 'all files'), this.total.bar, this.total.size));
     this.container.replaceChildren(...items);
     this.container.hidden = items.length === 0;
   }
@@ -78,6 +81,11 @@ export class FileProgress {
     const pass = Math.floor(Math.max(done - 1, 0) / total);
     row.bar.value = done - pass * total;
     row.size.textContent = `${bytes(Math.min(done, size))} of ${bytes(size)}${pass > 0 ? ` (pass ${pass + 1})` : ''}`;
+    // The total counts each file's current pass.
+    row.done = row.bar.value;
+    const sum = [...this.rows.values()].reduce((n, r) => n + r.done, 0);
+    this.total.bar.value = sum;
+    this.total.size.textContent = `${bytes(sum)} of ${bytes(this.total.bytes)}`;
   };
 
   hide() {
