@@ -16,157 +16,26 @@ fn hostile(case: &str) -> PathBuf {
         .join(case)
 }
 
-/// (case, file the message must name, text it must contain).
-const CHECKPOINTS: &[(&str, &str, &[&str])] = &[
-    (
-        "st_tiny_file",
-        "model.safetensors",
-        &["shorter than the 8-byte"],
-    ),
-    (
-        "st_truncated",
-        "model.safetensors",
-        &["tensor 'w'", "past the data section"],
-    ),
-    (
-        "st_overlap",
-        "model.safetensors",
-        &["tensor 'b'", "overlaps tensor 'a'"],
-    ),
-    ("st_huge_header_len", "model.safetensors", &["exceeds the"]),
-    (
-        "st_header_past_eof",
-        "model.safetensors",
-        &["truncated", "5000"],
-    ),
-    (
-        "st_wrong_shape",
-        "model.safetensors",
-        &["tensor 'w'", "needs 36 bytes", "give 32"],
-    ),
-    ("st_bad_json", "model.safetensors", &["not valid JSON"]),
-    (
-        "st_unknown_dtype",
-        "model.safetensors",
-        &["tensor 'w'", "unknown dtype 'Q7'"],
-    ),
-    (
-        "st_deep_json",
-        "model.safetensors",
-        &["not valid JSON", "recursion limit"],
-    ),
-    (
-        "st_shape_overflow",
-        "model.safetensors",
-        &["tensor 'w'", "overflows"],
-    ),
-    (
-        "index_missing_shard",
-        "model-00002-of-00002.safetensors",
-        &["not found"],
-    ),
-    (
-        "index_bad_json",
-        "model.safetensors.index.json",
-        &["not valid JSON"],
-    ),
-    (
-        "index_tensor_not_in_shard",
-        "model.safetensors.index.json",
-        &["tensor 'b'", "does not hold it"],
-    ),
-    (
-        "index_duplicate_tensor",
-        "model-00002-of-00002.safetensors",
-        &[
-            "tensor 'a'",
-            "also stored in model-00001-of-00002.safetensors",
-        ],
-    ),
-    (
-        "cfg_missing_hidden_size",
-        "config.json",
-        &["missing 'hidden_size'"],
-    ),
-    (
-        "cfg_zero_layers",
-        "config.json",
-        &["'num_hidden_layers' = 0 is out of range"],
-    ),
-    (
-        "cfg_negative_vocab",
-        "config.json",
-        &["'vocab_size' must be a positive integer"],
-    ),
-    (
-        "cfg_absurd_hidden_size",
-        "config.json",
-        &["'hidden_size' = 1000000000000000"],
-    ),
-    (
-        "cfg_heads_not_dividing",
-        "config.json",
-        &["not divisible by num_attention_heads"],
-    ),
-    (
-        "cfg_float_size",
-        "config.json",
-        &["'intermediate_size' must be a positive integer"],
-    ),
-    ("cfg_bad_json", "config.json", &["not valid JSON"]),
-    ("cfg_not_object", "config.json", &["not a JSON object"]),
-];
+/// One hostile case: the file its message must name and texts the message must contain.
+#[derive(serde::Deserialize)]
+struct Case {
+    case: String,
+    file: String,
+    needles: Vec<String>,
+}
 
-const GGUFS: &[(&str, &[&str])] = &[
-    ("gguf_bad_magic", &["magic"]),
-    ("gguf_huge_counts", &["metadata entries", "cap"]),
-    ("gguf_string_past_eof", &["claims 1099511627776 bytes"]),
-    ("gguf_tensor_past_eof", &["'w'"]),
-    ("gguf_unknown_type", &["'w'", "99"]),
-    ("gguf_truncated", &["truncated"]),
-];
+/// The cases of one kind (`checkpoints`, `ggufs`, `tokenizers`), from
+/// tests/fixtures/hostile/expected.json, which the browser test reads too.
+fn cases(kind: &str) -> Vec<Case> {
+    let path = hostile("expected.json");
+    let text = std::fs::read_to_string(&path).expect("expected.json");
+    let mut all: std::collections::BTreeMap<String, Vec<Case>> =
+        serde_json::from_str(&text).expect("expected.json is valid");
+    all.remove(kind)
+        .unwrap_or_else(|| panic!("no '{kind}' in expected.json"))
+}
 
-/// Tokenizer and chat-template cases: (case, file named, text).
-const TOKENIZERS: &[(&str, &str, &[&str])] = &[
-    ("tok_bad_json", "tokenizer.json", &["cannot load tokenizer"]),
-    (
-        "tok_wrong_model",
-        "tokenizer.json",
-        &["cannot load tokenizer"],
-    ),
-    (
-        "chat_infinite_loop",
-        "chat_template.jinja",
-        &["chat template failed", "fuel"],
-    ),
-    (
-        "chat_huge_output",
-        "chat_template.jinja",
-        &["output exceeds"],
-    ),
-    (
-        "chat_include",
-        "chat_template.jinja",
-        &["chat template failed", "not found"],
-    ),
-    (
-        "chat_import",
-        "chat_template.jinja",
-        &["chat template failed", "not found"],
-    ),
-    (
-        "chat_recursion",
-        "chat_template.jinja",
-        &["chat template failed"],
-    ),
-    (
-        "chat_syntax_error",
-        "chat_template.jinja",
-        &["does not parse"],
-    ),
-];
-
-fn assert_names(case: &str, err: &str, file: &str, needles: &[&str]) {
+fn assert_names(case: &str, err: &str, file: &str, needles: &[String]) {
     let path = hostile(case).join(file);
     let mentions_file = err.contains(&path.display().to_string())
         || err.contains(&format!("{}/{file}", hostile(case).display()));
@@ -182,33 +51,43 @@ fn assert_names(case: &str, err: &str, file: &str, needles: &[&str]) {
 
 #[test]
 fn hostile_checkpoints_give_clear_errors() {
-    for (case, file, needles) in CHECKPOINTS {
-        let files = ModelFiles::from_dir(&hostile(case)).expect("fixture dir");
+    for Case {
+        case,
+        file,
+        needles,
+    } in cases("checkpoints")
+    {
+        let files = ModelFiles::from_dir(&hostile(&case)).expect("fixture dir");
         let err = match pollster::block_on(Checkpoint::open(files)) {
             Ok(_) => panic!("{case}: opened without error"),
             Err(e) => e.to_string(),
         };
-        assert_names(case, &err, file, needles);
+        assert_names(&case, &err, &file, &needles);
     }
 }
 
 #[test]
 fn hostile_ggufs_give_clear_errors() {
-    for (case, needles) in GGUFS {
-        let path = hostile(case).join("model.gguf");
+    for Case { case, needles, .. } in cases("ggufs") {
+        let path = hostile(&case).join("model.gguf");
         let source = FileSource::open(&path).expect("fixture");
         let err = match pollster::block_on(read_gguf(&source)) {
             Ok(_) => panic!("{case}: parsed without error"),
             Err(e) => e.to_string(),
         };
-        assert_names(case, &err, "model.gguf", needles);
+        assert_names(&case, &err, "model.gguf", &needles);
     }
 }
 
 #[test]
 fn hostile_tokenizers_and_templates_give_clear_errors() {
-    for (case, file, needles) in TOKENIZERS {
-        let files = ModelFiles::from_dir(&hostile(case)).expect("fixture dir");
+    for Case {
+        case,
+        file,
+        needles,
+    } in cases("tokenizers")
+    {
+        let files = ModelFiles::from_dir(&hostile(&case)).expect("fixture dir");
         let result = pollster::block_on(Tokenizer::from_files(&files)).and_then(|t| {
             t.apply_chat_template(&[ChatMessage::user("hi")], true)
                 .map(drop)
@@ -217,7 +96,7 @@ fn hostile_tokenizers_and_templates_give_clear_errors() {
             Ok(()) => panic!("{case}: no error"),
             Err(e) => e.to_string(),
         };
-        assert_names(case, &err, file, needles);
+        assert_names(&case, &err, &file, &needles);
     }
 }
 
@@ -244,19 +123,19 @@ fn cli_fails_cleanly(case: &str, args: &[&str], file: &str) {
 
 #[test]
 fn cli_inspect_rejects_hostile_checkpoints() {
-    for (case, file, _) in CHECKPOINTS {
-        let dir = hostile(case).display().to_string();
-        cli_fails_cleanly(case, &["inspect", &dir], file);
+    for Case { case, file, .. } in cases("checkpoints") {
+        let dir = hostile(&case).display().to_string();
+        cli_fails_cleanly(&case, &["inspect", &dir], &file);
     }
 }
 
 #[test]
 fn cli_import_rejects_hostile_ggufs() {
     let out = tempfile::tempdir().expect("tempdir");
-    for (case, _) in GGUFS {
-        let file = hostile(case).join("model.gguf").display().to_string();
-        let dest = out.path().join(case).display().to_string();
-        cli_fails_cleanly(case, &["import-gguf", &file, "--out", &dest], "model.gguf");
+    for Case { case, .. } in cases("ggufs") {
+        let file = hostile(&case).join("model.gguf").display().to_string();
+        let dest = out.path().join(&case).display().to_string();
+        cli_fails_cleanly(&case, &["import-gguf", &file, "--out", &dest], "model.gguf");
         assert!(
             !Path::new(&dest).exists(),
             "{case}: left an output directory"

@@ -6,8 +6,10 @@ Standard library only. Run from the repository root:
     python3 tools/make_hostile_fixtures.py
 
 Writes tests/fixtures/hostile/<case>/, each a small model directory (or a single file) that is
-broken in exactly one way. tests/hostile.rs lists every case with the message it must give;
-the files are committed so the test needs no Python. Rerunning rewrites them identically.
+broken in exactly one way. tests/fixtures/hostile/expected.json (kept by hand, read by
+tests/hostile.rs and tests/browser/hostile.test.mjs) lists every case with the file its message
+must name and the text it must hold; the files are committed so the tests need no Python.
+Rerunning rewrites them identically.
 """
 
 import json
@@ -202,7 +204,11 @@ def tokenizer_cases():
 
 
 def main():
-    shutil.rmtree(OUT, ignore_errors=True)
+    # Every case directory is rewritten; expected.json stays.
+    if os.path.isdir(OUT):
+        for entry in os.listdir(OUT):
+            if os.path.isdir(os.path.join(OUT, entry)):
+                shutil.rmtree(os.path.join(OUT, entry))
     safetensors_cases()
     config_cases()
     gguf_cases()

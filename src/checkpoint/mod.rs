@@ -60,9 +60,12 @@ impl ModelFiles {
         self.files.keys().map(String::as_str)
     }
 
-    /// Path-like name for messages: `dir/file`.
+    /// Path-like name for messages: `dir/file` (the file alone when there is no folder).
     pub fn display_name(&self, file: &str) -> String {
-        format!("{}/{}", self.label.trim_end_matches('/'), file)
+        match self.label.trim_end_matches('/') {
+            "" => file.to_string(),
+            dir => format!("{dir}/{file}"),
+        }
     }
 
     /// Reads a whole (small) file as UTF-8 text; `Ok(None)` if absent.

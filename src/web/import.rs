@@ -36,8 +36,14 @@ pub async fn import_gguf(
         Some(name) => DType::parse(name)
             .ok_or_else(|| JsError::new(&format!("unknown dtype '{name}' (f32, f16 or bf16)")))?,
     };
-    let files =
-        picked_files(&Array::of1(&file), None, "gguf", on_read.as_ref()).map_err(js_error)?;
+    // Messages name the file as it was picked: `dir/model.gguf`, or `model.gguf` alone.
+    let path = Reflect::get(&file, &"path".into())
+        .ok()
+        .and_then(|p| p.as_string())
+        .unwrap_or_default();
+    let folder = path.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
+    let files = picked_files(&Array::of1(&file), Some(folder), "gguf", on_read.as_ref())
+        .map_err(js_error)?;
     let name = files
         .names()
         .next()
