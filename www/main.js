@@ -17,11 +17,11 @@
 //   upcycleState, upcycleResult ({experts, layers, top_k, warnings, label, files}), upcycles,
 //   upcycle(options) (what the Upcycle button runs), fillUpcycleFromKit(), loadUpcycled();
 //   cached ([{label, files}] kept in OPFS), keep(label) (keep a loaded model), loadCached(label),
-//   clearCache();
+//   clearCache(); loseDevice() (destroys the active model's GPU device, for tests);
 //   kit (its manifest, or null), kitState ('none' | 'loading' | 'loaded' | 'error'), kitModel,
 //   loadKitModel(name) (what its buttons run).
 
-import { request, startWorker, whenWorkerCrashes } from './js/worker-client.js';
+import { request, startWorker, whenModelLost, whenWorkerCrashes } from './js/worker-client.js';
 import { $, dropZone, mib, pickedFiles } from './js/ui.js';
 import { state } from './js/state.js';
 import * as models from './js/models.js';
@@ -35,6 +35,11 @@ import { runUpcycle, upcycleEntries } from './js/upcycle.js';
 
 const hook = state.hook;
 window.__moegraft = hook;
+
+// ?max_binding=BYTES lowers the storage-binding limit of every load and graft: what this page
+// does on a small device, tried on a big one.
+const lowered = Number(new URLSearchParams(location.search).get('max_binding'));
+if (Number.isSafeInteger(lowered) && lowered > 0) state.limits.max_binding = lowered;
 
 const byLabel = (label) => {
   const m = models.loaded.find((x) => x.label === label);
@@ -70,6 +75,8 @@ Object.assign(hook, {
     return models.loadModel(kept.files.map((file) => ({ file, path: `${label}/${file.name}` })), label);
   },
   clearCache: () => cache.clear(),
+  // As if the GPU were lost under the active model (a driver reset, the browser reclaiming it).
+  loseDevice: () => request('destroyDevice', { id: state.activeModel }),
   upcycle: (options) => runUpcycle(options),
   fillUpcycleFromKit,
   loadUpcycled: () => {
@@ -119,7 +126,8 @@ async function showAdapter() {
       `WebGPU adapter: ${name} (${kind}) · max storage binding ${mib(r.max_storage_binding)}` +
       ` · max buffer ${mib(r.max_buffer_size)} · workgroup memory ${Math.round(r.max_workgroup_storage / 1024)} KiB` +
       ` · shader-f16 ${b.shaderF16 || r.shader_f16 ? 'yes' : 'no'} · subgroups ${b.subgroups || r.subgroups ? 'yes' : 'no'}` +
-      ` · kernels: ${r.kernel_layout === 'rows' ? 'one row per invocation (CPU adapter)' : 'rows split over lanes'}`;
+      ` · kernels: ${r.kernel_layout === 'rows' ? 'one row per invocation (CPU adapter)' : 'rows split over lanes'}` +
+      (state.limits.max_binding ? ` · storage bindings lowered to ${state.limits.max_binding} bytes by the address` : '');
     adapterLine.dataset.state = 'ok';
   } catch (e) {
     adapterLine.textContent = webgpuHelp(e.message);
@@ -154,6 +162,7 @@ models.onModelsChange(() => {
 });
 
 whenWorkerCrashes((message) => models.forgetAll(models.loaded.length ? message : null));
+whenModelLost((id, message) => models.forget(id, message));
 
 // ---- start --------------------------------------------------------------------------------
 

@@ -9,19 +9,21 @@
 //                  {rid, type: 'generate', id, prompt | ids | messages, options}
 //                  {rid, type: 'tokenTexts', id, ids}
 //                  {rid, type: 'perplexity', id, text, window}
+//                  {rid, type: 'destroyDevice', id}   (tests: as if the GPU were lost)
 //                  {rid, type: 'importGguf', file: {file, path}, options}
 //                  {rid, type: 'upcycle', base, baseLanguages, experts: [{files, languages, label}],
 //                                         samples: [{lang, text}], options}
 //                  {rid, type: 'graft', base, instruct, target, options}
 //                                                      (each a [{file, path}] folder)
 //                  {type: 'stop'}                      (ends a running generation)
-//   worker → page  {type: 'reply', rid, ok, value | error, fatal}
+//   worker → page  {type: 'reply', rid, ok, value | error, fatal, lost}
 //                  {type: 'progress', rid, done, total}        (loading or grafting)
 //                  {type: 'read', rid, what, path, done, size} (each input file's reads)
 //                  {type: 'token', rid, id, piece}             (generating)
 //
 // A reply with fatal: true means the wasm instance trapped (a Rust panic): every model is
-// gone, and the page starts a fresh worker.
+// gone, and the page starts a fresh worker. `lost: id` means that model's GPU device was lost:
+// the model is released, and can be loaded again.
 
 import init, {
   adapter_info,
@@ -214,7 +216,12 @@ async function graft({ rid, base, instruct, target, options }) {
   });
 }
 
-const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft };
+async function destroyDevice({ id }) {
+  model(id).destroy_device();
+  return true;
+}
+
+const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft, destroyDevice };
 
 self.onmessage = async ({ data }) => {
   if (data?.type === 'stop') {
@@ -230,6 +237,14 @@ self.onmessage = async ({ data }) => {
   } catch (e) {
     const fatal = e instanceof WebAssembly.RuntimeError;
     if (fatal) models.clear();
-    self.postMessage({ type: 'reply', rid, ok: false, error: text(e), fatal });
+    // A model whose device is gone is of no more use: release it.
+    let lost = null;
+    const m = models.get(data?.id);
+    if (!fatal && m?.is_lost()) {
+      models.delete(data.id);
+      m.free();
+      lost = data.id;
+    }
+    self.postMessage({ type: 'reply', rid, ok: false, error: text(e), fatal, lost });
   }
 };

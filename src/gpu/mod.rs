@@ -119,6 +119,8 @@ pub struct GpuContext {
     modules: RefCell<HashMap<shaders::Shader, wgpu::ShaderModule>>,
     /// The first uncaptured device error, reported at the next read-back instead of a panic.
     device_error: Arc<Mutex<Option<String>>>,
+    /// Why the device was lost, once it is.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 const DEFAULT_BINDING: u64 = 128 << 20;
@@ -184,6 +186,15 @@ impl GpuContext {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
+        // A lost device (driver reset, the browser reclaiming it, `destroy`) fails every later
+        // call: say so, rather than the first validation error it causes.
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut slot) = lost_sink.lock() {
+                *slot = Some(format!("{reason:?}: {message}"));
+            }
+        });
 
         let max_binding = options
             .max_binding_override
@@ -229,16 +240,27 @@ impl GpuContext {
             pipelines: RefCell::new(HashMap::new()),
             modules: RefCell::new(HashMap::new()),
             device_error,
+            lost,
         })
     }
 
-    /// Fails with the first uncaptured device error, if any occurred.
+    /// Fails if the device was lost, else with the first uncaptured device error, if any.
     pub fn check_device_error(&self) -> Result<()> {
+        if let Some(why) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::gpu(format!(
+                "the GPU device was lost ({why}); load the model again"
+            )));
+        }
         let err = self.device_error.lock().ok().and_then(|mut e| e.take());
         match err {
             Some(e) => Err(Error::gpu(format!("device error: {e}"))),
             None => Ok(()),
         }
+    }
+
+    /// Whether the device was lost (every later call fails).
+    pub fn is_lost(&self) -> bool {
+        self.lost.lock().is_ok_and(|l| l.is_some())
     }
 
     /// Times every later dispatch with `profiler` until it is taken back.

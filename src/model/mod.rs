@@ -72,6 +72,8 @@ impl Model {
             .min(config.max_position_embeddings)
             .max(1);
         options.prefill_chunk = options.prefill_chunk.clamp(1, options.max_context);
+        check_rows(&ctx, ckpt)?;
+        check_kv_cache(&ctx, &config, options.max_context)?;
         let weights = weights::load(ckpt, &ctx, progress).await?;
         let (cos, sin) = rope_tables(&config, options.max_context);
         let rope_cos = ctx.upload_f32("rope_cos", &cos);
@@ -269,6 +271,46 @@ impl Model {
             .filter(|&t| (t as usize) < v)
             .ok_or_else(|| Error::gpu("sampling returned no valid token"))
     }
+}
+
+/// A matrix is split into row chunks to fit the device's bindings, but one row cannot be:
+/// refuse a model with a row too wide before any weight is uploaded, naming file and tensor.
+fn check_rows(ctx: &GpuContext, ckpt: &Checkpoint) -> Result<()> {
+    let limit = ctx.max_binding.min(ctx.max_buffer);
+    for name in ckpt.tensor_names() {
+        let (file, info) = ckpt.info(name)?;
+        let (Some(dtype), [_, cols]) = (info.dtype, info.shape.as_slice()) else {
+            continue;
+        };
+        let needed = (crate::gpu::tensor::row_words(dtype, *cols) * 4) as u64;
+        if needed > limit {
+            return Err(Error::TooLarge {
+                file: ckpt.files.display_name(file),
+                tensor: name.to_string(),
+                needed,
+                limit,
+                what: "one row exceeds the storage-binding limit".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Each layer's keys (and values) are one buffer: refuse a context too long for the device
+/// before any weight is uploaded, with the numbers.
+fn check_kv_cache(ctx: &GpuContext, c: &ModelConfig, max_context: usize) -> Result<()> {
+    let needed = (max_context * c.kv_dim() * 4) as u64;
+    let limit = ctx.max_binding.min(ctx.max_buffer);
+    if needed > limit {
+        return Err(Error::TooLarge {
+            file: "KV cache".into(),
+            tensor: "k_cache.0".into(),
+            needed,
+            limit,
+            what: format!("a context of {max_context} tokens: choose a shorter context length"),
+        });
+    }
+    Ok(())
 }
 
 /// cos/sin of position × inverse frequency for every position < max_context, computed like

@@ -271,6 +271,20 @@ impl WebModel {
     }
 }
 
+#[wasm_bindgen]
+impl WebModel {
+    /// Whether the model's GPU device was lost (it can only be loaded again).
+    pub fn is_lost(&self) -> bool {
+        self.inner.model.ctx.is_lost()
+    }
+
+    /// Destroys the model's GPU device, as a driver reset or the browser reclaiming the GPU
+    /// would: for testing that the page survives a lost device.
+    pub fn destroy_device(&self) {
+        self.inner.model.ctx.device.destroy();
+    }
+}
+
 impl WebModel {
     fn tokenizer(&self) -> std::result::Result<&Tokenizer, JsError> {
         self.inner.tokenizer.as_ref().ok_or_else(|| {

@@ -1,6 +1,8 @@
 // The hostile-file corpus (tests/fixtures/hostile/, the same cases and expected messages as
 // tests/hostile.rs) picked in the page: each is refused in place with a message naming the file
 // and saying what is wrong, the worker survives, and the model loaded before still answers.
+// Then small devices (storage bindings lowered through the address: matrices split, or refused
+// with the numbers) and a GPU lost under a loaded model (reported, released, loaded again).
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { artifacts, checkPrerequisites, demo, fixtures, openPage } from './harness.mjs';
+
+const reference = JSON.parse(fs.readFileSync(path.join(fixtures, 'tiny/reference.json'), 'utf8'));
 
 const hostile = path.join(fixtures, 'hostile');
 const expected = JSON.parse(fs.readFileSync(path.join(hostile, 'expected.json'), 'utf8'));
@@ -90,5 +94,78 @@ describe('hostile files in the page (WebGPU on SwiftShader)', { timeout: 300_000
     const again = await hook((p) => window.__moegraft.generate(p, { chat: true, max_tokens: 12 }), PROMPT);
     assert.deepEqual(again.output_ids, answer.output_ids);
     assert.deepEqual(session.pageErrors, [], 'uncaught page errors');
+  });
+});
+
+describe('small devices and lost GPUs (WebGPU on SwiftShader)', { timeout: 300_000 }, () => {
+  const tinyLlama = path.join(fixtures, 'tiny/tiny-llama');
+  const ids = reference.models['tiny-llama'].cases.find((c) => c.name === 'ids');
+
+  async function load(page, selector, files) {
+    const n = await page.evaluate(() => window.__moegraft.loads);
+    await page.setInputFiles(selector, files);
+    await page.waitForFunction((k) => window.__moegraft.loads > k, n, { timeout: 60_000 });
+    return page.evaluate(() => ({ state: window.__moegraft.loadState, error: window.__moegraft.lastError, model: window.__moegraft.model }));
+  }
+
+  const greedy = (page) =>
+    page.evaluate(([i]) => window.__moegraft.generateIds(i, { max_tokens: 20, temperature: 0, ignore_eos: true }), [ids.input_ids]);
+
+  test('8 KiB bindings: the matrices are split and the tokens are the reference ones', async () => {
+    const s = await openPage({ query: 'max_binding=8192' });
+    try {
+      await s.page.waitForSelector('#adapter[data-state="ok"]', { timeout: 60_000 });
+      assert.match(await s.page.textContent('#adapter'), /storage bindings lowered to 8192 bytes/);
+      // The model's whole context (256 tokens) needs a 32 KiB KV-cache buffer per layer: refused
+      // with the numbers, before any weight is uploaded.
+      const refused = await load(s.page, '#folder', tinyLlama);
+      assert.equal(refused.state, 'error');
+      assert.match(refused.error, /KV cache: tensor 'k_cache\.0' needs 32768 bytes per buffer but the GPU allows 8192/);
+      assert.match(refused.error, /a context of 256 tokens: choose a shorter context length/);
+      // A shorter context fits.
+      await s.page.fill('#max-context', '64');
+      const r = await load(s.page, '#folder', tinyLlama);
+      assert.equal(r.state, 'loaded', r.error);
+      assert.equal(r.model.max_context, 64);
+      assert.deepEqual((await greedy(s.page)).output_ids.map(Number), ids.greedy_ids.map(Number));
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('64-byte bindings: refused with the file, the tensor and the numbers; the page goes on', async () => {
+    const s = await openPage({ query: 'max_binding=64' });
+    try {
+      await s.page.fill('#max-context', '16');
+      const r = await load(s.page, '#folder', tinyLlama);
+      assert.equal(r.state, 'error');
+      const shown = await s.page.textContent('#load-error');
+      assert.match(shown, /tiny-llama\/model\.safetensors: tensor '[\w.]+' needs 256 bytes per buffer but the GPU allows 64/, shown);
+      assert.deepEqual(s.pageErrors, []);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a GPU lost under a loaded model is reported, the model released, and it loads again', async () => {
+    const s = await openPage();
+    try {
+      const r = await load(s.page, '#folder', tinyLlama);
+      assert.equal(r.state, 'loaded', r.error);
+      await s.page.evaluate(() => window.__moegraft.loseDevice());
+      const err = await s.page.evaluate(() => window.__moegraft.generateIds([1, 2, 3], { max_tokens: 2 }).then(() => null, (e) => e.message));
+      assert.match(err, /GPU device was lost/);
+      assert.match(await s.page.textContent('#generate-error'), /lost/);
+      assert.match(await s.page.textContent('#load-error'), /tiny-llama was unloaded: .*load the model again/);
+      assert.deepEqual(await s.page.evaluate(() => window.__moegraft.models), [], 'the lost model is released');
+      // The user retries without reloading the page.
+      const again = await load(s.page, '#folder', tinyLlama);
+      assert.equal(again.state, 'loaded', again.error);
+      assert.deepEqual((await greedy(s.page)).output_ids.map(Number), ids.greedy_ids.map(Number));
+      await s.page.screenshot({ path: path.join(artifacts, 'device-lost.png'), fullPage: true });
+      assert.deepEqual(s.pageErrors, []);
+    } finally {
+      await s.close();
+    }
   });
 });

@@ -132,7 +132,7 @@ export async function runGraft(overrides = {}) {
   try {
     if (!ROLES.every((r) => picks[r])) throw new Error('pick the base, instruct and target folders first');
     if (hook.loadState === 'loading' || hook.generating) throw new Error('wait for the running load or generation to finish');
-    options = { ...readGraftOptions(), ...graftOverrides };
+    options = { ...readGraftOptions(), ...state.limits, ...graftOverrides };
   } catch (e) {
     hook.lastError = e.message;
     showError(ui.error, e.message);

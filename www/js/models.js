@@ -13,7 +13,17 @@ const ui = {
   status: $('load-status'),
   error: $('load-error'),
   list: $('models'),
+  maxContext: $('max-context'),
 };
+
+/** Load options every load gets: the context length asked for, and test limits. */
+function baseOptions() {
+  const n = Number(ui.maxContext.value);
+  return {
+    ...(Number.isInteger(n) && n > 0 ? { max_context: n } : {}),
+    ...(state.limits.max_binding ? { max_binding: state.limits.max_binding } : {}),
+  };
+}
 
 /** [{id, label, info, entries, memory}] in load order. */
 export const loaded = [];
@@ -63,18 +73,6 @@ export function describeMemory(summary, memory) {
   );
 }
 
-/** Why a model cannot be loaded on this adapter, or null. */
-function tooLarge(summary, memory) {
-  const r = state.hook.adapter?.runtime;
-  if (!r) return null;
-  // Matrices are split over bindings, but a KV-cache layer is one buffer.
-  const kvLayer = memory.kv_cache_bytes / 2 / Math.max(1, summary.layers);
-  if (kvLayer > r.max_buffer_size) {
-    return `one layer's KV cache (${bytes(kvLayer)}) is larger than this adapter's largest buffer (${bytes(r.max_buffer_size)}); load it with a shorter context`;
-  }
-  return null;
-}
-
 /**
  * Loads a model from `[{file, path}]`; resolves to the model or null (the error is shown in
  * place). A model of the same label is replaced once the new one has loaded.
@@ -106,10 +104,12 @@ export async function loadModel(entries, label, { options = {} } = {}) {
         onStatus: (text) => (ui.status.textContent = text),
       }));
     }
-    const inspected = await request('inspect', { files: entries, options: { label } });
+    options = { ...baseOptions(), ...options };
+    const inspected = await request('inspect', {
+      files: entries,
+      options: { label, ...(options.max_context ? { max_context: options.max_context } : {}) },
+    });
     ui.estimate.textContent = `${label}: ${describeMemory(inspected.summary, inspected.memory)}`;
-    const refusal = tooLarge(inspected.summary, inspected.memory);
-    if (refusal) throw new Error(`${label}: ${refusal}`);
     ui.status.textContent = `Loading ${label}…`;
     ui.files.start({ model: entries });
     const { id, info } = await request(
@@ -159,6 +159,19 @@ export function forgetAll(message) {
   state.activeModel = null;
   state.hook.model = null;
   if (message) showError(ui.error, message);
+  changed();
+}
+
+/** Model `id` is gone from the worker (its GPU device was lost). */
+export function forget(id, message) {
+  const at = loaded.findIndex((m) => m.id === id);
+  if (at < 0) return;
+  const [m] = loaded.splice(at, 1);
+  if (state.activeModel === id) {
+    state.activeModel = loaded.at(-1)?.id ?? null;
+    state.hook.model = active()?.info ?? null;
+  }
+  showError(ui.error, `${m.label} was unloaded: ${message}`);
   changed();
 }
 

@@ -25,6 +25,8 @@ export const state = {
     kitModel: null,
   },
   activeModel: null,
+  /** Limits lowered through the address (?max_binding=BYTES), to try a small device. */
+  limits: {},
   /** Set by the cache section: a button that keeps a loaded model in the browser. */
   cacheButton: null,
 };

@@ -5,10 +5,16 @@ let worker = null;
 let nextRid = 1;
 const pending = new Map();
 let onCrash = () => {};
+let onLost = () => {};
 
 /** `handler(message)` runs when the worker dies; every model it held is gone. */
 export function whenWorkerCrashes(handler) {
   onCrash = handler;
+}
+
+/** `handler(id, message)` runs when model `id` lost its GPU device (the worker released it). */
+export function whenModelLost(handler) {
+  onLost = handler;
 }
 
 function start() {
@@ -22,6 +28,7 @@ function start() {
     else if (data.type === 'reply') {
       pending.delete(data.rid);
       if (data.fatal) drop('the model worker crashed (a bug: see the console); load the models again');
+      if (data.lost) onLost(data.lost, data.error);
       if (data.ok) p.resolve(data.value);
       else p.reject(new Error(data.error));
     }
