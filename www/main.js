@@ -18,6 +18,7 @@
 //   upcycle(options) (what the Upcycle button runs), fillUpcycleFromKit(), loadUpcycled();
 //   cached ([{label, files}] kept in OPFS), keep(label) (keep a loaded model), loadCached(label),
 //   clearCache(); loseDevice() (destroys the active model's GPU device, for tests);
+//   crashWorker(message) (a panic in the worker, for tests);
 //   kit (its manifest, or null), kitState ('none' | 'loading' | 'loaded' | 'error'), kitModel,
 //   loadKitModel(name) (what its buttons run).
 
@@ -77,6 +78,8 @@ Object.assign(hook, {
   clearCache: () => cache.clear(),
   // As if the GPU were lost under the active model (a driver reset, the browser reclaiming it).
   loseDevice: () => request('destroyDevice', { id: state.activeModel }),
+  // A panic in the worker's module (a bug), to show the page surviving it.
+  crashWorker: (message) => request('crash', { message }),
   upcycle: (options) => runUpcycle(options),
   fillUpcycleFromKit,
   loadUpcycled: () => {

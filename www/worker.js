@@ -10,6 +10,7 @@
 //                  {rid, type: 'tokenTexts', id, ids}
 //                  {rid, type: 'perplexity', id, text, window}
 //                  {rid, type: 'destroyDevice', id}   (tests: as if the GPU were lost)
+//                  {rid, type: 'crash', message}      (tests: a panic in the module)
 //                  {rid, type: 'importGguf', file: {file, path}, options}
 //                  {rid, type: 'upcycle', base, baseLanguages, experts: [{files, languages, label}],
 //                                         samples: [{lang, text}], options}
@@ -28,8 +29,10 @@
 import init, {
   adapter_info,
   graft as graftModels,
+  crash_for_test as crashForTest,
   import_gguf as importGgufFile,
   inspect as inspectFiles,
+  set_panic_reporter as setPanicReporter,
   upcycle as upcycleModels,
   WebModel,
 } from './pkg/moegraft.js';
@@ -40,12 +43,18 @@ let nextModel = 1;
 let busy = null;
 let stopRequested = false;
 
+// What the module said when it last panicked (a bug), for the page: the trap that follows
+// carries no message.
+let lastPanic = null;
+
 function ready() {
   if (!wasm) {
-    wasm = init().catch((e) => {
-      wasm = null;
-      throw new Error(`could not load the wasm module (pkg/moegraft_bg.wasm): ${text(e)}`);
-    });
+    wasm = init()
+      .then(() => setPanicReporter((message) => (lastPanic = message)))
+      .catch((e) => {
+        wasm = null;
+        throw new Error(`could not load the wasm module (pkg/moegraft_bg.wasm): ${text(e)}`);
+      });
   }
   return wasm;
 }
@@ -216,12 +225,17 @@ async function graft({ rid, base, instruct, target, options }) {
   });
 }
 
+async function crash({ message }) {
+  await ready();
+  crashForTest(String(message ?? 'test panic'));
+}
+
 async function destroyDevice({ id }) {
   model(id).destroy_device();
   return true;
 }
 
-const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft, destroyDevice };
+const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft, destroyDevice, crash };
 
 self.onmessage = async ({ data }) => {
   if (data?.type === 'stop') {
@@ -245,6 +259,7 @@ self.onmessage = async ({ data }) => {
       m.free();
       lost = data.id;
     }
-    self.postMessage({ type: 'reply', rid, ok: false, error: text(e), fatal, lost });
+    const error = fatal ? `panicked: ${lastPanic ?? text(e)}` : text(e);
+    self.postMessage({ type: 'reply', rid, ok: false, error, fatal, lost });
   }
 };

@@ -23,9 +23,51 @@ mod upcycle;
 pub use files::BlobSource;
 pub use model::WebModel;
 
+thread_local! {
+    /// The worker's function that tells the page about a panic (see `set_panic_reporter`).
+    static PANIC_REPORTER: std::cell::RefCell<Option<js_sys::Function>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn init() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(console_error_panic_hook::set_once);
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            // The console gets the full report; the page gets the message, before the trap
+            // that follows ends this wasm instance.
+            console_error_panic_hook::hook(info);
+            let payload = info.payload();
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            let message = match info.location() {
+                Some(at) => format!("{what} (at {}:{})", at.file(), at.line()),
+                None => what,
+            };
+            PANIC_REPORTER.with(|r| {
+                if let Some(report) = r.borrow().as_ref() {
+                    let _ = report.call1(&JsValue::NULL, &JsValue::from_str(&message));
+                }
+            });
+        }));
+    });
+}
+
+/// `report(message)` is called if the module ever panics (a bug: user input gives errors,
+/// not panics), just before the instance traps, so the page can say what happened.
+#[wasm_bindgen]
+pub fn set_panic_reporter(report: js_sys::Function) {
+    init();
+    PANIC_REPORTER.with(|r| *r.borrow_mut() = Some(report));
+}
+
+/// Panics on purpose: for testing that the page survives a crashed worker.
+#[wasm_bindgen]
+pub fn crash_for_test(message: String) {
+    init();
+    panic!("{message}");
 }
 
 fn js_error(e: Error) -> JsError {

@@ -2,7 +2,8 @@
 // tests/hostile.rs) picked in the page: each is refused in place with a message naming the file
 // and saying what is wrong, the worker survives, and the model loaded before still answers.
 // Then small devices (storage bindings lowered through the address: matrices split, or refused
-// with the numbers) and a GPU lost under a loaded model (reported, released, loaded again).
+// with the numbers), a panic in the worker (reported; a fresh worker takes over) and a GPU lost
+// under a loaded model (reported, released, loaded again).
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -97,7 +98,7 @@ describe('hostile files in the page (WebGPU on SwiftShader)', { timeout: 300_000
   });
 });
 
-describe('small devices and lost GPUs (WebGPU on SwiftShader)', { timeout: 300_000 }, () => {
+describe('small devices, crashes and lost GPUs (WebGPU on SwiftShader)', { timeout: 300_000 }, () => {
   const tinyLlama = path.join(fixtures, 'tiny/tiny-llama');
   const ids = reference.models['tiny-llama'].cases.find((c) => c.name === 'ids');
 
@@ -142,6 +143,24 @@ describe('small devices and lost GPUs (WebGPU on SwiftShader)', { timeout: 300_0
       const shown = await s.page.textContent('#load-error');
       assert.match(shown, /tiny-llama\/model\.safetensors: tensor '[\w.]+' needs 256 bytes per buffer but the GPU allows 64/, shown);
       assert.deepEqual(s.pageErrors, []);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a panic in the worker is reported with its message; a fresh worker loads models again', async () => {
+    const s = await openPage();
+    try {
+      const r = await load(s.page, '#folder', tinyLlama);
+      assert.equal(r.state, 'loaded', r.error);
+      const err = await s.page.evaluate(() => window.__moegraft.crashWorker('deliberate test panic').then(() => null, (e) => e.message));
+      assert.match(err, /panicked: .*deliberate test panic/);
+      const shown = await s.page.textContent('#load-error');
+      assert.match(shown, /the model worker crashed \(a bug, panicked: deliberate test panic \(at src\/web\/mod\.rs:\d+\)\); load the models again/, shown);
+      assert.deepEqual(await s.page.evaluate(() => window.__moegraft.models), [], 'the worker took its models with it');
+      const again = await load(s.page, '#folder', tinyLlama);
+      assert.equal(again.state, 'loaded', again.error);
+      assert.deepEqual((await greedy(s.page)).output_ids.map(Number), ids.greedy_ids.map(Number));
     } finally {
       await s.close();
     }

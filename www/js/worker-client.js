@@ -27,7 +27,7 @@ function start() {
     else if (data.type === 'token') p.onToken?.(data.id, data.piece);
     else if (data.type === 'reply') {
       pending.delete(data.rid);
-      if (data.fatal) drop('the model worker crashed (a bug: see the console); load the models again');
+      if (data.fatal) drop(`the model worker crashed (a bug, ${data.error}); load the models again`);
       if (data.lost) onLost(data.lost, data.error);
       if (data.ok) p.resolve(data.value);
       else p.reject(new Error(data.error));
