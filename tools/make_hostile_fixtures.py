@@ -195,6 +195,8 @@ def tokenizer_cases():
         "chat_import": "{% import '../../config.json' as c %}{{ c }}",
         "chat_recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
         "chat_syntax_error": "{% for message in messages %}{{ message['content'] }",
+        # 2^40 bytes from 40 concatenations: the engine charges fuel by the bytes it copies.
+        "chat_doubling": "{% set s = 'x' %}" + "{% set s = s ~ s %}" * 40 + "{{ s|length }}",
     }
     for case, template in templates.items():
         d = os.path.join(OUT, case)
