@@ -49,6 +49,15 @@ setup_wasm() {
   fi
 }
 
+setup_fuzz() {
+  # libFuzzer is C++, built by libfuzzer-sys; cargo-fuzz drives it.
+  apt_install g++
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "cargo install cargo-fuzz (a few minutes)"
+    cargo install cargo-fuzz --locked
+  fi
+}
+
 setup_browser() {
   setup_wasm
   apt_install chromium chromium-driver

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, every Rust test (kernels against CPU
 # references, tiny checkpoints and SmolLM2 against transformers, the CLI contract, hostile
-# inputs), the wasm build, and the headless-Chromium tests on WebGPU.
+# inputs), the wasm build, the headless-Chromium tests on WebGPU, and every parser fuzzed
+# for FUZZ_SECONDS each (default 20; 0 skips).
 # Installs what it needs first (see scripts/setup.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -21,3 +22,8 @@ log "wasm build"
 bash scripts/build-wasm.sh
 log "browser tests (headless Chromium, WebGPU on SwiftShader)"
 node --test --test-concurrency=1 tests/browser/
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+    setup_fuzz
+    log "fuzzing every parser for ${FUZZ_SECONDS:-20} s each"
+    FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh
+fi

@@ -48,8 +48,16 @@ pub fn render(
     bos_token: Option<&str>,
     eos_token: Option<&str>,
 ) -> Result<String, String> {
-    // minijinja 3.1 panics (`unreachable!`) compiling some malformed templates, e.g.
-    // `{% import 'x' as c %dict%}` (found by fuzzing): a template must not take the run down.
+    // Nothing can be loaded here (no files, no network), so statements that load other
+    // templates are refused before compiling: minijinja 3.1 also panics (`unreachable!`)
+    // compiling some malformed ones, e.g. `{% import 'x' as -c %}` (found by fuzzing), and in
+    // the browser a panic ends the worker.
+    if let Some(keyword) = loading_statement(template) {
+        return Err(format!(
+            "chat template uses '{keyword}': a chat template cannot load other templates"
+        ));
+    }
+    // Any other engine panic natively becomes an error (in wasm a panic aborts).
     std::panic::catch_unwind(|| {
         render_unguarded(
             template,
@@ -60,6 +68,21 @@ pub fn render(
         )
     })
     .unwrap_or_else(|_| Err("chat template crashed the template engine".to_string()))
+}
+
+/// The first statement that would load another template (`{% import %}`, `{% from %}`,
+/// `{% include %}`, `{% extends %}`), if any.
+fn loading_statement(template: &str) -> Option<&'static str> {
+    template.match_indices("{%").find_map(|(at, _)| {
+        let rest = template[at + 2..].trim_start_matches(['-', '+']).trim_start();
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        ["import", "from", "include", "extends"]
+            .into_iter()
+            .find(|k| *k == word)
+    })
 }
 
 fn render_unguarded(
@@ -174,11 +197,24 @@ mod tests {
     }
 
     #[test]
-    fn template_engine_panics_become_errors() {
-        // The chat_template fuzz target's find (tests/fixtures/fuzz-regressions/chat_template/).
-        let t = "{% import '.son' as c %dictc%}y";
-        let err = render(t, &[], false, None, None).unwrap_err();
-        assert!(err.contains("crashed"), "{err}");
+    fn loading_statements_are_refused_before_the_engine_sees_them() {
+        // The chat_template fuzz target's finds (tests/fixtures/fuzz-regressions/chat_template/):
+        // each made minijinja panic while compiling.
+        for (t, keyword) in [
+            ("{% import '.son' as c %dictc%}y", "import"),
+            ("{% import 'x' as -c %}", "import"),
+            ("a{%- from 'x' import y %}", "from"),
+            ("{%+ include 'x' %}", "include"),
+            ("{% extends 'x' %}", "extends"),
+        ] {
+            let err = render(t, &[], false, None, None).unwrap_err();
+            assert!(err.contains(&format!("uses '{keyword}'")), "{t}: {err}");
+        }
+        // Words that merely start like one are fine.
+        assert_eq!(
+            render("{% set imported = 1 %}{{ imported }}", &[], false, None, None).unwrap(),
+            "1"
+        );
     }
 
     #[test]
