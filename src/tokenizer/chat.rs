@@ -74,7 +74,9 @@ pub fn render(
 /// `{% include %}`, `{% extends %}`), if any.
 fn loading_statement(template: &str) -> Option<&'static str> {
     template.match_indices("{%").find_map(|(at, _)| {
-        let rest = template[at + 2..].trim_start_matches(['-', '+']).trim_start();
+        let rest = template[at + 2..]
+            .trim_start_matches(['-', '+'])
+            .trim_start();
         let word: String = rest
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -212,7 +214,14 @@ mod tests {
         }
         // Words that merely start like one are fine.
         assert_eq!(
-            render("{% set imported = 1 %}{{ imported }}", &[], false, None, None).unwrap(),
+            render(
+                "{% set imported = 1 %}{{ imported }}",
+                &[],
+                false,
+                None,
+                None
+            )
+            .unwrap(),
             "1"
         );
     }
