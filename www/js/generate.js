@@ -34,7 +34,7 @@ export const chatBox = ui.chat;
 /** The turns so far when the conversation continues: [{role, content}]. */
 const conversation = [];
 
-export function newChat() {
+function newChat() {
   conversation.length = 0;
   state.hook.conversation = [];
   ui.output.textContent = '';

@@ -11,7 +11,7 @@ import { showKitSamples } from './perplexity.js';
 import { setUpcycleSlots } from './upcycle.js';
 import { state } from './state.js';
 
-export const KIT_ROOT = 'demo/';
+const KIT_ROOT = 'demo/';
 
 const ui = {
   section: $('kit-section'),

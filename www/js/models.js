@@ -43,17 +43,13 @@ export function active() {
   return loaded.find((m) => m.id === state.activeModel) ?? null;
 }
 
-export function byId(id) {
-  return loaded.find((m) => m.id === id) ?? null;
-}
-
 export function setActive(id) {
   state.activeModel = id;
   state.hook.model = active()?.info ?? null;
   changed();
 }
 
-export function describe(info) {
+function describe(info) {
   const moe = info.is_moe ? ` · MoE ${info.num_experts} experts, top-${info.experts_per_token}, router ${info.router}` : '';
   const tok = info.tokenizer ? (info.chat_template ? '' : ' · no chat template') : ' · no tokenizer (ids only)';
   return (
@@ -62,7 +58,7 @@ export function describe(info) {
   );
 }
 
-export function describeMemory(summary, memory) {
+function describeMemory(summary, memory) {
   const p = summary.parameters;
   const active = p.active !== p.total ? ` (${(p.active / 1e6).toFixed(2)} M active per token)` : '';
   return (

@@ -98,7 +98,7 @@ function render() {
   ui.run.disabled = state.hook.upcycleState === 'running' || slots.length < 2 || !slots.every((s) => s.entries);
 }
 
-export function addExpert() {
+function addExpert() {
   slots.push({ entries: null, label: null, languages: [], sample: '' });
   render();
 }
