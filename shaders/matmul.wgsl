@@ -1,43 +1,9 @@
 // Dense projections: y[t, n] = Σ_k x[t, k] · W[n, k] (+ bias[n]) (+ y[t, n] when accumulating,
-// which fuses the residual add). W is one row chunk of a matrix split to fit the adapter's
-// storage-binding limit: chunk row r is global row row_start + r.
+// which fuses the residual add).
 
-struct Params {
-    tokens: u32,
-    cols: u32,        // K
-    row_words: u32,   // u32 words per stored row
-    row_start: u32,   // first global row of this chunk
-    chunk_rows: u32,
-    x_stride: u32,    // elements between tokens in x
-    y_stride: u32,    // elements between tokens in y
-    y_offset: u32,    // element offset of token 0 in y (e.g. a KV-cache slot)
-    has_bias: u32,
-    accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
+//!include matmul_io
 //!include weights
 //!include row_dot
-
-fn store(t: u32, r: u32, value: f32) {
-    let n = p.row_start + r;
-    let i = p.y_offset + t * p.y_stride + n;
-    var v = value;
-    if (p.has_bias != 0u) {
-        v += bias[n];
-    }
-    if (p.accumulate != 0u) {
-        v += y[i];
-    }
-    y[i] = v;
-}
 
 // Decode path (few tokens): 4 rows per workgroup, 16 lanes per row, tree reduction.
 const MV_ROWS: u32 = 4u;

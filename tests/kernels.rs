@@ -53,13 +53,32 @@ fn context(max_binding_override: Option<u64>) -> GpuContext {
     context_with(max_binding_override, KernelLayout::Auto)
 }
 
+/// A context with the baseline kernels of `layout` (no subgroups).
 fn context_with(max_binding_override: Option<u64>, layout: KernelLayout) -> GpuContext {
     pollster::block_on(GpuContext::new(GpuOptions {
         max_binding_override,
         layout,
+        no_subgroups: true,
         ..Default::default()
     }))
     .expect("a GPU adapter (lavapipe is enough)")
+}
+
+/// A context with the subgroup kernels (which serve the lanes layout); lavapipe (the test
+/// adapter) has subgroups, so their absence is a failure, not a skip.
+fn context_with_subgroups(max_binding_override: Option<u64>) -> GpuContext {
+    let ctx = pollster::block_on(GpuContext::new(GpuOptions {
+        max_binding_override,
+        layout: KernelLayout::Lanes,
+        ..Default::default()
+    }))
+    .expect("a GPU adapter (lavapipe is enough)");
+    assert!(
+        ctx.subgroups,
+        "{} has no subgroups: the subgroup kernels go untested",
+        ctx.summary.name
+    );
+    ctx
 }
 
 /// Both kernel layouts, each on its own context.
@@ -275,12 +294,12 @@ const SIZES: [usize; 12] = [1, 2, 3, 7, 16, 17, 32, 33, 64, 95, 130, 257];
 #[test]
 fn matmul_matches_cpu() {
     for layout in LAYOUTS {
-        matmul_matches_cpu_with(layout);
+        matmul_matches_cpu_with(context_with(None, layout), &format!("{layout:?}"));
     }
+    matmul_matches_cpu_with(context_with_subgroups(None), "subgroups");
 }
 
-fn matmul_matches_cpu_with(layout: KernelLayout) {
-    let ctx = context_with(None, layout);
+fn matmul_matches_cpu_with(ctx: GpuContext, kernels: &str) {
     let mut rng = Rng::new(1);
     let mut worst = 0.0f64;
     for dtype in DTYPES {
@@ -322,20 +341,23 @@ fn matmul_matches_cpu_with(layout: KernelLayout) {
             worst = worst.max(check_matmul(&ctx, &mut rng, dtype, c).1);
         }
     }
-    eprintln!("matmul ({layout:?}): worst error/tolerance {worst:.3}");
+    eprintln!("matmul ({kernels}): worst error/tolerance {worst:.3}");
 }
 
 #[test]
 fn matmul_split_matrix_matches_cpu() {
+    // 4004-byte bindings: e.g. 10 rows of 95 f32 per chunk, 58 rows of 17 — chunk boundaries
+    // fall inside 4-, 8- and 64-row matvec blocks and 32-row tiles.
     for layout in LAYOUTS {
-        matmul_split_matrix_matches_cpu_with(layout);
+        matmul_split_matrix_matches_cpu_with(
+            context_with(Some(4004), layout),
+            &format!("{layout:?}"),
+        );
     }
+    matmul_split_matrix_matches_cpu_with(context_with_subgroups(Some(4004)), "subgroups");
 }
 
-fn matmul_split_matrix_matches_cpu_with(layout: KernelLayout) {
-    // 4004-byte bindings: e.g. 10 rows of 95 f32 per chunk, 58 rows of 17 — chunk boundaries
-    // fall inside 4- and 64-row matvec blocks and 32-row tiles.
-    let ctx = context_with(Some(4004), layout);
+fn matmul_split_matrix_matches_cpu_with(ctx: GpuContext, kernels: &str) {
     let mut rng = Rng::new(2);
     let mut worst = 0.0f64;
     let mut split = 0;
@@ -377,9 +399,7 @@ fn matmul_split_matrix_matches_cpu_with(layout: KernelLayout) {
         }
     }
     assert!(split >= 30, "only {split} matrices were split");
-    eprintln!(
-        "matmul split ({layout:?}): worst error/tolerance {worst:.3}, {split} split matrices"
-    );
+    eprintln!("matmul split ({kernels}): worst error/tolerance {worst:.3}, {split} split matrices");
 }
 
 // ---------------------------------------------------------------------------------------------

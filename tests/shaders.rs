@@ -9,11 +9,17 @@ fn every_shader_validates_with_naga() {
         let source = shader.source();
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(&source)));
-        let mut validator = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            // unpack2x16float is core WGSL; naga gates it only for GL backends.
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
-        );
+        // unpack2x16float is core WGSL; naga gates it only for GL backends.
+        let mut capabilities = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        if shader.needs_subgroups() {
+            capabilities |= naga::valid::Capabilities::SUBGROUP;
+        }
+        let mut validator =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities);
+        if shader.needs_subgroups() {
+            validator.subgroup_stages(naga::valid::ShaderStages::COMPUTE);
+            validator.subgroup_operations(naga::valid::SubgroupOperationSet::all());
+        }
         validator
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(&source)));
@@ -27,13 +33,14 @@ fn every_shader_validates_with_naga() {
 
 #[test]
 fn baseline_shaders_need_no_f16_or_subgroups() {
-    for shader in Shader::ALL {
+    for shader in Shader::ALL.into_iter().filter(|s| !s.needs_subgroups()) {
         let source = shader.source();
         assert!(!source.contains("enable f16"), "{}", shader.file_name());
-        assert!(
-            !source.contains("enable subgroups"),
-            "{}",
-            shader.file_name()
-        );
+        // No subgroup builtin values and no subgroup functions (subgroupAdd, ...).
+        let uses_subgroups = source.contains("@builtin(subgroup")
+            || source
+                .match_indices("subgroup")
+                .any(|(at, _)| source[at + 8..].starts_with(|c: char| c.is_ascii_uppercase()));
+        assert!(!uses_subgroups, "{}", shader.file_name());
     }
 }

@@ -60,6 +60,8 @@ pub struct BenchOptions {
     pub profile: bool,
     pub max_binding: Option<u64>,
     pub layout: KernelLayout,
+    /// Keep to the baseline kernels even where the adapter has subgroups.
+    pub no_subgroups: bool,
 }
 
 impl Default for BenchOptions {
@@ -76,6 +78,7 @@ impl Default for BenchOptions {
             profile: true,
             max_binding: None,
             layout: KernelLayout::Auto,
+            no_subgroups: false,
         }
     }
 }
@@ -154,6 +157,7 @@ pub async fn run(options: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<Be
     let gpu = GpuOptions {
         max_binding_override: options.max_binding,
         layout: options.layout,
+        no_subgroups: options.no_subgroups,
         profiling: options.profile,
         ..GpuOptions::default()
     };

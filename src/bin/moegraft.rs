@@ -282,6 +282,9 @@ struct GpuArgs {
     /// row or head, for CPU adapters) or auto (by the adapter's type).
     #[arg(long, default_value = "auto")]
     kernels: KernelLayout,
+    /// Keep to the baseline kernels even where the adapter has subgroups.
+    #[arg(long)]
+    no_subgroups: bool,
 }
 
 #[derive(Args)]
@@ -416,6 +419,7 @@ async fn run(cli: Cli) -> Result<()> {
                 gpu: GpuOptions {
                     max_binding_override: a.gpu.max_binding,
                     layout: a.gpu.kernels,
+                    no_subgroups: a.gpu.no_subgroups,
                     ..Default::default()
                 },
             };
@@ -476,6 +480,7 @@ async fn bench(a: BenchArgs) -> Result<()> {
         profile: !a.no_profile,
         max_binding: a.gpu.max_binding,
         layout: a.gpu.kernels,
+        no_subgroups: a.gpu.no_subgroups,
     };
     let report = moegraft::bench::run(&options, &mut |step| eprintln!("bench: {step}…")).await?;
     if a.json {
@@ -510,6 +515,7 @@ async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {
         wanted_binding_bytes,
         max_binding_override: args.max_binding,
         layout: args.kernels,
+        no_subgroups: args.no_subgroups,
         ..Default::default()
     })
     .await
@@ -519,6 +525,7 @@ async fn eval(a: EvalArgs) -> Result<()> {
     let gpu = GpuOptions {
         max_binding_override: a.gpu.max_binding,
         layout: a.gpu.kernels,
+        no_subgroups: a.gpu.no_subgroups,
         ..Default::default()
     };
     let suite_dir = match (&a.suite, &a.kit) {
@@ -613,6 +620,7 @@ async fn load(args: &ModelArgs) -> Result<OpenedModel> {
     let gpu = GpuOptions {
         max_binding_override: args.gpu.max_binding,
         layout: args.gpu.kernels,
+        no_subgroups: args.gpu.no_subgroups,
         ..Default::default()
     };
     open_dir(&args.model, options, gpu).await

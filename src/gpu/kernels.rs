@@ -84,15 +84,19 @@ pub fn matmul(
 ) {
     let ctx = batch.ctx();
     let tiled = tokens >= TILED_FROM_TOKENS;
-    // (entry point, rows per workgroup, tokens per workgroup)
-    let (entry, group_rows, group_tokens) = match (tiled, ctx.layout == KernelLayout::Rows) {
-        (true, true) => ("matmul_rows", 64, 4),
-        (true, false) => ("matmul_tiled", 32, 32),
-        (false, true) => ("matvec_rows", 64, 1),
-        (false, false) => ("matvec", 4, 1),
-    };
+    // (shader, entry point, rows per workgroup, tokens per workgroup). On CPU adapters
+    // `matvec_rows` beats the subgroup matvec (BENCHMARKS.md), so subgroups serve the lanes
+    // layout only.
+    let (shader, entry, group_rows, group_tokens) =
+        match (tiled, ctx.layout == KernelLayout::Rows, ctx.subgroups) {
+            (true, true, _) => (Shader::Matmul, "matmul_rows", 64, 4),
+            (true, false, _) => (Shader::Matmul, "matmul_tiled", 32, 32),
+            (false, true, _) => (Shader::Matmul, "matvec_rows", 64, 1),
+            (false, false, true) => (Shader::MatvecSubgroup, "matvec_subgroup", 8, 1),
+            (false, false, false) => (Shader::Matmul, "matvec", 4, 1),
+        };
     let pipeline = ctx.pipeline(PipelineKey {
-        shader: Shader::Matmul,
+        shader,
         entry,
         weight_dtype: Some(w.dtype),
     });

@@ -32,6 +32,8 @@ pub struct GpuOptions {
     pub profiling: bool,
     /// How decode matvecs and attention spread their work (default: from the adapter).
     pub layout: KernelLayout,
+    /// Keep to the baseline kernels even where the adapter has subgroups (tests, comparisons).
+    pub no_subgroups: bool,
 }
 
 /// How the decode matvecs and attention spread work over invocations. `Lanes` splits each
@@ -107,6 +109,8 @@ pub struct GpuContext {
     pub dummy: wgpu::Buffer,
     /// The kernel layout in use (never `Auto`).
     pub layout: KernelLayout,
+    /// Subgroup kernels are in use (the device has the feature and it was not declined).
+    pub subgroups: bool,
     /// Timestamp queries are enabled on this device (asked for with `GpuOptions::profiling`).
     pub timestamps: bool,
     /// `CommandEncoder::write_timestamp` is enabled too (timing copies outside passes).
@@ -148,6 +152,9 @@ impl GpuContext {
         if options.profiling && features.contains(wgpu::Features::TIMESTAMP_QUERY) {
             wanted_features |= wgpu::Features::TIMESTAMP_QUERY
                 | (features & wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+        }
+        if !options.no_subgroups && features.contains(wgpu::Features::SUBGROUP) {
+            wanted_features |= wgpu::Features::SUBGROUP;
         }
 
         let binding = options
@@ -225,6 +232,7 @@ impl GpuContext {
         Ok(Self {
             dummy,
             layout: summary.kernel_layout,
+            subgroups: wanted_features.contains(wgpu::Features::SUBGROUP),
             timestamps: wanted_features.contains(wgpu::Features::TIMESTAMP_QUERY),
             encoder_timestamps: wanted_features
                 .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),

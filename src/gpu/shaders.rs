@@ -7,10 +7,13 @@ use crate::checkpoint::DType;
 
 const WEIGHTS: &str = include_str!("../../shaders/weights.wgsl");
 const ROW_DOT: &str = include_str!("../../shaders/row_dot.wgsl");
+const MATMUL_IO: &str = include_str!("../../shaders/matmul_io.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shader {
     Matmul,
+    /// The decode matvec on subgroups: only where the device has the feature.
+    MatvecSubgroup,
     Norm,
     Rope,
     Attention,
@@ -22,8 +25,9 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Matmul,
+        Shader::MatvecSubgroup,
         Shader::Norm,
         Shader::Rope,
         Shader::Attention,
@@ -37,6 +41,7 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Matmul => "matmul.wgsl",
+            Shader::MatvecSubgroup => "matvec_subgroup.wgsl",
             Shader::Norm => "norm.wgsl",
             Shader::Rope => "rope.wgsl",
             Shader::Attention => "attention.wgsl",
@@ -51,6 +56,7 @@ impl Shader {
     fn raw_source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::MatvecSubgroup => include_str!("../../shaders/matvec_subgroup.wgsl"),
             Shader::Norm => include_str!("../../shaders/norm.wgsl"),
             Shader::Rope => include_str!("../../shaders/rope.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
@@ -62,9 +68,15 @@ impl Shader {
         }
     }
 
+    /// Whether the family needs the subgroups feature (the baseline families need none).
+    pub fn needs_subgroups(self) -> bool {
+        self == Shader::MatvecSubgroup
+    }
+
     /// The complete WGSL of this family, shared helpers included.
     pub fn source(self) -> String {
         self.raw_source()
+            .replace("//!include matmul_io", MATMUL_IO)
             .replace("//!include weights", WEIGHTS)
             .replace("//!include row_dot", ROW_DOT)
     }
@@ -139,7 +151,11 @@ impl GpuContext {
         if let Some(m) = self.modules.borrow().get(&shader) {
             return m.clone();
         }
-        let source = shader.source();
+        let mut source = shader.source();
+        // The browser's WGSL compiler wants the extension enabled; naga wants no directive.
+        if cfg!(target_arch = "wasm32") && shader.needs_subgroups() {
+            source.insert_str(0, "enable subgroups;\n");
+        }
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
