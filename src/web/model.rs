@@ -181,13 +181,8 @@ impl WebModel {
         init();
         let inner = self.inner.clone();
         let options: WebGenerateOptions = from_js(options, "generate options")?;
-        let tokenizer = inner.tokenizer.as_ref().ok_or_else(|| {
-            JsError::new(&format!(
-                "{}/tokenizer.json: the model directory has no tokenizer, so it takes token ids only",
-                inner.label
-            ))
-        })?;
-        let ids = tokenizer
+        let ids = self
+            .tokenizer()?
             .prompt_ids(&prompt, options.chat)
             .map_err(js_error)?;
         run(&inner, &ids, &options, on_token).await
@@ -289,7 +284,7 @@ impl WebModel {
     fn tokenizer(&self) -> std::result::Result<&Tokenizer, JsError> {
         self.inner.tokenizer.as_ref().ok_or_else(|| {
             JsError::new(&format!(
-                "{}/tokenizer.json: the model directory has no tokenizer",
+                "{}/tokenizer.json: the model directory has no tokenizer, so it takes token ids only",
                 self.inner.label
             ))
         })
