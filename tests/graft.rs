@@ -143,18 +143,101 @@ fn kernel_matches_cpu_for_every_dtype_combination_in_pieces() {
             elements: delta_len,
             appended: 0,
         };
-        let got = pollster::block_on(graft_tensor(&ctx, &mut pipelines, &t, &i, &b, &delta))
-            .expect("graft");
         let want = oracle(&t.to_f32(), &i.to_f32(), &b.to_f32(), a);
-        assert_close(
-            &format!("{td:?}/{id:?}/{bd:?}"),
-            &got,
-            &want,
-            DType::F32,
-            4.0,
-        );
-        // The rows beyond Δ are the target's, bit for bit.
-        assert_eq!(&got[delta_len..], &t.to_f32()[delta_len..]);
+        for od in dtypes {
+            let what = format!("{td:?}/{id:?}/{bd:?} → {od:?}");
+            let bytes =
+                pollster::block_on(graft_tensor(&ctx, &mut pipelines, &t, &i, &b, &delta, od))
+                    .expect("graft");
+            assert_eq!(bytes.len(), count * od.size(), "{what}");
+            let got = dtype::to_f32(od, &bytes);
+            // One rounding to the output dtype on top of f32 arithmetic.
+            assert_close(
+                &what,
+                &got,
+                &want,
+                od,
+                if od == DType::F32 { 4.0 } else { 1.0 },
+            );
+            // The rows beyond Δ are the target's, converted as the host converts them.
+            let copied = dtype::from_f32(od, &t.to_f32()[delta_len..]);
+            assert_eq!(
+                &bytes[delta_len * od.size()..],
+                &copied[..],
+                "{what}: rows beyond Δ"
+            );
+        }
+    }
+}
+
+/// The kernel rounds to f16 and bf16 exactly as the host (the `half` crate) does: ties to
+/// even, subnormals, overflow to infinity, infinities, NaN.
+#[test]
+fn kernel_rounds_to_16_bits_like_the_host() {
+    let ctx = gpu(None);
+    let mut pipelines = GraftPipelines::default();
+    let f16_unit = 2f32.powi(-24);
+    let mut values = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        65504.0,
+        65520.0,
+        65519.99,
+        1e9,
+        -1e9,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        1e-8,
+        -1e-8,
+        f16_unit,
+        f16_unit * 0.5,
+        f16_unit * 1.5,
+        f16_unit * 2.5,
+        6.1e-5,
+        6.2e-5,
+        3.0e-38,
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        1.0 + 2f32.powi(-8),
+        1.0 + 3.0 * 2f32.powi(-8),
+    ];
+    // And a sweep of odd bit patterns across every exponent.
+    values.extend((0..600u32).map(|k| f32::from_bits(k.wrapping_mul(0x9e37_79b1))));
+    let count = values.len();
+    let t = raw_tensor(DType::F32, &values, "t");
+    let none = raw_tensor(DType::F32, &[], "none");
+    let delta = PlannedDelta {
+        source: "x".into(),
+        alpha: 1.0,
+        elements: 0,
+        appended: 0,
+    };
+    for od in [DType::F16, DType::BF16] {
+        let got = pollster::block_on(graft_tensor(
+            &ctx,
+            &mut pipelines,
+            &t,
+            &none,
+            &none,
+            &delta,
+            od,
+        ))
+        .expect("graft");
+        let want = dtype::from_f32(od, &values);
+        for k in 0..count {
+            let (g, w) = (&got[2 * k..2 * k + 2], &want[2 * k..2 * k + 2]);
+            assert_eq!(
+                g,
+                w,
+                "{od:?}: {:e} ({:#010x})",
+                values[k],
+                values[k].to_bits()
+            );
+        }
     }
 }
 
@@ -168,7 +251,7 @@ fn kernel_adds_delta_only_below_delta_len() {
     let bits = |s: u64| -> Vec<u32> { (0..count).map(|k| noise(s, k).to_bits()).collect() };
     let (t, i, b) = (bits(1), bits(2), bits(3));
     let buffers = [&t, &i, &b].map(|v| ctx.upload_u32("x", v));
-    let out = ctx.create_storage("out", count).expect("out");
+    let out_buf = ctx.create_storage("out", count).expect("out");
     let mut batch = Batch::new(&ctx);
     let packed = |k: usize| Packed {
         buffer: &buffers[k],
@@ -181,13 +264,16 @@ fn kernel_adds_delta_only_below_delta_len() {
         packed(0),
         packed(1),
         packed(2),
-        &out,
+        Packed {
+            buffer: &out_buf,
+            dtype: DType::F32,
+        },
         count,
         delta_len,
         -1.5,
     );
     batch.submit();
-    let got = pollster::block_on(ctx.read_f32(&out, 0, count)).expect("read");
+    let got = pollster::block_on(ctx.read_f32(&out_buf, 0, count)).expect("read");
     let f = |v: &[u32]| v.iter().map(|x| f32::from_bits(*x)).collect::<Vec<_>>();
     let want = oracle(&f(&t), &f(&i)[..delta_len], &f(&b)[..delta_len], -1.5);
     assert_close("graft", &got, &want, DType::F32, 4.0);

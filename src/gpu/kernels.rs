@@ -577,18 +577,18 @@ struct GraftParams {
     _pad: u32,
 }
 
-/// The graft kernel's pipelines, one per (target, instruct, base) dtype triple — three
-/// override constants a `PipelineKey` cannot name — compiled on first use.
+/// The graft kernel's pipelines, one per (target, instruct, base, output) dtype quadruple —
+/// four override constants a `PipelineKey` cannot name — compiled on first use.
 #[derive(Default)]
 pub struct GraftPipelines {
-    built: std::collections::HashMap<[crate::checkpoint::DType; 3], wgpu::ComputePipeline>,
+    built: std::collections::HashMap<[crate::checkpoint::DType; 4], wgpu::ComputePipeline>,
 }
 
 impl GraftPipelines {
     fn get(
         &mut self,
         ctx: &super::GpuContext,
-        dtypes: [crate::checkpoint::DType; 3],
+        dtypes: [crate::checkpoint::DType; 4],
     ) -> wgpu::ComputePipeline {
         use super::shaders::weight_dtype_constant as c;
         self.built
@@ -601,6 +601,7 @@ impl GraftPipelines {
                         ("T_DTYPE", c(dtypes[0]) as f64),
                         ("I_DTYPE", c(dtypes[1]) as f64),
                         ("B_DTYPE", c(dtypes[2]) as f64),
+                        ("O_DTYPE", c(dtypes[3]) as f64),
                     ],
                 )
             })
@@ -616,7 +617,8 @@ pub struct Packed<'a> {
 }
 
 /// out[i] = t[i] + alpha · (inst[i] − base[i]) for i < delta_len, out[i] = t[i] for
-/// delta_len ≤ i < count (rows beyond the base's vocabulary), all in f32.
+/// delta_len ≤ i < count (rows beyond the base's vocabulary), computed in f32 and written
+/// u32-packed in `out.dtype` (16-bit types rounded to nearest even).
 #[allow(clippy::too_many_arguments)]
 pub fn graft(
     batch: &mut Batch,
@@ -624,12 +626,17 @@ pub fn graft(
     t: Packed,
     inst: Packed,
     base: Packed,
-    out: &wgpu::Buffer,
+    out: Packed,
     count: usize,
     delta_len: usize,
     alpha: f32,
 ) {
-    let pipeline = pipelines.get(batch.ctx(), [t.dtype, inst.dtype, base.dtype]);
+    let dtypes = [t.dtype, inst.dtype, base.dtype, out.dtype];
+    let pipeline = pipelines.get(batch.ctx(), dtypes);
+    let words = match out.dtype {
+        crate::checkpoint::DType::F32 => count,
+        _ => count.div_ceil(2),
+    };
     let params = GraftParams {
         count: u(count),
         delta_len: u(delta_len.min(count)),
@@ -643,8 +650,8 @@ pub fn graft(
             (1, b(t.buffer)),
             (2, b(inst.buffer)),
             (3, b(base.buffer)),
-            (4, b(out)),
+            (4, b(out.buffer)),
         ],
-        u(count.div_ceil(256)),
+        u(words.div_ceil(256)),
     );
 }

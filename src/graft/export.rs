@@ -126,17 +126,19 @@ async fn write_weights<O: OutputFiles>(
             Some(delta) => {
                 let inst = inputs.instruct.read(&delta.source).await?;
                 let b = inputs.base.read(&delta.source).await?;
-                let mut merged = graft_tensor(ctx, &mut pipelines, &t, &inst, &b, delta).await?;
+                let mut merged =
+                    graft_tensor(ctx, &mut pipelines, &t, &inst, &b, delta, plan.dtype).await?;
                 if delta.appended > 0 {
                     // The instruct model's own new token rows: no Δ exists for them.
                     let size = inst.dtype.size();
                     let end = (delta.elements + delta.appended) * size;
                     let tail = &inst.bytes[delta.elements * size..end.min(inst.bytes.len())];
-                    merged.extend(dtype::to_f32(inst.dtype, tail));
+                    merged.extend(dtype::from_f32(
+                        plan.dtype,
+                        &dtype::to_f32(inst.dtype, tail),
+                    ));
                 }
-                // The kernel writes f32; the output dtype (round to nearest even) is applied
-                // here after read-back.
-                dtype::from_f32(plan.dtype, &merged)
+                merged
             }
         };
         writer.write_tensor(&planned.name, &bytes)?;

@@ -1,5 +1,6 @@
-//! One tensor's merge on the GPU: out = t + α·(inst − base) in f32, in pieces that fit the
-//! storage-binding limit. Target-independent: the browser runs the same code.
+//! One tensor's merge on the GPU: out = t + α·(inst − base) in f32, written in the output
+//! dtype, in pieces that fit the storage-binding limit. Target-independent: the browser runs
+//! the same code.
 
 use wgpu::util::DeviceExt;
 
@@ -10,9 +11,9 @@ use crate::gpu::kernels::{self, GraftPipelines, Packed};
 use crate::gpu::tensor::STORAGE;
 use crate::gpu::{Batch, GpuContext};
 
-/// Grafts `delta` onto target tensor `t`, returning the f32 result. `inst` and `base` hold
-/// Δ's source tensor; only the first `delta.elements` elements of `t` get Δ, the rest (rows
-/// beyond the base's vocabulary) are copied.
+/// Grafts `delta` onto target tensor `t`, returning the result's bytes in `out_dtype`.
+/// `inst` and `base` hold Δ's source tensor; only the first `delta.elements` elements of `t`
+/// get Δ, the rest (rows beyond the base's vocabulary) are copied.
 pub async fn graft_tensor(
     ctx: &GpuContext,
     pipelines: &mut GraftPipelines,
@@ -20,7 +21,8 @@ pub async fn graft_tensor(
     inst: &Tensor,
     base: &Tensor,
     delta: &PlannedDelta,
-) -> Result<Vec<f32>> {
+    out_dtype: DType,
+) -> Result<Vec<u8>> {
     let count = elements(t);
     let delta_len = delta.elements;
     // The instruct tensor may hold more (rows of tokens it added, appended by the caller).
@@ -39,11 +41,12 @@ pub async fn graft_tensor(
             ));
         }
     }
-    // The output piece is the largest binding (4 bytes an element); an even length keeps
-    // every 16-bit piece word-aligned.
+    // The output piece is the largest binding (4 bytes an element at most); an even length
+    // keeps every 16-bit piece word-aligned.
     let limit = ctx.max_binding.min(ctx.max_buffer);
     let piece = (((limit / 4) as usize) & !1).max(2);
-    let mut out = Vec::with_capacity(count);
+    let size = out_dtype.size();
+    let mut out = Vec::with_capacity(count * size);
     let mut start = 0;
     while start < count {
         let end = (start + piece).min(count);
@@ -58,7 +61,8 @@ pub async fn graft_tensor(
         } else {
             (ctx.dummy.clone(), ctx.dummy.clone())
         };
-        let out_buf = ctx.create_storage(&t.name, end - start)?;
+        let out_words = ((end - start) * size).div_ceil(4);
+        let out_buf = ctx.create_storage(&t.name, out_words)?;
         let mut batch = Batch::new(ctx);
         kernels::graft(
             &mut batch,
@@ -75,16 +79,19 @@ pub async fn graft_tensor(
                 buffer: &b_buf,
                 dtype: base.dtype,
             },
-            &out_buf,
+            Packed {
+                buffer: &out_buf,
+                dtype: out_dtype,
+            },
             end - start,
             d_end.saturating_sub(start),
             delta.alpha,
         );
-        let readback = batch.read_back(&out_buf, 0, ((end - start) * 4) as u64);
+        let readback = batch.read_back(&out_buf, 0, (out_words * 4) as u64);
         batch.submit();
-        let mut values = readback.f32s(ctx).await?;
-        values.truncate(end - start);
-        out.extend_from_slice(&values);
+        let bytes = readback.bytes(ctx).await?;
+        // An odd 16-bit piece (the tensor's last) ends in half a word of padding.
+        out.extend_from_slice(&bytes[..(end - start) * size]);
         start = end;
     }
     Ok(out)
@@ -104,12 +111,15 @@ fn upload(
     end: usize,
 ) -> wgpu::Buffer {
     let size = dtype.size();
-    let mut contents = bytes[start * size..end * size].to_vec();
-    contents.resize(contents.len().next_multiple_of(4).max(4), 0);
+    // create_buffer_init pads to a whole word itself; only an empty piece needs a stand-in.
+    let contents = match &bytes[start * size..end * size] {
+        [] => &[0u8; 4][..],
+        piece => piece,
+    };
     ctx.device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: &contents,
+            contents,
             usage: STORAGE,
         })
 }
