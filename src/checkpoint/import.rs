@@ -124,23 +124,21 @@ pub async fn import_gguf_to<O: OutputFiles>(
         .map(|t| TensorSpec::new(&t.hf_name, dtype, t.shape.clone()))
         .collect();
     let tensor_bytes = specs.iter().filter_map(TensorSpec::byte_len).sum();
-    out.write_json("config.json", &config)?;
-    out.write_json("generation_config.json", &generation)?;
-    out.write_json("tokenizer.json", &tok.tokenizer)?;
-    out.write_json("tokenizer_config.json", &tok.config)?;
+    let mut files = Vec::new();
+    for (name, value) in [
+        ("config.json", &config),
+        ("generation_config.json", &generation),
+        ("tokenizer.json", &tok.tokenizer),
+        ("tokenizer_config.json", &tok.config),
+    ] {
+        out.write_json(name, value)?;
+        files.push(name.to_string());
+    }
     let mut writer = ShardedWriter::to(&mut out, specs, max_shard_bytes)?;
     for t in &plan.tensors {
         let bytes = convert_tensor(&gguf, source, t, dtype).await?;
         writer.write_tensor(&t.hf_name, &bytes)?;
     }
-    let mut files: Vec<String> = [
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ]
-    .map(String::from)
-    .to_vec();
     files.extend(writer.finish()?);
     Ok(ImportedModel {
         architecture: hp.arch.model_type().to_string(),

@@ -266,6 +266,12 @@ impl GpuContext {
         }
     }
 
+    /// The most bytes one buffer bound as storage may hold here: the binding limit or the
+    /// buffer limit, whichever is lower.
+    pub fn buffer_limit(&self) -> u64 {
+        self.max_binding.min(self.max_buffer)
+    }
+
     /// Whether the device was lost (every later call fails).
     pub fn is_lost(&self) -> bool {
         self.lost.lock().is_ok_and(|l| l.is_some())

@@ -97,7 +97,7 @@ impl GpuContext {
     ) -> Result<GpuMatrix> {
         let words = row_words(dtype, cols);
         let row_bytes = (words * 4) as u64;
-        let limit = self.max_binding.min(self.max_buffer);
+        let limit = self.buffer_limit();
         if row_bytes > limit {
             return Err(Error::TooLarge {
                 file: name.to_string(),
@@ -177,12 +177,13 @@ impl GpuContext {
     /// A zeroed storage buffer of `len` 4-byte elements; errors if it exceeds the limits.
     pub fn create_storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
         let size = (len.max(1) as u64) * 4;
-        if size > self.max_binding.min(self.max_buffer) {
+        let limit = self.buffer_limit();
+        if size > limit {
             return Err(Error::TooLarge {
                 file: "activations".into(),
                 tensor: label.to_string(),
                 needed: size,
-                limit: self.max_binding.min(self.max_buffer),
+                limit,
                 what: "reduce the context length or the prefill chunk".into(),
             });
         }

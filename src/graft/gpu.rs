@@ -43,7 +43,7 @@ pub async fn graft_tensor(
     }
     // The output piece is the largest binding (4 bytes an element at most); an even length
     // keeps every 16-bit piece word-aligned.
-    let limit = ctx.max_binding.min(ctx.max_buffer);
+    let limit = ctx.buffer_limit();
     let piece = (((limit / 4) as usize) & !1).max(2);
     let size = out_dtype.size();
     let mut out = Vec::with_capacity(count * size);

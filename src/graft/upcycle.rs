@@ -140,9 +140,6 @@ enum Source {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn upcycle(o: &UpcycleOptions) -> Result<UpcycleSummary> {
     use crate::checkpoint::writer::{write_dir_atomically, DirOutput};
-    if o.experts.is_empty() {
-        return Err(no_experts());
-    }
     let mut samples = Vec::with_capacity(o.samples.len());
     for (lang, file) in &o.samples {
         let text =
@@ -173,10 +170,6 @@ pub fn upcycle(o: &UpcycleOptions) -> Result<UpcycleSummary> {
     })
 }
 
-fn no_experts() -> Error {
-    Error::InvalidArgument("upcycling needs at least one --expert DIR=lang".into())
-}
-
 /// Builds the MoE into `out`; nothing is written unless every input checks out.
 pub async fn upcycle_to<O: OutputFiles>(
     sources: UpcycleSources,
@@ -197,7 +190,9 @@ struct Checked {
 
 async fn check(sources: UpcycleSources, o: &UpcycleSettings) -> Result<Checked> {
     if sources.experts.is_empty() {
-        return Err(no_experts());
+        return Err(Error::InvalidArgument(
+            "upcycling needs at least one --expert DIR=lang".into(),
+        ));
     }
     let languages = expert_languages(&sources)?;
     let mut ckpts = vec![Checkpoint::open(sources.base).await?];

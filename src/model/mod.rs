@@ -276,7 +276,7 @@ impl Model {
 /// A matrix is split into row chunks to fit the device's bindings, but one row cannot be:
 /// refuse a model with a row too wide before any weight is uploaded, naming file and tensor.
 fn check_rows(ctx: &GpuContext, ckpt: &Checkpoint) -> Result<()> {
-    let limit = ctx.max_binding.min(ctx.max_buffer);
+    let limit = ctx.buffer_limit();
     for name in ckpt.tensor_names() {
         let (file, info) = ckpt.info(name)?;
         let (Some(dtype), [_, cols]) = (info.dtype, info.shape.as_slice()) else {
@@ -300,7 +300,7 @@ fn check_rows(ctx: &GpuContext, ckpt: &Checkpoint) -> Result<()> {
 /// before any weight is uploaded, with the numbers.
 fn check_kv_cache(ctx: &GpuContext, c: &ModelConfig, max_context: usize) -> Result<()> {
     let needed = (max_context * c.kv_dim() * 4) as u64;
-    let limit = ctx.max_binding.min(ctx.max_buffer);
+    let limit = ctx.buffer_limit();
     if needed > limit {
         return Err(Error::TooLarge {
             file: "KV cache".into(),

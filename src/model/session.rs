@@ -151,6 +151,6 @@ fn fit_chunk(ctx: &GpuContext, c: &ModelConfig, wanted: usize, all_logits: bool)
     .max()
     .unwrap_or(1) as u64
         * 4;
-    let limit = ctx.max_binding.min(ctx.max_buffer);
+    let limit = ctx.buffer_limit();
     wanted.min((limit / widest_row).max(1) as usize)
 }
