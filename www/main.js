@@ -70,11 +70,7 @@ Object.assign(hook, {
     const m = byLabel(label);
     return cache.keep(m.label, m.entries);
   },
-  loadCached: async (label) => {
-    const kept = (await cache.list()).find((m) => m.label === label);
-    if (!kept) throw new Error(`nothing kept as '${label}'`);
-    return models.loadModel(kept.files.map((file) => ({ file, path: `${label}/${file.name}` })), label);
-  },
+  loadCached: (label) => cache.loadKept(label),
   clearCache: () => cache.clear(),
   // As if the GPU were lost under the active model (a driver reset, the browser reclaiming it).
   loseDevice: () => request('destroyDevice', { id: state.activeModel }),

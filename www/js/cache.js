@@ -91,6 +91,17 @@ export function onLoadCached(loader) {
   loadCached = loader;
 }
 
+function keptEntries(m) {
+  return m.files.map((file) => ({ file, path: `${m.label}/${file.name}` }));
+}
+
+/** Loads the model kept as `label` (what its Load button runs). */
+export async function loadKept(label) {
+  const kept = (await list()).find((m) => m.label === label);
+  if (!kept) throw new Error(`nothing kept as '${label}'`);
+  return loadCached(keptEntries(kept), kept.label);
+}
+
 export async function refresh() {
   if (!available) {
     ui.usage.textContent = 'This browser cannot keep models (no OPFS).';
@@ -110,7 +121,7 @@ export async function refresh() {
         el('button', {
           type: 'button',
           className: 'load',
-          onclick: () => loadCached(m.files.map((file) => ({ file, path: `${m.label}/${file.name}` })), m.label),
+          onclick: () => loadCached(keptEntries(m), m.label),
         }, 'Load'),
         el('button', {
           type: 'button',

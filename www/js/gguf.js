@@ -2,6 +2,7 @@
 // or are kept like a picked folder. A pick or drop that holds a .gguf is converted first.
 
 import { request } from './worker-client.js';
+import { asEntries } from './ui.js';
 
 const isGguf = (entry) => entry.path.toLowerCase().endsWith('.gguf');
 
@@ -25,7 +26,7 @@ export async function asModelFiles(entries, label, { onRead, onStatus } = {}) {
   onStatus?.(`Converting ${name} to Hugging Face files (f16)…`);
   const r = await request('importGguf', { file: gguf, options: {} }, { onRead });
   return {
-    entries: r.files.map(({ name: n, blob }) => ({ file: new File([blob], n), path: `${modelLabel}/${n}` })),
+    entries: asEntries(r.files, modelLabel),
     label: modelLabel,
     imported: r,
   };
