@@ -1,5 +1,7 @@
 // Element-wise steps: SwiGLU (silu(gate) · up) and the residual add.
 
+//!include silu
+
 struct Params {
     count: u32,
     _pad0: u32,
@@ -25,12 +27,21 @@ fn swiglu(
 ) {
     let i = index(wg, nwg, lid);
     if (i < p.count) {
-        // sigmoid from exp(-|g|) ≤ 1: no overflow to infinity, which WGSL lets drivers assume
-        // never happens.
-        let g = a[i];
-        let e = exp(-abs(g));
-        let sigmoid = select(e / (1.0 + e), 1.0 / (1.0 + e), g >= 0.0);
-        out[i] = g * sigmoid * b[i];
+        out[i] = silu(a[i]) * b[i];
+    }
+}
+
+// out[i] = silu(a[2i]) · a[2i + 1]: the fused gate/up projection's output, whose pairs are a
+// gate and its up value side by side (prefill; decode fuses this into the matvec).
+@compute @workgroup_size(256)
+fn swiglu_pairs(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = index(wg, nwg, lid);
+    if (i < p.count) {
+        out[i] = silu(a[2u * i]) * a[2u * i + 1u];
     }
 }
 

@@ -5,10 +5,11 @@
 //!include weights
 //!include row_dot
 
-// Decode path (few tokens): 4 rows per workgroup, 16 lanes per row, tree reduction.
+// Decode path (few tokens): 4 rows per workgroup, 16 lanes per row, tree reduction (of a
+// gate/up pair when SWIGLU; see matmul_io).
 const MV_ROWS: u32 = 4u;
 const MV_LANES: u32 = 16u;
-var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial: array<vec2<f32>, 64>;
 
 @compute @workgroup_size(64)
 fn matvec(
@@ -24,9 +25,9 @@ fn matvec(
     let t = wid / blocks;
     let r = (wid % blocks) * MV_ROWS + lid / MV_LANES;
     let lane = lid % MV_LANES;
-    var acc = 0.0;
+    var acc = vec2<f32>(0.0);
     if (r < p.chunk_rows) {
-        acc = row_dot(r * p.row_words, t * p.x_stride, p.cols, lane, MV_LANES);
+        acc = row_dots(r, t * p.x_stride, lane, MV_LANES);
     }
     partial[lid] = acc;
     workgroupBarrier();
@@ -37,7 +38,7 @@ fn matvec(
         workgroupBarrier();
     }
     if (lane == 0u && r < p.chunk_rows) {
-        store(t, r, partial[lid]);
+        store_row(t, r, partial[lid]);
     }
 }
 
@@ -64,7 +65,7 @@ fn matvec_rows(
     if (t >= p.tokens || r >= p.chunk_rows) {
         return;
     }
-    store(t, r, row_dot(r * p.row_words, t * p.x_stride, p.cols, 0u, 1u));
+    store_row(t, r, row_dots(r, t * p.x_stride, 0u, 1u));
 }
 
 // Prefill path for CPU adapters: each invocation owns one row for 4 tokens, reading the row

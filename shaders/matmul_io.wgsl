@@ -23,6 +23,22 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// The fused gate/up projection (a pipeline constant): W holds gate and up rows interleaved,
+// row 2n gate n and row 2n + 1 up n (bias likewise), row_start and chunk_rows count pairs,
+// and y[t, n] = silu(gate) · up (the SwiGLU, so no separate pass reads them back).
+override SWIGLU: bool = false;
+
+//!include silu
+
+fn store_swiglu(t: u32, r: u32, gate_up: vec2<f32>) {
+    let n = p.row_start + r;
+    var v = gate_up;
+    if (p.has_bias != 0u) {
+        v += vec2<f32>(bias[2u * n], bias[2u * n + 1u]);
+    }
+    y[p.y_offset + t * p.y_stride + n] = silu(v.x) * v.y;
+}
+
 fn store(t: u32, r: u32, value: f32) {
     let n = p.row_start + r;
     let i = p.y_offset + t * p.y_stride + n;
@@ -36,3 +52,20 @@ fn store(t: u32, r: u32, value: f32) {
     y[i] = v;
 }
 
+
+// The decode kernels' share of output row r (a gate/up pair when SWIGLU; else .x, with .y 0)
+// over this lane's part of K.
+fn row_dots(r: u32, xb: u32, lane: u32, lanes: u32) -> vec2<f32> {
+    if (SWIGLU) {
+        return row_dot2(2u * r * p.row_words, p.row_words, xb, p.cols, lane, lanes);
+    }
+    return vec2<f32>(row_dot(r * p.row_words, xb, p.cols, lane, lanes), 0.0);
+}
+
+fn store_row(t: u32, r: u32, sums: vec2<f32>) {
+    if (SWIGLU) {
+        store_swiglu(t, r, sums);
+    } else {
+        store(t, r, sums.x);
+    }
+}

@@ -28,13 +28,13 @@ fn matvec_subgroup(
     let subgroups = max(64u / lanes, 1u);
     for (var i = lid / lanes; i < SG_ROWS; i += subgroups) {
         let r = (wid % blocks) * SG_ROWS + i;
-        var part = 0.0;
+        var part = vec2<f32>(0.0);
         if (r < p.chunk_rows) {
-            part = row_dot(r * p.row_words, t * p.x_stride, p.cols, lane, lanes);
+            part = row_dots(r, t * p.x_stride, lane, lanes);
         }
         let total = subgroupAdd(part);
         if (lane == 0u && r < p.chunk_rows) {
-            store(t, r, total);
+            store_row(t, r, total);
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use half::{bf16, f16};
 use moegraft::checkpoint::DType;
-use moegraft::gpu::kernels::{self, AttentionShape, Output, RopeTarget, SampleSettings};
+use moegraft::gpu::kernels::{self, AttentionShape, Output, QkvSplit, RopeTarget, SampleSettings};
 use moegraft::gpu::{Batch, GpuContext, GpuMatrix, GpuOptions, KernelLayout};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
@@ -557,6 +557,126 @@ fn rope_matches_cpu() {
     eprintln!("rope: worst error/tolerance {worst:.3}");
 }
 
+#[test]
+fn rope_qkv_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(14);
+    let mut worst = 0.0f64;
+    // (tokens, pos0, heads, kv_heads, head_dim, slot's position)
+    let mut cases: Vec<(usize, usize, usize, usize, usize, usize)> = vec![
+        (1, 0, 1, 1, 2, 0),
+        (1, 7, 3, 1, 6, 7),
+        (3, 5, 4, 2, 10, 5),
+        (9, 100, 9, 3, 64, 100),
+        (2, 4000, 2, 2, 128, 4000),
+    ];
+    for _ in 0..16 {
+        let pos0 = rng.pick(&[0, 1, 7, 64, 130, 999]);
+        cases.push((
+            rng.pick(&[1, 2, 3, 7, 17, 33]),
+            pos0,
+            rng.pick(&[1, 2, 3, 4, 7, 9]),
+            rng.pick(&[1, 2, 3]),
+            rng.pick(&[2, 4, 6, 10, 20, 64]),
+            pos0,
+        ));
+    }
+    for (tokens, pos0, heads, kv_heads, head_dim, slot_pos) in cases {
+        let label = format!(
+            "rope_qkv tokens {tokens} pos0 {pos0} heads {heads}/{kv_heads} head_dim {head_dim}"
+        );
+        let (qd, kvd, half) = (heads * head_dim, kv_heads * head_dim, head_dim / 2);
+        let width = qd + 2 * kvd;
+        let (cos, sin) = rope_tables(pos0 + tokens, head_dim);
+        let qkv = rng.vec(tokens * width, 2.0);
+        let q0 = rng.vec(tokens * qd + 3, 1.0);
+        let slot = slot_pos * kvd;
+        let cache_len = slot + tokens * kvd + 5;
+        let (k0, v0) = (rng.vec(cache_len, 1.0), rng.vec(cache_len, 1.0));
+        let (qkv_b, qb, kb, vb) = (
+            ctx.upload_f32("qkv", &qkv),
+            ctx.upload_f32("q", &q0),
+            ctx.upload_f32("k", &k0),
+            ctx.upload_f32("v", &v0),
+        );
+        let (cb, sb) = (ctx.upload_f32("cos", &cos), ctx.upload_f32("sin", &sin));
+        let mut batch = Batch::new(&ctx);
+        kernels::rope_qkv(
+            &mut batch,
+            QkvSplit {
+                qkv: &qkv_b,
+                q: &qb,
+                k_cache: &kb,
+                v_cache: &vb,
+                tokens,
+                pos0,
+                heads,
+                kv_heads,
+                head_dim,
+                slot,
+            },
+            &cb,
+            &sb,
+        );
+        batch.submit();
+
+        let as_f64 = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+        let (mut want_q, mut want_k, mut want_v) = (as_f64(&q0), as_f64(&k0), as_f64(&v0));
+        let (mut tol_q, mut tol_k) = (vec![0.0; q0.len()], vec![0.0; cache_len]);
+        let tol_v = vec![0.0; cache_len];
+        // Rotates heads of `src` (from element `from` of each token's row) into `dst`.
+        let rotate = |dst: &mut [f64], tol: &mut [f64], at: usize, from: usize, t: usize| {
+            for j in 0..half {
+                let c = cos[(pos0 + t) * half + j] as f64;
+                let s = sin[(pos0 + t) * half + j] as f64;
+                let (x1, x2) = (qkv[from + j] as f64, qkv[from + j + half] as f64);
+                dst[at + j] = x1 * c - x2 * s;
+                dst[at + j + half] = x2 * c + x1 * s;
+                tol[at + j] = 2.0 * EPS * ((x1 * c).abs() + (x2 * s).abs()) + 1e-30;
+                tol[at + j + half] = 2.0 * EPS * ((x2 * c).abs() + (x1 * s).abs()) + 1e-30;
+            }
+        };
+        for t in 0..tokens {
+            let row = t * width;
+            for h in 0..heads {
+                let at = h * head_dim;
+                rotate(&mut want_q, &mut tol_q, t * qd + at, row + at, t);
+            }
+            for h in 0..kv_heads {
+                let at = h * head_dim;
+                rotate(
+                    &mut want_k,
+                    &mut tol_k,
+                    slot + t * kvd + at,
+                    row + qd + at,
+                    t,
+                );
+            }
+            for e in 0..kvd {
+                // A copy: exact (tolerance 0 compares bits).
+                want_v[slot + t * kvd + e] = qkv[row + qd + kvd + e] as f64;
+            }
+        }
+        let got_q = read_f32(&ctx, &qb, q0.len());
+        worst = worst.max(assert_close(
+            &format!("{label}: q"),
+            &got_q,
+            &want_q,
+            &tol_q,
+        ));
+        let got_k = read_f32(&ctx, &kb, cache_len);
+        worst = worst.max(assert_close(
+            &format!("{label}: k"),
+            &got_k,
+            &want_k,
+            &tol_k,
+        ));
+        let got_v = read_f32(&ctx, &vb, cache_len);
+        assert_close(&format!("{label}: v"), &got_v, &want_v, &tol_v);
+    }
+    eprintln!("rope_qkv: worst error/tolerance {worst:.3}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // attention
 
@@ -737,6 +857,125 @@ fn swiglu_and_add_match_cpu() {
         assert_close(&format!("add count {count}"), &got_a, &want_a, &exact);
     }
     eprintln!("swiglu: worst error/tolerance {worst:.3}");
+}
+
+/// One fused gate/up projection (interleaved rows, as the loader stores them) against
+/// silu(x·gateᵀ + b) · (x·upᵀ + b) on the CPU; returns (chunks, worst err/tol).
+fn check_matmul_swiglu(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    dtype: DType,
+    (tokens, n, cols): (usize, usize, usize),
+    bias: bool,
+) -> (usize, f64) {
+    let label = format!("matmul_swiglu {dtype:?} tokens {tokens} n {n} cols {cols} bias {bias}");
+    let (bytes, wv) = quantize(dtype, &rng.vec(2 * n * cols, 1.0));
+    let w = ctx
+        .create_matrix_in_pairs("gate_up", dtype, 2 * n, cols)
+        .expect("matrix");
+    w.write_rows(ctx, 0, &bytes).expect("upload");
+    for c in &w.chunks {
+        assert!(
+            c.rows % 2 == 0 && c.row_start % 2 == 0,
+            "{label}: a chunk splits a pair"
+        );
+    }
+    let x_stride = cols + rng.pick(&[0, 1, 5]);
+    let x = rng.vec((tokens - 1) * x_stride + cols, 1.0);
+    let b = rng.vec(2 * n, 1.0);
+    let y_len = tokens * n + 5;
+    let y0 = rng.vec(y_len, 1.0);
+    let (xb, bb, yb) = (
+        ctx.upload_f32("x", &x),
+        ctx.upload_f32("bias", &b),
+        ctx.upload_f32("y", &y0),
+    );
+    // Sized past the test's tiny binding limit, which is for the weights here.
+    let scratch = ctx.upload_f32("pairs", &vec![0.0; tokens * 2 * n]);
+    let mut batch = Batch::new(ctx);
+    kernels::matmul_swiglu(
+        &mut batch,
+        &xb,
+        tokens,
+        x_stride,
+        &w,
+        bias.then_some(&bb),
+        &yb,
+        &scratch,
+    );
+    batch.submit();
+    let got = read_f32(ctx, &yb, y_len);
+
+    let mut want: Vec<f64> = y0.iter().map(|&v| v as f64).collect();
+    let mut tol = vec![0.0; y_len];
+    for t in 0..tokens {
+        for j in 0..n {
+            // (value, tolerance) of row r's dot product, bias included.
+            let dot = |r: usize| {
+                let (mut d, mut abs) = (0.0f64, 0.0f64);
+                for k in 0..cols {
+                    let term = x[t * x_stride + k] as f64 * wv[r * cols + k] as f64;
+                    d += term;
+                    abs += term.abs();
+                }
+                let extra = if bias { b[r] as f64 } else { 0.0 };
+                (
+                    d + extra,
+                    dot_tol(cols, abs) + 2.0 * EPS * (abs + extra.abs()),
+                )
+            };
+            let ((g, tg), (u, tu)) = (dot(2 * j), dot(2 * j + 1));
+            let silu = g / (1.0 + (-g).exp());
+            let i = t * n + j;
+            want[i] = silu * u;
+            // silu' stays within [-0.1, 1.1]: the dot products' errors carry over scaled by
+            // at most 1.1·|u| and |silu(g)|.
+            tol[i] = 1.1 * tg * u.abs() + tu * silu.abs() + swiglu_tol(g, want[i]);
+        }
+    }
+    (w.chunks.len(), assert_close(&label, &got, &want, &tol))
+}
+
+#[test]
+fn matmul_swiglu_matches_cpu() {
+    // Decode (fused into the matvec, < 8 tokens) and prefill (projection, then pairs), on
+    // every decode kernel, with matrices whole and split into chunks of whole pairs.
+    let mut contexts: Vec<(GpuContext, String)> = Vec::new();
+    for binding in [None, Some(4004)] {
+        for layout in LAYOUTS {
+            contexts.push((
+                context_with(binding, layout),
+                format!("{layout:?} {binding:?}"),
+            ));
+        }
+        contexts.push((
+            context_with_subgroups(binding),
+            format!("subgroups {binding:?}"),
+        ));
+    }
+    for (ctx, kernels) in contexts {
+        let mut rng = Rng::new(15);
+        let (mut worst, mut split) = (0.0f64, 0);
+        for dtype in DTYPES {
+            let mut cases = vec![(1, 1, 1), (1, 3, 2), (7, 17, 33), (8, 9, 17)];
+            if !kernels.contains("4004") {
+                cases.push((2, 64, 4097)); // hidden-size K, odd (two rows exceed 4004 bytes)
+            }
+            for _ in 0..10 {
+                cases.push((rng.pick(&TOKENS), rng.pick(&SIZES), rng.pick(&SIZES)));
+            }
+            for case in cases {
+                let bias = rng.bool();
+                let (chunks, w) = check_matmul_swiglu(&ctx, &mut rng, dtype, case, bias);
+                worst = worst.max(w);
+                split += (chunks > 1) as usize;
+            }
+        }
+        if kernels.contains("4004") {
+            assert!(split >= 10, "{kernels}: only {split} matrices were split");
+        }
+        eprintln!("matmul_swiglu ({kernels}): worst error/tolerance {worst:.3}, {split} split");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

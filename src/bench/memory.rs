@@ -28,9 +28,9 @@ fn matrices(w: &ModelWeights) -> Vec<&GpuMatrix> {
     let mut out = vec![&w.embed];
     for l in &w.layers {
         let a = &l.attention;
-        out.extend([&a.q, &a.k, &a.v, &a.o]);
+        out.extend([&a.qkv, &a.o]);
         match &l.ffn {
-            Ffn::Dense(f) => out.extend([&f.gate, &f.up, &f.down]),
+            Ffn::Dense(f) => out.extend([&f.gate_up, &f.down]),
             Ffn::Moe(m) => out.extend([&m.router, &m.w1, &m.w3, &m.w2]),
         }
     }
@@ -80,9 +80,9 @@ pub fn decode_weight_bytes(m: &Model) -> u64 {
     let mut bytes = vector_bytes(m) + (w.embed.row_words * 4) as u64 + w.lm_head.bytes();
     for l in &w.layers {
         let a = &l.attention;
-        bytes += a.q.bytes() + a.k.bytes() + a.v.bytes() + a.o.bytes();
+        bytes += a.qkv.bytes() + a.o.bytes();
         bytes += match &l.ffn {
-            Ffn::Dense(f) => f.gate.bytes() + f.up.bytes() + f.down.bytes(),
+            Ffn::Dense(f) => f.gate_up.bytes() + f.down.bytes(),
             Ffn::Moe(e) => {
                 let experts = (e.w1.bytes() + e.w3.bytes() + e.w2.bytes()) as f64;
                 let share = c.experts_per_token as f64 / c.num_experts.max(1) as f64;

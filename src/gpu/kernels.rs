@@ -13,6 +13,7 @@ fn key(shader: Shader, entry: &'static str) -> PipelineKey {
         shader,
         entry,
         weight_dtype: None,
+        swiglu: false,
     }
 }
 
@@ -82,6 +83,68 @@ pub fn matmul(
     bias: Option<&wgpu::Buffer>,
     y: Output,
 ) {
+    project(batch, x, tokens, x_stride, w, bias, y, false);
+}
+
+/// The fused gate/up projection and SwiGLU: y[t, n] = silu(gate_n · x_t) · (up_n · x_t), with
+/// `gate_up` holding gate and up rows interleaved (see `GpuContext::create_matrix_in_pairs`)
+/// and `bias` likewise. Decode does it in one matvec; prefill projects into `scratch`
+/// ([tokens, 2·n]) and pairs the halves in a second pass.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_swiglu(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    tokens: usize,
+    x_stride: usize,
+    gate_up: &GpuMatrix,
+    bias: Option<&wgpu::Buffer>,
+    y: &wgpu::Buffer,
+    scratch: &wgpu::Buffer,
+) {
+    let n = gate_up.rows / 2;
+    if tokens < TILED_FROM_TOKENS {
+        project(
+            batch,
+            x,
+            tokens,
+            x_stride,
+            gate_up,
+            bias,
+            Output::new(y, n),
+            true,
+        );
+        return;
+    }
+    let pairs = Output::new(scratch, gate_up.rows);
+    project(batch, x, tokens, x_stride, gate_up, bias, pairs, false);
+    let params = CountParams {
+        count: u(tokens * n),
+        _pad: [0; 3],
+    };
+    let pipeline = batch
+        .ctx()
+        .pipeline(key(Shader::Activation, "swiglu_pairs"));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, b(scratch)), (3, b(y))],
+        u((tokens * n).div_ceil(256)),
+    );
+}
+
+/// One projection's dispatches, one per weight chunk. `swiglu` (decode only) takes the rows
+/// in gate/up pairs and writes silu(gate) · up per pair.
+#[allow(clippy::too_many_arguments)]
+fn project(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    tokens: usize,
+    x_stride: usize,
+    w: &GpuMatrix,
+    bias: Option<&wgpu::Buffer>,
+    y: Output,
+    swiglu: bool,
+) {
     let ctx = batch.ctx();
     let tiled = tokens >= TILED_FROM_TOKENS;
     // (shader, entry point, rows per workgroup, tokens per workgroup). On CPU adapters
@@ -99,17 +162,21 @@ pub fn matmul(
         shader,
         entry,
         weight_dtype: Some(w.dtype),
+        swiglu,
     });
+    // With swiglu the kernel's rows are pairs (chunks hold whole pairs).
+    let per_row = if swiglu { 2 } else { 1 };
     for chunk in &w.chunks {
         if chunk.rows == 0 {
             continue;
         }
+        let rows = chunk.rows / per_row;
         let params = MatmulParams {
             tokens: u(tokens),
             cols: u(w.cols),
             row_words: u(w.row_words),
-            row_start: u(chunk.row_start),
-            chunk_rows: u(chunk.rows),
+            row_start: u(chunk.row_start / per_row),
+            chunk_rows: u(rows),
             x_stride: u(x_stride),
             y_stride: u(y.stride),
             y_offset: u(y.offset),
@@ -117,7 +184,7 @@ pub fn matmul(
             accumulate: y.accumulate as u32,
             _pad: [0; 2],
         };
-        let groups = chunk.rows.div_ceil(group_rows) * tokens.div_ceil(group_tokens);
+        let groups = rows.div_ceil(group_rows) * tokens.div_ceil(group_tokens);
         batch.dispatch(
             pipeline.clone(),
             bytemuck::bytes_of(&params),
@@ -175,7 +242,8 @@ struct RopeParams {
     head_dim: u32,
     stride: u32,
     offset: u32,
-    _pad: [u32; 2],
+    kv_heads: u32,
+    _pad: u32,
 }
 
 /// Where RoPE applies: `heads` heads of `head_dim` per token, tokens `stride` apart from
@@ -198,7 +266,8 @@ pub fn rope(batch: &mut Batch, t: RopeTarget, cos: &wgpu::Buffer, sin: &wgpu::Bu
         head_dim: u(t.head_dim),
         stride: u(t.stride),
         offset: u(t.offset),
-        _pad: [0; 2],
+        kv_heads: 0,
+        _pad: 0,
     };
     let pipeline = batch.ctx().pipeline(key(Shader::Rope, "rope"));
     let count = t.tokens * t.heads * t.head_dim / 2;
@@ -206,6 +275,51 @@ pub fn rope(batch: &mut Batch, t: RopeTarget, cos: &wgpu::Buffer, sin: &wgpu::Bu
         pipeline,
         bytemuck::bytes_of(&params),
         vec![(1, b(t.buffer)), (2, b(cos)), (3, b(sin))],
+        u(count.div_ceil(64)),
+    );
+}
+
+/// The fused q/k/v projection's output, `tokens` rows of q | k | v at positions pos0…, and
+/// where its parts go: q (rotated) into `q` as [tokens, heads·head_dim], k (rotated) and v
+/// into the caches from element `slot`.
+pub struct QkvSplit<'a> {
+    pub qkv: &'a wgpu::Buffer,
+    pub q: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub tokens: usize,
+    pub pos0: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub slot: usize,
+}
+
+/// RoPE on q and k and the cache append, in one dispatch.
+pub fn rope_qkv(batch: &mut Batch, s: QkvSplit, cos: &wgpu::Buffer, sin: &wgpu::Buffer) {
+    let params = RopeParams {
+        tokens: u(s.tokens),
+        pos0: u(s.pos0),
+        heads: u(s.heads),
+        head_dim: u(s.head_dim),
+        stride: u((s.heads + 2 * s.kv_heads) * s.head_dim),
+        offset: u(s.slot),
+        kv_heads: u(s.kv_heads),
+        _pad: 0,
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Rope, "rope_qkv"));
+    let count = s.tokens * (s.heads + 2 * s.kv_heads) * s.head_dim / 2;
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![
+            (2, b(cos)),
+            (3, b(sin)),
+            (4, b(s.qkv)),
+            (5, b(s.q)),
+            (6, b(s.k_cache)),
+            (7, b(s.v_cache)),
+        ],
         u(count.div_ceil(64)),
     );
 }
@@ -353,6 +467,7 @@ pub fn embed(
         shader: Shader::Embed,
         entry: "embed",
         weight_dtype: Some(table.dtype),
+        swiglu: false,
     });
     for chunk in &table.chunks {
         if chunk.rows == 0 {
@@ -465,6 +580,7 @@ pub fn expert_matvec(
         shader: Shader::Moe,
         entry,
         weight_dtype: Some(w.dtype),
+        swiglu: false,
     });
     for chunk in &w.chunks {
         if chunk.rows == 0 {

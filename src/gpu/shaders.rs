@@ -8,6 +8,7 @@ use crate::checkpoint::DType;
 const WEIGHTS: &str = include_str!("../../shaders/weights.wgsl");
 const ROW_DOT: &str = include_str!("../../shaders/row_dot.wgsl");
 const MATMUL_IO: &str = include_str!("../../shaders/matmul_io.wgsl");
+const SILU: &str = include_str!("../../shaders/silu.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shader {
@@ -79,6 +80,8 @@ impl Shader {
             .replace("//!include matmul_io", MATMUL_IO)
             .replace("//!include weights", WEIGHTS)
             .replace("//!include row_dot", ROW_DOT)
+            // After matmul_io, which includes it.
+            .replace("//!include silu", SILU)
     }
 }
 
@@ -97,6 +100,8 @@ pub struct PipelineKey {
     pub entry: &'static str,
     /// `W_DTYPE` for families that read weights.
     pub weight_dtype: Option<DType>,
+    /// `SWIGLU` for the decode matvecs: the fused gate/up projection.
+    pub swiglu: bool,
 }
 
 impl GpuContext {
@@ -105,10 +110,13 @@ impl GpuContext {
         if let Some(p) = self.pipelines.borrow().get(&key) {
             return p.clone();
         }
-        let constants: Vec<(&str, f64)> = key
+        let mut constants: Vec<(&str, f64)> = key
             .weight_dtype
             .map(|d| vec![("W_DTYPE", weight_dtype_constant(d) as f64)])
             .unwrap_or_default();
+        if key.swiglu {
+            constants.push(("SWIGLU", 1.0));
+        }
         let pipeline = self.create_pipeline(key.shader, key.entry, &constants);
         self.pipelines.borrow_mut().insert(key, pipeline.clone());
         pipeline

@@ -95,19 +95,47 @@ impl GpuContext {
         rows: usize,
         cols: usize,
     ) -> Result<GpuMatrix> {
+        self.create_matrix_in_groups(name, dtype, rows, cols, 1)
+    }
+
+    /// A matrix whose rows go in pairs that one kernel invocation reads together (the fused
+    /// gate/up projection): no chunk boundary falls inside a pair.
+    pub fn create_matrix_in_pairs(
+        &self,
+        name: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<GpuMatrix> {
+        self.create_matrix_in_groups(name, dtype, rows, cols, 2)
+    }
+
+    fn create_matrix_in_groups(
+        &self,
+        name: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        group: usize,
+    ) -> Result<GpuMatrix> {
         let words = row_words(dtype, cols);
         let row_bytes = (words * 4) as u64;
+        let group_bytes = row_bytes * group as u64;
         let limit = self.buffer_limit();
-        if row_bytes > limit {
+        if group_bytes > limit {
             return Err(Error::TooLarge {
                 file: name.to_string(),
                 tensor: name.to_string(),
-                needed: row_bytes,
+                needed: group_bytes,
                 limit,
-                what: "one row exceeds the storage-binding limit".into(),
+                what: if group == 1 {
+                    "one row exceeds the storage-binding limit".into()
+                } else {
+                    format!("{group} rows read together exceed the storage-binding limit")
+                },
             });
         }
-        let rows_per_chunk = ((limit / row_bytes) as usize).max(1);
+        let rows_per_chunk = ((limit / group_bytes) as usize).max(1) * group;
         let mut chunks = Vec::new();
         let mut row_start = 0;
         while row_start < rows || chunks.is_empty() {

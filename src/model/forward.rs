@@ -5,7 +5,7 @@
 use super::session::Session;
 use super::weights::{DenseFfn, Ffn, LayerWeights, MoeFfn};
 use super::Model;
-use crate::gpu::kernels::{self, AttentionShape, Output, RopeTarget, RouteSteer};
+use crate::gpu::kernels::{self, AttentionShape, Output, QkvSplit, RouteSteer};
 use crate::gpu::Batch;
 use crate::graft::router::RouterMode;
 
@@ -128,53 +128,31 @@ impl Model {
             h,
             c.rms_norm_eps,
         );
+        // One projection for q, k and v; then RoPE, with k and v going straight into their
+        // cache slots.
         kernels::matmul(
             batch,
             &sc.h,
             tokens,
             h,
-            &a.q,
-            a.q_bias.as_ref(),
-            Output::new(&sc.q, qd),
+            &a.qkv,
+            a.qkv_bias.as_ref(),
+            Output::new(&sc.qkv, qd + 2 * kvd),
         );
-        // K and V go straight into their cache slots.
-        let slot = s.pos * kvd;
-        kernels::matmul(
+        kernels::rope_qkv(
             batch,
-            &sc.h,
-            tokens,
-            h,
-            &a.k,
-            a.k_bias.as_ref(),
-            Output::new(k_cache, kvd).at(slot),
-        );
-        kernels::matmul(
-            batch,
-            &sc.h,
-            tokens,
-            h,
-            &a.v,
-            a.v_bias.as_ref(),
-            Output::new(v_cache, kvd).at(slot),
-        );
-        let rope_target = |buffer, heads, stride, offset| RopeTarget {
-            buffer,
-            tokens,
-            pos0: s.pos,
-            heads,
-            head_dim: c.head_dim,
-            stride,
-            offset,
-        };
-        kernels::rope(
-            batch,
-            rope_target(&sc.q, c.num_heads, qd, 0),
-            &self.rope_cos,
-            &self.rope_sin,
-        );
-        kernels::rope(
-            batch,
-            rope_target(k_cache, c.num_kv_heads, kvd, slot),
+            QkvSplit {
+                qkv: &sc.qkv,
+                q: &sc.q,
+                k_cache,
+                v_cache,
+                tokens,
+                pos0: s.pos,
+                heads: c.num_heads,
+                kv_heads: c.num_kv_heads,
+                head_dim: c.head_dim,
+                slot: s.pos * kvd,
+            },
             &self.rope_cos,
             &self.rope_sin,
         );
@@ -217,25 +195,16 @@ impl Model {
         let c = &self.config;
         let sc = &s.scratch;
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        kernels::matmul(
+        kernels::matmul_swiglu(
             batch,
             &sc.h,
             tokens,
             h,
-            &f.gate,
-            f.gate_bias.as_ref(),
-            Output::new(&sc.gate, i),
+            &f.gate_up,
+            f.gate_up_bias.as_ref(),
+            &sc.act,
+            &sc.gate,
         );
-        kernels::matmul(
-            batch,
-            &sc.h,
-            tokens,
-            h,
-            &f.up,
-            f.up_bias.as_ref(),
-            Output::new(&sc.up, i),
-        );
-        kernels::swiglu(batch, &sc.gate, &sc.up, &sc.act, tokens * i);
         kernels::matmul(
             batch,
             &sc.act,

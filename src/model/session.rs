@@ -12,9 +12,13 @@ pub struct Scratch {
     pub ids: wgpu::Buffer,
     pub x: wgpu::Buffer,
     pub h: wgpu::Buffer,
+    /// [chunk, q_dim + 2·kv_dim]: the fused q/k/v projection.
+    pub qkv: wgpu::Buffer,
     pub q: wgpu::Buffer,
     pub attn: wgpu::Buffer,
+    /// MoE: the chosen experts' gate values; dense prefill: the gate/up pairs.
     pub gate: wgpu::Buffer,
+    /// MoE only: the chosen experts' up values.
     pub up: wgpu::Buffer,
     pub act: wgpu::Buffer,
     pub router_logits: wgpu::Buffer,
@@ -74,10 +78,19 @@ impl Session {
             ids: s("ids", chunk)?,
             x: s("x", chunk * c.hidden_size)?,
             h: s("h", chunk * c.hidden_size)?,
+            qkv: s("qkv", chunk * qkv_width(c))?,
             q: s("q", chunk * c.q_dim())?,
             attn: s("attn", chunk * c.q_dim())?,
-            gate: s("gate", slots * c.intermediate_size)?,
-            up: s("up", slots * c.intermediate_size)?,
+            gate: s("gate", gate_slots(c) * chunk * c.intermediate_size)?,
+            // Dense layers pair gate and up in `gate`.
+            up: s(
+                "up",
+                if c.is_moe() {
+                    slots * c.intermediate_size
+                } else {
+                    1
+                },
+            )?,
             act: s("act", slots * c.intermediate_size)?,
             router_logits: s("router_logits", chunk * c.num_experts.max(1))?,
             route_ids: s("route_ids", slots)?,
@@ -142,8 +155,8 @@ fn fit_chunk(ctx: &GpuContext, c: &ModelConfig, wanted: usize, all_logits: bool)
     let k = c.experts_per_token.max(1);
     let widest_row = [
         c.hidden_size,
-        c.q_dim(),
-        k * c.intermediate_size,
+        qkv_width(c),
+        gate_slots(c) * c.intermediate_size,
         k * c.hidden_size,
         if all_logits { c.vocab_size } else { 0 },
     ]
@@ -153,4 +166,18 @@ fn fit_chunk(ctx: &GpuContext, c: &ModelConfig, wanted: usize, all_logits: bool)
         * 4;
     let limit = ctx.buffer_limit();
     wanted.min((limit / widest_row).max(1) as usize)
+}
+
+fn qkv_width(c: &ModelConfig) -> usize {
+    c.q_dim() + 2 * c.kv_dim()
+}
+
+/// Intermediate-size rows per token in `gate`: one per chosen expert, or a dense layer's
+/// gate/up pair.
+fn gate_slots(c: &ModelConfig) -> usize {
+    if c.is_moe() {
+        c.experts_per_token.max(1)
+    } else {
+        2
+    }
 }

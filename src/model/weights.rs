@@ -6,22 +6,20 @@ use crate::error::Result;
 use crate::gpu::{GpuContext, GpuMatrix};
 
 pub struct AttentionWeights {
-    pub q: GpuMatrix,
-    pub k: GpuMatrix,
-    pub v: GpuMatrix,
+    /// q_proj, k_proj and v_proj stacked, [q_dim + 2·kv_dim, hidden]: one projection per step.
+    pub qkv: GpuMatrix,
     pub o: GpuMatrix,
-    pub q_bias: Option<wgpu::Buffer>,
-    pub k_bias: Option<wgpu::Buffer>,
-    pub v_bias: Option<wgpu::Buffer>,
+    pub qkv_bias: Option<wgpu::Buffer>,
     pub o_bias: Option<wgpu::Buffer>,
 }
 
 pub struct DenseFfn {
-    pub gate: GpuMatrix,
-    pub up: GpuMatrix,
+    /// gate_proj and up_proj rows interleaved (gate n at row 2n, up n at 2n + 1), so one
+    /// invocation reads both and applies the SwiGLU.
+    pub gate_up: GpuMatrix,
     pub down: GpuMatrix,
-    pub gate_bias: Option<wgpu::Buffer>,
-    pub up_bias: Option<wgpu::Buffer>,
+    /// Interleaved like `gate_up`.
+    pub gate_up_bias: Option<wgpu::Buffer>,
     pub down_bias: Option<wgpu::Buffer>,
 }
 
@@ -83,11 +81,16 @@ impl Loader<'_> {
         Ok(m)
     }
 
-    async fn vector(&mut self, name: &str, len: usize) -> Result<wgpu::Buffer> {
+    async fn read_vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
         self.ckpt.expect_shape(name, &[len])?;
         let t = self.ckpt.read(name).await?;
         self.advance(t.bytes.len());
-        Ok(self.ctx.upload_f32(name, &t.to_f32()))
+        Ok(t.to_f32())
+    }
+
+    async fn vector(&mut self, name: &str, len: usize) -> Result<wgpu::Buffer> {
+        let values = self.read_vector(name, len).await?;
+        Ok(self.ctx.upload_f32(name, &values))
     }
 
     async fn optional_vector(
@@ -103,24 +106,24 @@ impl Loader<'_> {
         }
     }
 
-    /// Stacks `names` ([rows, cols] each) into one matrix; all take the first one's dtype.
+    /// Stacks `parts` ([rows, cols] each, rows as given) into one matrix; all take the first
+    /// one's dtype.
     async fn stacked(
         &mut self,
         label: &str,
-        names: &[String],
-        rows: usize,
+        parts: &[(String, usize)],
         cols: usize,
     ) -> Result<GpuMatrix> {
+        let total: usize = parts.iter().map(|(_, rows)| rows).sum();
         let mut stack: Option<GpuMatrix> = None;
-        for (e, name) in names.iter().enumerate() {
-            self.ckpt.expect_shape(name, &[rows, cols])?;
+        let mut at = 0;
+        for (name, rows) in parts {
+            self.ckpt.expect_shape(name, &[*rows, cols])?;
             let t = self.ckpt.read(name).await?;
             let m = match &stack {
                 Some(m) => m.clone(),
                 None => {
-                    let m = self
-                        .ctx
-                        .create_matrix(label, t.dtype, rows * names.len(), cols)?;
+                    let m = self.ctx.create_matrix(label, t.dtype, total, cols)?;
                     stack = Some(m.clone());
                     m
                 }
@@ -130,10 +133,79 @@ impl Loader<'_> {
             } else {
                 dtype::from_f32(m.dtype, &t.to_f32())
             };
-            m.write_rows(self.ctx, e * rows, &bytes)?;
+            m.write_rows(self.ctx, at, &bytes)?;
+            at += rows;
             self.advance(bytes.len());
         }
         stack.ok_or_else(|| crate::Error::config(label, "an MoE layer needs at least one expert"))
+    }
+
+    /// Two [rows, cols] matrices with their rows interleaved (a's row n at 2n, b's at 2n + 1);
+    /// b takes a's dtype.
+    async fn interleaved(
+        &mut self,
+        label: &str,
+        a: &str,
+        b: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<GpuMatrix> {
+        self.ckpt.expect_shape(a, &[rows, cols])?;
+        self.ckpt.expect_shape(b, &[rows, cols])?;
+        let ta = self.ckpt.read(a).await?;
+        let tb = self.ckpt.read(b).await?;
+        let b_bytes = if tb.dtype == ta.dtype {
+            tb.bytes
+        } else {
+            dtype::from_f32(ta.dtype, &tb.to_f32())
+        };
+        let row = cols * ta.dtype.size();
+        let mut pairs = Vec::with_capacity(2 * rows * row);
+        for (ra, rb) in ta.bytes.chunks_exact(row).zip(b_bytes.chunks_exact(row)) {
+            pairs.extend_from_slice(ra);
+            pairs.extend_from_slice(rb);
+        }
+        let m = self
+            .ctx
+            .create_matrix_in_pairs(label, ta.dtype, 2 * rows, cols)?;
+        m.write_rows(self.ctx, 0, &pairs)?;
+        self.advance(pairs.len());
+        Ok(m)
+    }
+
+    /// The vectors `parts` ([len] each) end to end, or None when the model has none.
+    async fn optional_stacked_vector(
+        &mut self,
+        present: bool,
+        label: &str,
+        parts: &[(String, usize)],
+    ) -> Result<Option<wgpu::Buffer>> {
+        if !present {
+            return Ok(None);
+        }
+        let mut values = Vec::new();
+        for (name, len) in parts {
+            values.extend(self.read_vector(name, *len).await?);
+        }
+        Ok(Some(self.ctx.upload_f32(label, &values)))
+    }
+
+    /// Two [len] vectors interleaved like `interleaved`'s rows, or None when absent.
+    async fn optional_interleaved_vector(
+        &mut self,
+        present: bool,
+        label: &str,
+        a: &str,
+        b: &str,
+        len: usize,
+    ) -> Result<Option<wgpu::Buffer>> {
+        if !present {
+            return Ok(None);
+        }
+        let va = self.read_vector(a, len).await?;
+        let vb = self.read_vector(b, len).await?;
+        let pairs: Vec<f32> = va.iter().zip(&vb).flat_map(|(x, y)| [*x, *y]).collect();
+        Ok(Some(self.ctx.upload_f32(label, &pairs)))
     }
 }
 
@@ -164,23 +236,26 @@ pub async fn load(
     for i in 0..c.num_layers {
         let p = format!("model.layers.{i}");
         let a = format!("{p}.self_attn");
+        let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        let qkv_parts = |what: &str| {
+            [("q", qd), ("k", kvd), ("v", kvd)]
+                .map(|(x, rows)| (format!("{a}.{x}_proj.{what}"), rows))
+        };
         let attention = AttentionWeights {
-            q: l.matrix(&format!("{a}.q_proj.weight"), c.q_dim(), h)
+            qkv: l
+                .stacked(
+                    &format!("{a}.{{q,k,v}}_proj.weight"),
+                    &qkv_parts("weight"),
+                    h,
+                )
                 .await?,
-            k: l.matrix(&format!("{a}.k_proj.weight"), c.kv_dim(), h)
-                .await?,
-            v: l.matrix(&format!("{a}.v_proj.weight"), c.kv_dim(), h)
-                .await?,
-            o: l.matrix(&format!("{a}.o_proj.weight"), h, c.q_dim())
-                .await?,
-            q_bias: l
-                .optional_vector(c.qkv_bias, &format!("{a}.q_proj.bias"), c.q_dim())
-                .await?,
-            k_bias: l
-                .optional_vector(c.qkv_bias, &format!("{a}.k_proj.bias"), c.kv_dim())
-                .await?,
-            v_bias: l
-                .optional_vector(c.qkv_bias, &format!("{a}.v_proj.bias"), c.kv_dim())
+            o: l.matrix(&format!("{a}.o_proj.weight"), h, qd).await?,
+            qkv_bias: l
+                .optional_stacked_vector(
+                    c.qkv_bias,
+                    &format!("{a}.{{q,k,v}}_proj.bias"),
+                    &qkv_parts("bias"),
+                )
                 .await?,
             o_bias: l
                 .optional_vector(c.o_bias, &format!("{a}.o_proj.bias"), h)
@@ -188,42 +263,51 @@ pub async fn load(
         };
         let ffn = if c.is_moe() {
             let m = format!("{p}.block_sparse_moe");
-            let names = |w: &str| -> Vec<String> {
+            let i_size = c.intermediate_size;
+            let names = |w: &str, rows: usize| -> Vec<(String, usize)> {
                 (0..c.num_experts)
-                    .map(|e| format!("{m}.experts.{e}.{w}.weight"))
+                    .map(|e| (format!("{m}.experts.{e}.{w}.weight"), rows))
                     .collect()
             };
-            let i_size = c.intermediate_size;
             Ffn::Moe(MoeFfn {
                 router: l
                     .matrix(&format!("{m}.gate.weight"), c.num_experts, h)
                     .await?,
                 w1: l
-                    .stacked(&format!("{m}.experts.*.w1"), &names("w1"), i_size, h)
+                    .stacked(&format!("{m}.experts.*.w1"), &names("w1", i_size), h)
                     .await?,
                 w3: l
-                    .stacked(&format!("{m}.experts.*.w3"), &names("w3"), i_size, h)
+                    .stacked(&format!("{m}.experts.*.w3"), &names("w3", i_size), h)
                     .await?,
                 w2: l
-                    .stacked(&format!("{m}.experts.*.w2"), &names("w2"), h, i_size)
+                    .stacked(&format!("{m}.experts.*.w2"), &names("w2", h), i_size)
                     .await?,
             })
         } else {
             let m = format!("{p}.mlp");
             let i_size = c.intermediate_size;
+            let (gate, up) = (format!("{m}.gate_proj"), format!("{m}.up_proj"));
             Ffn::Dense(DenseFfn {
-                gate: l
-                    .matrix(&format!("{m}.gate_proj.weight"), i_size, h)
+                gate_up: l
+                    .interleaved(
+                        &format!("{m}.{{gate,up}}_proj.weight"),
+                        &format!("{gate}.weight"),
+                        &format!("{up}.weight"),
+                        i_size,
+                        h,
+                    )
                     .await?,
-                up: l.matrix(&format!("{m}.up_proj.weight"), i_size, h).await?,
                 down: l
                     .matrix(&format!("{m}.down_proj.weight"), h, i_size)
                     .await?,
-                gate_bias: l
-                    .optional_vector(c.mlp_bias, &format!("{m}.gate_proj.bias"), i_size)
-                    .await?,
-                up_bias: l
-                    .optional_vector(c.mlp_bias, &format!("{m}.up_proj.bias"), i_size)
+                gate_up_bias: l
+                    .optional_interleaved_vector(
+                        c.mlp_bias,
+                        &format!("{m}.{{gate,up}}_proj.bias"),
+                        &format!("{gate}.bias"),
+                        &format!("{up}.bias"),
+                        i_size,
+                    )
                     .await?,
                 down_bias: l
                     .optional_vector(c.mlp_bias, &format!("{m}.down_proj.bias"), h)
@@ -258,6 +342,6 @@ pub async fn load(
 pub fn main_dtype(w: &ModelWeights) -> DType {
     w.layers
         .first()
-        .map(|l| l.attention.q.dtype)
+        .map(|l| l.attention.qkv.dtype)
         .unwrap_or(w.embed.dtype)
 }
