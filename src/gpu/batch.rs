@@ -1,6 +1,9 @@
 //! Recording GPU work: dispatches and copies go into one command encoder per step, with all
-//! kernel parameters packed into one uniform buffer, then submitted at once.
+//! kernel parameters packed into one uniform buffer, then submitted at once. A session's
+//! steps reuse that buffer and their bind groups (`Reuse`) instead of making new ones.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use super::GpuContext;
@@ -44,7 +47,30 @@ pub struct Batch<'c> {
     ctx: &'c GpuContext,
     params: Vec<u8>,
     ops: Vec<Op>,
+    reuse: Option<&'c RefCell<Reuse>>,
 }
+
+/// One bind group's identity: the pipeline, its parameters' range in the uniform buffer and
+/// every storage binding.
+#[derive(PartialEq, Eq, Hash)]
+struct GroupKey {
+    pipeline: wgpu::ComputePipeline,
+    params: (u64, u64),
+    bindings: Vec<(u32, wgpu::Buffer, u64, Option<u64>)>,
+}
+
+/// What one session's steps share instead of allocating per step: the uniform buffer (a
+/// queue write orders after earlier submissions, so rewriting it is safe) and the bind
+/// groups, which repeat step after step because the buffers and the parameters' offsets do.
+/// Owned by the session, so its buffers are released with it.
+#[derive(Default)]
+pub struct Reuse {
+    uniforms: Option<wgpu::Buffer>,
+    groups: HashMap<GroupKey, wgpu::BindGroup>,
+}
+
+/// Bind groups kept at most; a different mix of steps just starts over.
+const MAX_CACHED_GROUPS: usize = 4096;
 
 /// A buffer that will hold copied-out bytes once the batch has run.
 pub struct Readback {
@@ -58,6 +84,15 @@ impl<'c> Batch<'c> {
             ctx,
             params: Vec::new(),
             ops: Vec::new(),
+            reuse: None,
+        }
+    }
+
+    /// A batch whose uniform buffer and bind groups come from (and go back to) `reuse`.
+    pub fn reusing(ctx: &'c GpuContext, reuse: &'c RefCell<Reuse>) -> Self {
+        Self {
+            reuse: Some(reuse),
+            ..Self::new(ctx)
         }
     }
 
@@ -108,14 +143,25 @@ impl<'c> Batch<'c> {
     /// Records a copy of `size` bytes at `offset` of `from` into a mappable buffer.
     pub fn read_back(&mut self, from: &wgpu::Buffer, offset: u64, size: u64) -> Readback {
         let size = size.next_multiple_of(4).max(4);
-        let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
+        let buffer = readback_buffer(self.ctx, size);
+        self.read_back_into(from, offset, &buffer, size)
+    }
+
+    /// `read_back` into a buffer made by `readback_buffer` and kept for reuse (it is unmapped
+    /// again once read).
+    pub fn read_back_into(
+        &mut self,
+        from: &wgpu::Buffer,
+        offset: u64,
+        into: &wgpu::Buffer,
+        size: u64,
+    ) -> Readback {
+        let size = size.next_multiple_of(4).max(4);
+        self.copy(from, offset, into, 0, size);
+        Readback {
+            buffer: into.clone(),
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.copy(from, offset, &buffer, 0, size);
-        Readback { buffer, size }
+        }
     }
 
     /// Encodes everything recorded and submits it in one command buffer.
@@ -124,13 +170,18 @@ impl<'c> Batch<'c> {
         if self.ops.is_empty() {
             return;
         }
+        // A batch of its own (one-off reads, the graft) starts from nothing, as before.
+        let own;
+        let cell = match self.reuse {
+            Some(r) => r,
+            None => {
+                own = RefCell::new(Reuse::default());
+                &own
+            }
+        };
+        let mut reuse = cell.borrow_mut();
         let uniforms = (!self.params.is_empty()).then(|| {
-            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: self.params.len() as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
+            let buffer = reuse.uniforms_for(ctx, self.params.len() as u64);
             ctx.queue.write_buffer(&buffer, 0, &self.params);
             buffer
         });
@@ -173,33 +224,7 @@ impl<'c> Batch<'c> {
                 workgroups,
             }) = self.ops.get(i)
             {
-                let layout = pipeline.get_bind_group_layout(0);
-                let mut entries = Vec::with_capacity(bindings.len() + 1);
-                if let Some(u) = &uniforms {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: u,
-                            offset: params.0,
-                            size: NonZeroU64::new(params.1),
-                        }),
-                    });
-                }
-                for (slot, b) in bindings {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: *slot,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &b.buffer,
-                            offset: b.offset,
-                            size: b.size.and_then(NonZeroU64::new),
-                        }),
-                    });
-                }
-                let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &layout,
-                    entries: &entries,
-                });
+                let group = reuse.group(ctx, pipeline, uniforms.as_ref(), *params, bindings);
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, &group, &[]);
                 pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -211,6 +236,91 @@ impl<'c> Batch<'c> {
         }
         ctx.queue.submit([encoder.finish()]);
     }
+}
+
+impl Reuse {
+    /// A uniform buffer of at least `size` bytes; a larger one replaces a smaller one (and
+    /// the groups that bound it).
+    fn uniforms_for(&mut self, ctx: &GpuContext, size: u64) -> wgpu::Buffer {
+        match &self.uniforms {
+            Some(u) if u.size() >= size => u.clone(),
+            _ => {
+                let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: size.next_power_of_two(),
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                self.groups.clear();
+                self.uniforms = Some(buffer.clone());
+                buffer
+            }
+        }
+    }
+
+    /// The bind group for one dispatch, made once for its pipeline, parameter range and
+    /// bindings.
+    fn group(
+        &mut self,
+        ctx: &GpuContext,
+        pipeline: &wgpu::ComputePipeline,
+        uniforms: Option<&wgpu::Buffer>,
+        params: (u64, u64),
+        bindings: &[(u32, Binding)],
+    ) -> wgpu::BindGroup {
+        let key = GroupKey {
+            pipeline: pipeline.clone(),
+            params,
+            bindings: bindings
+                .iter()
+                .map(|(slot, b)| (*slot, b.buffer.clone(), b.offset, b.size))
+                .collect(),
+        };
+        if let Some(g) = self.groups.get(&key) {
+            return g.clone();
+        }
+        let mut entries = Vec::with_capacity(bindings.len() + 1);
+        if let Some(u) = uniforms {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: u,
+                    offset: params.0,
+                    size: NonZeroU64::new(params.1),
+                }),
+            });
+        }
+        for (slot, b) in bindings {
+            entries.push(wgpu::BindGroupEntry {
+                binding: *slot,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: b.size.and_then(NonZeroU64::new),
+                }),
+            });
+        }
+        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        if self.groups.len() >= MAX_CACHED_GROUPS {
+            self.groups.clear();
+        }
+        self.groups.insert(key, group.clone());
+        group
+    }
+}
+
+/// A mappable buffer for `Batch::read_back_into`.
+pub fn readback_buffer(ctx: &GpuContext, size: u64) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: size.next_multiple_of(4).max(4),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
 }
 
 impl Readback {

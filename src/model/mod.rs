@@ -207,7 +207,7 @@ impl Model {
                     .write_buffer(&s.scratch.route_bias, 0, bytemuck::cast_slice(&bias));
             }
             s.last_chunk = chunk.len();
-            let mut batch = Batch::new(&self.ctx);
+            let mut batch = Batch::reusing(&self.ctx, &s.reuse);
             let want = if n == last {
                 wanted
             } else {
@@ -262,7 +262,7 @@ impl Model {
         self.feed(s, ids, LogitsWanted::Last, |batch, session, _| {
             let sc = &session.scratch;
             kernels::sample(batch, &sc.logits, 0, v, settings, draw, &sc.sampled);
-            readback = Some(batch.read_back(&sc.sampled, 0, 4));
+            readback = Some(batch.read_back_into(&sc.sampled, 0, &sc.sampled_readback, 4));
         })?;
         let rb = readback.ok_or_else(|| Error::gpu("sampling was not recorded"))?;
         let id = rb.u32s(&self.ctx).await?;

@@ -3,6 +3,9 @@
 
 use crate::checkpoint::ModelConfig;
 use crate::error::{Error, Result};
+use std::cell::RefCell;
+
+use crate::gpu::batch::{readback_buffer, Reuse};
 use crate::gpu::GpuContext;
 use crate::graft::script::Script;
 
@@ -33,6 +36,8 @@ pub struct Scratch {
     pub logits: wgpu::Buffer,
     pub logits_rows: usize,
     pub sampled: wgpu::Buffer,
+    /// Where the sampled id is read back, every step.
+    pub sampled_readback: wgpu::Buffer,
 }
 
 pub struct Session {
@@ -52,6 +57,8 @@ pub struct Session {
     /// When set, every layer copies its post-attention-norm hidden state (the router's input)
     /// here: [layers, chunk, hidden]. Off the hot path unless asked for.
     pub captured: Option<wgpu::Buffer>,
+    /// The uniform buffer and bind groups every step reuses.
+    pub reuse: RefCell<Reuse>,
 }
 
 impl Session {
@@ -102,6 +109,7 @@ impl Session {
             logits: s("logits", logits_rows * c.vocab_size)?,
             logits_rows,
             sampled: s("sampled", 4)?,
+            sampled_readback: readback_buffer(ctx, 4),
         };
         Ok(Self {
             pos: 0,
@@ -113,6 +121,7 @@ impl Session {
             last_chunk: 0,
             routes: None,
             captured: None,
+            reuse: RefCell::default(),
         })
     }
 
