@@ -104,6 +104,10 @@ async fn wait_idle(ctx: &GpuContext, probe: &wgpu::Buffer) -> Result<()> {
     readback.bytes(ctx).await.map(|_| ())
 }
 
+/// The shortest a host-copy sample may last: a browser coarsens its clock to about 0.1 ms,
+/// which a copy of a few MiB takes, so small copies are repeated until this much time passed.
+const MIN_SAMPLE_SECONDS: f64 = 0.01;
+
 /// GB/s of copying `bytes` between two host buffers.
 pub fn host_copy(bytes: usize, repeats: usize) -> Result<Stat> {
     let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
@@ -111,11 +115,18 @@ pub fn host_copy(bytes: usize, repeats: usize) -> Result<Stat> {
     let mut rates = Vec::new();
     for round in 0..=repeats {
         let start = Instant::now();
-        dst.copy_from_slice(&src);
-        std::hint::black_box(&mut dst);
-        let seconds = start.elapsed().as_secs_f64();
+        let mut copies = 0u32;
+        let seconds = loop {
+            dst.copy_from_slice(&src);
+            std::hint::black_box(&mut dst);
+            copies += 1;
+            let seconds = start.elapsed().as_secs_f64();
+            if seconds >= MIN_SAMPLE_SECONDS {
+                break seconds;
+            }
+        };
         if round > 0 {
-            rates.push(2.0 * bytes as f64 / seconds / 1e9);
+            rates.push(2.0 * bytes as f64 * copies as f64 / seconds / 1e9);
         }
     }
     Stat::of(&rates).ok_or_else(|| Error::InvalidArgument("no host copy was timed".into()))
