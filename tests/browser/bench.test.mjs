@@ -2,7 +2,8 @@
 // `moegraft bench` comes back finite and positive, every fraction is the figure ÷ its bound
 // recomputed here from the measured figures, decode is timed at both contexts, the merge is
 // the kit's real DeltaMoE graft (its input bytes counted from the safetensors headers), the
-// page shows it all, and Stop ends a run without breaking the next. Nothing leaves 127.0.0.1.
+// page shows it all, Stop ends a run without breaking the next, and a picked folder is
+// grafted onto itself. Nothing leaves 127.0.0.1.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -179,6 +180,23 @@ describe('the benchmark page on the demo kit (WebGPU on SwiftShader)', { timeout
     const again = await hook();
     assert.equal(again.state, 'done', again.error);
     assert.equal(again.report.merge_note, 'not run (merge repeats: 0)');
+    assert.deepEqual(session.pageErrors, []);
+  });
+
+  test('a picked dense folder is benchmarked and grafted onto itself', async () => {
+    const runs = (await hook()).runs;
+    await page.setInputFiles('#bench-folder', path.join(demo, 'cpt-dense'));
+    assert.equal(await page.isChecked('#bench-use-folder'), true);
+    await page.click('#bench-run');
+    await ended(runs);
+    const { state, error, report: r } = await hook();
+    assert.equal(state, 'done', error);
+    assert.equal(r.model.source, 'cpt-dense');
+    assert.equal(r.model.architecture, 'llama');
+    assert.equal(r.merge.method, 'paramdelta');
+    const tensors = tensorBytes(path.join(demo, 'cpt-dense/model.safetensors'));
+    assert.equal(r.merge.input_bytes, 3 * tensors.reduce((n, t) => n + t.bytes, 0));
+    positive(r.merge.merge_gbps.median, 'merge GB/s');
     assert.deepEqual(session.pageErrors, []);
   });
 });
