@@ -2,7 +2,6 @@
 //! post-training delta (Δ = θ_instruct − θ_base) onto a language-expert MoE — on WebGPU,
 //! natively and in the browser.
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod checkpoint;
 pub mod error;

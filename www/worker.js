@@ -16,11 +16,14 @@
 //                                         samples: [{lang, text}], options}
 //                  {rid, type: 'graft', base, instruct, target, options}
 //                                                      (each a [{file, path}] folder)
+//                  {rid, type: 'bench', files, label, graft: {base, instruct, target} | null,
+//                                       options}       → the report (bench.html)
 //                  {type: 'stop'}                      (ends a running generation)
 //   worker → page  {type: 'reply', rid, ok, value | error, fatal, lost}
 //                  {type: 'progress', rid, done, total}        (loading or grafting)
 //                  {type: 'read', rid, what, path, done, size} (each input file's reads)
 //                  {type: 'token', rid, id, piece}             (generating)
+//                  {type: 'bench', rid, step | figure, value}  (benchmarking)
 //
 // A reply with fatal: true means the wasm instance trapped (a Rust panic): every model is
 // gone, and the page starts a fresh worker. `lost: id` means that model's GPU device was lost:
@@ -28,6 +31,7 @@
 
 import init, {
   adapter_info,
+  bench as benchModel,
   graft as graftModels,
   crash_for_test as crashForTest,
   import_gguf as importGgufFile,
@@ -225,6 +229,15 @@ async function graft({ rid, base, instruct, target, options }) {
   });
 }
 
+// A benchmark is stopped by ending this worker (bench.html); until then it runs through.
+async function bench({ rid, files, label, graft, options }) {
+  return exclusive('a benchmark', async () => {
+    await ready();
+    const onProgress = (event) => self.postMessage({ type: 'bench', rid, ...event });
+    return benchModel(files, label ?? undefined, graft ?? null, options ?? {}, onProgress);
+  });
+}
+
 async function crash({ message }) {
   await ready();
   crashForTest(String(message ?? 'test panic'));
@@ -235,7 +248,7 @@ async function destroyDevice({ id }) {
   return true;
 }
 
-const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft, destroyDevice, crash };
+const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft, bench, destroyDevice, crash };
 
 self.onmessage = async ({ data }) => {
   if (data?.type === 'stop') {

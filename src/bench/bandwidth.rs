@@ -2,13 +2,12 @@
 //! (timed by waiting for the GPU, and by timestamps where the device has them) and a host
 //! memory copy. Bandwidth counts bytes read plus bytes written, as a copy of S bytes moves 2·S.
 
-use std::time::Instant;
-
 use serde::Serialize;
 
+use super::clock::Instant;
 use super::stats::Stat;
 use crate::error::{Error, Result};
-use crate::gpu::{timing, GpuContext};
+use crate::gpu::{timing, Batch, GpuContext};
 
 /// Copies recorded per timed submission (amortises the submit and wait).
 const COPIES_PER_SUBMIT: u64 = 8;
@@ -72,7 +71,7 @@ pub async fn measure(ctx: &GpuContext, bytes: u64, repeats: usize) -> Result<Cop
         }
         let start = Instant::now();
         ctx.queue.submit([encoder.finish()]);
-        wait_idle(ctx)?;
+        wait_idle(ctx, &dst).await?;
         let seconds = start.elapsed().as_secs_f64();
         if round == 0 {
             continue;
@@ -95,13 +94,19 @@ pub async fn measure(ctx: &GpuContext, bytes: u64, repeats: usize) -> Result<Cop
     })
 }
 
-/// Blocks until the queue has finished everything submitted.
-fn wait_idle(ctx: &GpuContext) -> Result<()> {
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| Error::gpu(format!("waiting for the GPU failed: {e}")))?;
-    Ok(())
+/// Resolves once the queue has finished everything submitted: a 4-byte read-back of `probe`
+/// is mapped only after the work before it. (Natively `device.poll` could block instead, but
+/// a browser can only be awaited.)
+async fn wait_idle(ctx: &GpuContext, probe: &wgpu::Buffer) -> Result<()> {
+    let mut batch = Batch::new(ctx);
+    let readback = batch.read_back(probe, 0, 4);
+    batch.submit();
+    readback.bytes(ctx).await.map(|_| ())
 }
+
+/// The shortest a host-copy sample may last: a browser coarsens its clock to about 0.1 ms,
+/// which a copy of a few MiB takes, so small copies are repeated until this much time passed.
+const MIN_SAMPLE_SECONDS: f64 = 0.01;
 
 /// GB/s of copying `bytes` between two host buffers.
 pub fn host_copy(bytes: usize, repeats: usize) -> Result<Stat> {
@@ -110,11 +115,18 @@ pub fn host_copy(bytes: usize, repeats: usize) -> Result<Stat> {
     let mut rates = Vec::new();
     for round in 0..=repeats {
         let start = Instant::now();
-        dst.copy_from_slice(&src);
-        std::hint::black_box(&mut dst);
-        let seconds = start.elapsed().as_secs_f64();
+        let mut copies = 0u32;
+        let seconds = loop {
+            dst.copy_from_slice(&src);
+            std::hint::black_box(&mut dst);
+            copies += 1;
+            let seconds = start.elapsed().as_secs_f64();
+            if seconds >= MIN_SAMPLE_SECONDS {
+                break seconds;
+            }
+        };
         if round > 0 {
-            rates.push(2.0 * bytes as f64 / seconds / 1e9);
+            rates.push(2.0 * bytes as f64 * copies as f64 / seconds / 1e9);
         }
     }
     Stat::of(&rates).ok_or_else(|| Error::InvalidArgument("no host copy was timed".into()))

@@ -1,4 +1,4 @@
-//! Memory figures: the process's peak resident set and the GPU bytes a model holds.
+//! Memory figures: the host's high-water mark (see `host`) and the GPU bytes a model holds.
 
 use serde::Serialize;
 
@@ -9,19 +9,15 @@ use crate::model::Model;
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
     /// VmHWM of /proc/self/status (Linux), bytes; includes the whole benchmark's host data.
+    /// `None` in the browser, which does not report it.
     pub peak_host_rss_bytes: Option<u64>,
+    /// In the browser: the wasm module's linear memory (it only grows, so its peak); `None`
+    /// natively.
+    pub wasm_memory_bytes: Option<u64>,
     /// Weight buffers on the GPU.
     pub gpu_weight_bytes: u64,
     /// KV cache of one session of the benchmark's longest context.
     pub gpu_kv_cache_bytes: u64,
-}
-
-/// The process's peak resident set, where the OS reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 fn matrices(w: &ModelWeights) -> Vec<&GpuMatrix> {

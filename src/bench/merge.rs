@@ -1,25 +1,58 @@
-//! Merge throughput through the real graft path: a streamed ParamΔ graft of a dense model
-//! onto itself (Δ = 0, which costs the same as any Δ), written to a temporary directory.
-
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+//! Merge throughput through the real graft path: `graft_checkpoints`, what `moegraft graft`
+//! and the page's Graft run, over the same three inputs `repeats` times, each into a fresh
+//! output the caller makes (a scratch directory natively, `Blob`s in memory in the browser).
 
 use serde::Serialize;
 
+use super::clock::Instant;
 use super::stats::Stat;
-use crate::checkpoint::writer::DEFAULT_MAX_SHARD_BYTES;
+use crate::checkpoint::writer::{OutputFiles, DEFAULT_MAX_SHARD_BYTES};
 use crate::checkpoint::{Checkpoint, ModelFiles};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::graft::export::{graft_checkpoints, GraftCheckpoints};
 use crate::graft::manifest::describe_inputs;
-use crate::graft::plan::{plan, GraftOptions};
-use crate::graft::run::{graft_dirs, GraftInputs};
+use crate::graft::plan::{plan, GraftOptions, GraftPlan};
+
+/// The files of the graft the merge figure times.
+pub struct GraftFiles {
+    pub base: ModelFiles,
+    pub instruct: ModelFiles,
+    pub target: ModelFiles,
+}
+
+/// The three inputs opened (headers read).
+pub struct GraftInputs {
+    pub base: Checkpoint,
+    pub instruct: Checkpoint,
+    pub target: Checkpoint,
+}
+
+impl GraftInputs {
+    pub async fn open(files: GraftFiles) -> Result<Self> {
+        Ok(Self {
+            base: Checkpoint::open(files.base).await?,
+            instruct: Checkpoint::open(files.instruct).await?,
+            target: Checkpoint::open(files.target).await?,
+        })
+    }
+
+    fn checkpoints(&self) -> GraftCheckpoints<'_> {
+        GraftCheckpoints {
+            base: &self.base,
+            instruct: &self.instruct,
+            target: &self.target,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeResult {
+    /// `paramdelta` or `deltamoe`.
+    pub method: String,
     /// Tensor bytes the merge reads: target, instruct and base of every grafted tensor.
     pub input_bytes: u64,
-    /// Whole `graft` (plan, sha256 of the inputs, merge, write), seconds.
+    /// Whole graft (sha256 of the inputs, merge, write), seconds.
     pub total_seconds: Stat,
     /// The inputs' sha256 alone (part of the total; recorded in the manifest).
     pub hash_seconds: Stat,
@@ -29,51 +62,43 @@ pub struct MergeResult {
     pub end_to_end_gbps: Stat,
 }
 
-/// A scratch directory under the system's temporary directory, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> Result<Self> {
-        let path =
-            std::env::temp_dir().join(format!("moegraft-bench-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Grafts the model in `dir` onto itself `repeats` times (plus one untimed warm-up that also
-/// brings the files into the page cache).
-pub async fn measure(ctx: &GpuContext, dir: &Path, repeats: usize) -> Result<MergeResult> {
-    let input_bytes = input_bytes(dir).await?;
-    let scratch = TempDir::new("merge")?;
-    let inputs = GraftInputs {
-        base: dir,
-        instruct: dir,
-        target: dir,
-    };
+/// Grafts Δ = instruct − base onto target (α = 1) `repeats` times, plus one untimed warm-up
+/// that also brings the files into the page cache. `output(round)` makes each round's output,
+/// dropped when the round ends.
+pub async fn measure<O: OutputFiles>(
+    ctx: &GpuContext,
+    inputs: &GraftInputs,
+    repeats: usize,
+    output: &mut dyn FnMut(usize) -> Result<O>,
+) -> Result<MergeResult> {
     let options = GraftOptions {
         alpha: 1.0,
         expert_alpha: None,
         dtype: None,
     };
+    let checkpoints = inputs.checkpoints();
+    let plan = plan(&inputs.base, &inputs.instruct, &inputs.target, &options)?;
+    let input_bytes = input_bytes(inputs, &plan)?;
     let (mut total, mut hash) = (Vec::new(), Vec::new());
     for round in 0..=repeats {
-        let out = scratch.0.join(format!("out-{round}"));
+        let mut out = output(round)?;
         let start = Instant::now();
-        graft_dirs(ctx, &inputs, &out, &options, DEFAULT_MAX_SHARD_BYTES).await?;
+        graft_checkpoints(
+            ctx,
+            &checkpoints,
+            &plan,
+            &mut out,
+            DEFAULT_MAX_SHARD_BYTES,
+            &mut |_, _| {},
+        )
+        .await?;
         let seconds = start.elapsed().as_secs_f64();
-        let _ = std::fs::remove_dir_all(&out);
+        // Dropped outside the timing: removing a scratch directory is no part of a graft.
+        drop(out);
+        // What graft_checkpoints hashes, timed alone.
         let start = Instant::now();
-        let files = ModelFiles::from_dir(dir)?;
-        for _ in 0..3 {
-            describe_inputs(&files).await?;
+        for cp in [&inputs.base, &inputs.instruct, &inputs.target] {
+            describe_inputs(&cp.files).await?;
         }
         let hashing = start.elapsed().as_secs_f64();
         if round > 0 {
@@ -81,8 +106,7 @@ pub async fn measure(ctx: &GpuContext, dir: &Path, repeats: usize) -> Result<Mer
             hash.push(hashing);
         }
     }
-    let total_seconds = Stat::of(&total).ok_or_else(|| Error::gpu("no merge was timed"))?;
-    let hash_seconds = Stat::of(&hash).ok_or_else(|| Error::gpu("no merge was timed"))?;
+    let none = || Error::gpu("no merge was timed");
     let merge: Vec<f64> = total
         .iter()
         .zip(&hash)
@@ -90,29 +114,88 @@ pub async fn measure(ctx: &GpuContext, dir: &Path, repeats: usize) -> Result<Mer
         .collect();
     let end_to_end: Vec<f64> = total.iter().map(|t| input_bytes as f64 / t / 1e9).collect();
     Ok(MergeResult {
+        method: plan.method.name().to_string(),
         input_bytes,
-        merge_gbps: Stat::of(&merge).ok_or_else(|| Error::gpu("no merge was timed"))?,
-        end_to_end_gbps: Stat::of(&end_to_end).ok_or_else(|| Error::gpu("no merge was timed"))?,
-        total_seconds,
-        hash_seconds,
+        merge_gbps: Stat::of(&merge).ok_or_else(none)?,
+        end_to_end_gbps: Stat::of(&end_to_end).ok_or_else(none)?,
+        total_seconds: Stat::of(&total).ok_or_else(none)?,
+        hash_seconds: Stat::of(&hash).ok_or_else(none)?,
     })
 }
 
-/// Bytes of the tensors the graft plan reads from the three inputs.
-async fn input_bytes(dir: &Path) -> Result<u64> {
-    let ckpt = Checkpoint::open(ModelFiles::from_dir(dir)?).await?;
-    let options = GraftOptions {
-        alpha: 1.0,
-        expert_alpha: None,
-        dtype: None,
-    };
-    let p = plan(&ckpt, &ckpt, &ckpt, &options)?;
+/// Bytes of the tensors the plan reads from the three inputs (a DeltaMoE graft reads Δ's
+/// sources once per expert).
+fn input_bytes(inputs: &GraftInputs, plan: &GraftPlan) -> Result<u64> {
     let mut bytes = 0;
-    for t in &p.tensors {
-        bytes += ckpt.info(&t.name)?.1.len;
+    for t in &plan.tensors {
+        bytes += inputs.target.info(&t.source)?.1.len;
         if let Some(d) = &t.delta {
-            bytes += 2 * ckpt.info(&d.source)?.1.len;
+            bytes += inputs.instruct.info(&d.source)?.1.len + inputs.base.info(&d.source)?.1.len;
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::synthetic;
+    use crate::checkpoint::{DType, ModelConfig};
+
+    const LLAMA: &str = include_str!("../../tests/fixtures/tiny/tiny-llama/config.json");
+
+    /// Synthetic f16 weights of `json`, and the bytes of its FFN tensors and of the rest.
+    fn model(json: &str) -> (ModelFiles, u64, u64) {
+        let c = ModelConfig::from_json(json, "config.json").expect("config");
+        let specs = synthetic::tensor_specs(&c, DType::F16);
+        let bytes = |ffn: bool| -> u64 {
+            let is_ffn = |name: &str| name.contains(".mlp.") || name.contains(".block_sparse_moe.");
+            specs
+                .iter()
+                .filter(|s| is_ffn(&s.name) == ffn)
+                .filter_map(|s| s.byte_len())
+                .sum()
+        };
+        let files = synthetic::model_files(json, &c, DType::F16, 1).expect("weights");
+        (files, bytes(true), bytes(false))
+    }
+
+    /// `input_bytes` of grafting Δ of `base` (as base and instruct) onto `target`.
+    fn counted(base: &str, target: &str) -> (u64, &'static str) {
+        let inputs = pollster::block_on(GraftInputs::open(GraftFiles {
+            base: model(base).0,
+            instruct: model(base).0,
+            target: model(target).0,
+        }))
+        .expect("open");
+        let options = GraftOptions {
+            alpha: 1.0,
+            ..Default::default()
+        };
+        let p = plan(&inputs.base, &inputs.instruct, &inputs.target, &options).expect("plan");
+        (input_bytes(&inputs, &p).expect("bytes"), p.method.name())
+    }
+
+    #[test]
+    fn paramdelta_onto_itself_reads_every_tensor_three_times() {
+        let (_, ffn, rest) = model(LLAMA);
+        assert_eq!(counted(LLAMA, LLAMA), (3 * (ffn + rest), "paramdelta"));
+    }
+
+    #[test]
+    fn deltamoe_reads_the_dense_ffn_once_per_expert() {
+        let moe = LLAMA
+            .replace("\"llama\"", "\"mixtral\"")
+            .replace("\"LlamaForCausalLM\"", "\"MixtralForCausalLM\"")
+            .replace(
+                "\"num_hidden_layers\"",
+                "\"num_local_experts\": 3, \"num_experts_per_tok\": 2, \"num_hidden_layers\"",
+            );
+        let (_, ffn, rest) = model(LLAMA);
+        let (_, moe_ffn, moe_rest) = model(&moe);
+        // Every target tensor once (routers included); Δ of attention, norms and the
+        // embedding once, of the dense FFN once for each of the 3 experts.
+        let expected = moe_ffn + moe_rest + 2 * (rest + 3 * ffn);
+        assert_eq!(counted(LLAMA, &moe), (expected, "deltamoe"));
+    }
 }

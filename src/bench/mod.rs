@@ -1,23 +1,29 @@
-//! `moegraft bench`: prefill and decode speed, the copy bandwidth that bounds them, merge
+//! The benchmark: prefill and decode speed, the copy bandwidth that bounds them, merge
 //! throughput, memory and per-kernel GPU time, each speed also as a fraction of its bound.
-//! Native only (wall-clock timing, temporary directories, /proc); the GPU timing it relies
-//! on (`gpu::timing`) is target-independent.
+//! One measuring path for both targets: `measure` takes the model's and the graft's files
+//! and makes each merge output through the caller, so only the edges differ — `native` (the
+//! CLI: directories, synthetic weights, scratch directories), `web::bench` (the page: picked or
+//! fetched `Blob`s, output kept in memory), `clock` and `host`.
 
 pub mod bandwidth;
+pub mod clock;
+pub mod host;
 pub mod memory;
 pub mod merge;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 pub mod profile;
 pub mod report;
 pub mod stats;
 pub mod synthetic;
 pub mod throughput;
 
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use serde::Serialize;
 
-use crate::checkpoint::{DType, ModelConfig, ModelFiles};
+use crate::checkpoint::writer::OutputFiles;
+use crate::checkpoint::ModelFiles;
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterSummary, GpuContext, GpuOptions, KernelLayout};
 use crate::model::open::{open_files, OpenedModel};
@@ -25,24 +31,17 @@ use crate::model::weights::main_dtype;
 use crate::model::LoadOptions;
 use bandwidth::CopyBandwidth;
 use memory::Memory;
-use merge::MergeResult;
+use merge::{GraftFiles, GraftInputs, MergeResult};
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::{run, BenchModel};
 use profile::KernelProfile;
 use stats::Stat;
 
 /// Seed of the synthetic weights and the random prompt.
-const SEED: u64 = 0x6d6f65;
-
-#[derive(Debug, Clone)]
-pub enum BenchModel {
-    /// A Hugging Face model directory.
-    Dir(PathBuf),
-    /// Random weights of this config.json's shapes, in `dtype`.
-    Synthetic { config: PathBuf, dtype: DType },
-}
+pub const SEED: u64 = 0x6d6f65;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    pub model: BenchModel,
     pub prompt_tokens: usize,
     /// Cached tokens at which decode speed is measured.
     pub contexts: Vec<usize>,
@@ -67,7 +66,6 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         Self {
-            model: BenchModel::Dir(PathBuf::new()),
             prompt_tokens: 128,
             contexts: vec![128, 1024],
             decode_tokens: 32,
@@ -81,6 +79,24 @@ impl Default for BenchOptions {
             no_subgroups: false,
         }
     }
+}
+
+/// What a benchmark runs on.
+pub struct BenchInputs {
+    pub model: ModelFiles,
+    /// Where the model came from, for the report.
+    pub source: String,
+    /// The graft the merge figure times, or why there is none.
+    pub graft: std::result::Result<GraftFiles, String>,
+}
+
+/// What `measure` tells its caller as it goes.
+pub enum Progress<'a> {
+    /// A measurement starts (one can take minutes on a CPU adapter).
+    Step(&'a str),
+    /// A part of the report is ready: its field in `BenchReport` and its value (for `decode`,
+    /// one context's entry of the list).
+    Figure(&'static str, serde_json::Value),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +141,8 @@ pub struct Merge {
     pub result: MergeResult,
     /// Median merge GB/s ÷ the host copy bandwidth.
     pub fraction_of_host_copy: f64,
+    /// Median merge GB/s ÷ the GPU copy bandwidth (the bound the decode figures use).
+    pub fraction_of_gpu_copy: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,9 +162,14 @@ pub struct BenchReport {
     pub kernels_note: Option<String>,
 }
 
-/// Runs every measurement; `log` hears which one starts (they can take minutes on a CPU
-/// adapter).
-pub async fn run(options: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+/// Runs every measurement on `inputs`. `output(round)` makes each timed graft's output;
+/// `progress` hears each step and each figure as soon as it is measured.
+pub async fn measure<O: OutputFiles>(
+    inputs: BenchInputs,
+    options: &BenchOptions,
+    output: &mut dyn FnMut(usize) -> Result<O>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BenchReport> {
     check(options)?;
     let longest = options.contexts.iter().copied().max().unwrap_or(0);
     let needed = longest.max(options.prompt_tokens) + options.warmup + options.decode_tokens + 1;
@@ -161,64 +184,79 @@ pub async fn run(options: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<Be
         profiling: options.profile,
         ..GpuOptions::default()
     };
-    log("loading the model");
-    let (files, source) = model_files(&options.model)?;
-    let OpenedModel { model, .. } = open_files(files, load, gpu, &mut |_, _| {}).await?;
+    progress(Progress::Step("loading the model"));
+    let OpenedModel { model, .. } = open_files(inputs.model, load, gpu, &mut |_, _| {}).await?;
     if model.options.max_context < needed {
         return Err(Error::InvalidArgument(format!(
-            "the benchmark needs {needed} positions but the model has {} (lower --contexts or --decode-tokens)",
+            "the benchmark needs {needed} positions but the model has {} (lower the contexts or the decode tokens)",
             model.options.max_context
         )));
     }
     let ctx: Rc<GpuContext> = model.ctx.clone();
-
-    log("copy bandwidth");
-    let copy = bandwidth::measure(&ctx, options.copy_bytes, options.repeats).await?;
-    log("prefill");
-    let prefill = throughput::prefill(&model, options, SEED).await?;
     let weight_bytes = memory::decode_weight_bytes(&model);
+    let summary = ModelSummary {
+        source: inputs.source,
+        architecture: model.config.architecture.model_type().to_string(),
+        dtype: main_dtype(&model.weights).safetensors_name().to_lowercase(),
+        parameters: memory::parameters(&model),
+        decode_weight_bytes: weight_bytes,
+    };
+    let machine = host::machine();
+    figure(progress, "machine", &machine);
+    figure(progress, "adapter", &ctx.summary);
+    figure(progress, "model", &summary);
+
+    progress(Progress::Step("copy bandwidth"));
+    let copy = bandwidth::measure(&ctx, options.copy_bytes, options.repeats).await?;
+    figure(progress, "copy_bandwidth", &copy);
+    progress(Progress::Step("prefill"));
+    let prefill = throughput::prefill(&model, options, SEED).await?;
+    figure(progress, "prefill", &prefill);
     let bw = copy.gpu_bytes_per_s();
     let mut decode = Vec::new();
     let mut kernels = None;
     for (n, &context) in options.contexts.iter().enumerate() {
-        log(&format!("decode at context {context}"));
+        progress(Progress::Step(&format!("decode at context {context}")));
         let mut session = model.session()?;
         let speed = throughput::decode(&model, &mut session, context, options, SEED).await?;
         if n == 0 && options.profile {
+            progress(Progress::Step("per-kernel GPU time"));
             kernels = profile::decode_step(&model, &mut session).await?;
         }
         let kv_bytes = memory::kv_bytes(&model, context);
         let bound = bw / weight_bytes as f64;
-        decode.push(Decode {
+        let entry = Decode {
             context,
             weight_bound_tokens_per_s: bound,
             fraction_of_weight_bound: speed.median / bound,
             fraction_of_weight_kv_bound: speed.median * (weight_bytes + kv_bytes) as f64 / bw,
             kv_bytes,
             tokens_per_s: speed,
-        });
+        };
+        figure(progress, "decode", &entry);
+        decode.push(entry);
     }
     let kernels_note = kernels_note(&ctx, options, kernels.is_some());
+    figure(progress, "kernels", &kernels);
+    figure(progress, "kernels_note", &kernels_note);
 
-    if options.merge_repeats > 0 {
-        log("merge");
+    if options.merge_repeats > 0 && inputs.graft.is_ok() {
+        progress(Progress::Step("merge"));
     }
-    let (merge, merge_note) = run_merge(&ctx, &model.config, options, &copy).await?;
+    let (merge, merge_note) = run_merge(&ctx, inputs.graft, options, &copy, output).await?;
+    figure(progress, "merge", &merge);
+    figure(progress, "merge_note", &merge_note);
     let memory = Memory {
-        peak_host_rss_bytes: memory::peak_rss_bytes(),
+        peak_host_rss_bytes: host::peak_rss_bytes(),
+        wasm_memory_bytes: host::wasm_memory_bytes(),
         gpu_weight_bytes: memory::gpu_weight_bytes(&model),
         gpu_kv_cache_bytes: memory::kv_bytes(&model, model.options.max_context),
     };
+    figure(progress, "memory", &memory);
     Ok(BenchReport {
-        machine: machine(),
+        machine,
         adapter: ctx.summary.clone(),
-        model: ModelSummary {
-            source,
-            architecture: model.config.architecture.model_type().to_string(),
-            dtype: main_dtype(&model.weights).safetensors_name().to_lowercase(),
-            parameters: memory::parameters(&model),
-            decode_weight_bytes: weight_bytes,
-        },
+        model: summary,
         copy_bandwidth: copy,
         prefill,
         decode,
@@ -230,106 +268,69 @@ pub async fn run(options: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<Be
     })
 }
 
+/// Tells `progress` that a part of the report is ready.
+fn figure(progress: &mut dyn FnMut(Progress), name: &'static str, value: &impl Serialize) {
+    // Our own plain structs: serialising them cannot fail.
+    let json = serde_json::to_value(value).unwrap_or_default();
+    progress(Progress::Figure(name, json));
+}
+
 fn check(o: &BenchOptions) -> Result<()> {
     let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
     if o.prompt_tokens == 0 {
-        return bad("--prompt-tokens must be at least 1");
+        return bad("prompt tokens must be at least 1");
     }
     if o.contexts.is_empty() || o.contexts.contains(&0) {
-        return bad("--contexts needs one or more positive token counts");
+        return bad("contexts needs one or more positive token counts");
     }
     if o.decode_tokens == 0 || o.repeats == 0 {
-        return bad("--decode-tokens and --repeats must be at least 1");
+        return bad("decode tokens and repeats must be at least 1");
     }
     Ok(())
 }
 
-/// The model's files and a description of where they came from.
-fn model_files(m: &BenchModel) -> Result<(ModelFiles, String)> {
-    match m {
-        BenchModel::Dir(dir) => Ok((ModelFiles::from_dir(dir)?, dir.display().to_string())),
-        BenchModel::Synthetic { config, dtype } => {
-            let (text, c) = read_config(config)?;
-            let files = synthetic::model_files(&text, &c, *dtype, SEED)?;
-            let source = format!(
-                "synthetic {} weights of {}",
-                dtype.safetensors_name().to_lowercase(),
-                config.display()
-            );
-            Ok((files, source))
-        }
-    }
-}
-
-fn read_config(path: &std::path::Path) -> Result<(String, ModelConfig)> {
-    let label = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(&label, e))?;
-    let config = ModelConfig::from_json(&text, &label)?;
-    Ok((text, config))
-}
-
-async fn run_merge(
+async fn run_merge<O: OutputFiles>(
     ctx: &GpuContext,
-    config: &ModelConfig,
+    graft: std::result::Result<GraftFiles, String>,
     o: &BenchOptions,
     copy: &CopyBandwidth,
+    output: &mut dyn FnMut(usize) -> Result<O>,
 ) -> Result<(Option<Merge>, Option<String>)> {
     if o.merge_repeats == 0 {
-        return Ok((None, Some("not run (--merge-repeats 0)".into())));
+        return Ok((None, Some("not run (merge repeats: 0)".into())));
     }
-    if config.is_moe() {
-        return Ok((
-            None,
-            Some("not run: a DeltaMoE graft needs a dense base; bench a dense config".into()),
-        ));
-    }
-    let result = match &o.model {
-        BenchModel::Dir(dir) => merge::measure(ctx, dir, o.merge_repeats).await?,
-        BenchModel::Synthetic {
-            config: path,
-            dtype,
-        } => {
-            let (text, c) = read_config(path)?;
-            let dir = merge::TempDir::new("model")?;
-            synthetic::write_dir(&dir.0, &text, &c, *dtype, SEED)?;
-            merge::measure(ctx, &dir.0, o.merge_repeats).await?
-        }
+    let files = match graft {
+        Ok(files) => files,
+        Err(why) => return Ok((None, Some(why))),
     };
-    let fraction = result.merge_gbps.median / copy.host_gbps.median;
+    let inputs = GraftInputs::open(files).await?;
+    if inputs.base.config.is_moe() {
+        return Ok((None, Some(DENSE_BASE_NOTE.into())));
+    }
+    let result = merge::measure(ctx, &inputs, o.merge_repeats, output).await?;
+    let fraction_of_host_copy = result.merge_gbps.median / copy.host_gbps.median;
+    let fraction_of_gpu_copy = result.merge_gbps.median * 1e9 / copy.gpu_bytes_per_s();
     Ok((
         Some(Merge {
             result,
-            fraction_of_host_copy: fraction,
+            fraction_of_host_copy,
+            fraction_of_gpu_copy,
         }),
         None,
     ))
 }
 
+/// Why an MoE model is not grafted onto itself.
+pub const DENSE_BASE_NOTE: &str = "not run: a graft needs a dense base; bench a dense model";
+
 fn kernels_note(ctx: &GpuContext, o: &BenchOptions, profiled: bool) -> Option<String> {
     if profiled {
         None
     } else if !o.profile {
-        Some("not run (--no-profile)".into())
+        Some("not run (profiling off)".into())
     } else if !ctx.summary.timestamp_queries {
         Some("not available: the adapter has no timestamp queries".into())
     } else {
         Some("not available: no dispatch was timed".into())
-    }
-}
-
-fn machine() -> Machine {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    });
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| format!(" {}", s.trim()))
-        .unwrap_or_default();
-    Machine {
-        cpu,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        os: format!("{}{kernel}", std::env::consts::OS),
     }
 }

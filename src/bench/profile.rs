@@ -1,9 +1,8 @@
 //! GPU time per kernel for one decode step, from timestamp queries around every dispatch.
 
-use std::time::Instant;
-
 use serde::Serialize;
 
+use super::clock::Instant;
 use crate::error::Result;
 use crate::gpu::kernels::SampleSettings;
 use crate::gpu::timing::Profiler;

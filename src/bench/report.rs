@@ -91,10 +91,12 @@ pub fn table(r: &BenchReport) -> String {
         (Some(g), _) => {
             let _ = writeln!(
                 o,
-                "merge     {} of inputs: {} GB/s streamed ({} of host copy), {} GB/s end to end incl. {:.2} s sha256",
+                "merge     {} {} of inputs: {} GB/s streamed ({} of host copy, {} of GPU copy), {} GB/s end to end incl. {:.2} s sha256",
+                g.result.method,
                 gb(g.result.input_bytes),
                 spread(&g.result.merge_gbps, 2),
                 pct(g.fraction_of_host_copy),
+                pct(g.fraction_of_gpu_copy),
                 spread(&g.result.end_to_end_gbps, 2),
                 g.result.hash_seconds.median
             );
@@ -106,8 +108,10 @@ pub fn table(r: &BenchReport) -> String {
     let mem = &r.memory;
     let _ = writeln!(
         o,
-        "memory    peak host RSS {}, GPU weights {}, GPU KV cache {}",
+        "memory    peak host RSS {}{}, GPU weights {}, GPU KV cache {}",
         mem.peak_host_rss_bytes.map_or("unknown".into(), gb),
+        mem.wasm_memory_bytes
+            .map_or(String::new(), |b| format!(", wasm memory {}", gb(b))),
         gb(mem.gpu_weight_bytes),
         gb(mem.gpu_kv_cache_bytes)
     );

@@ -1,8 +1,7 @@
 //! Prefill and decode speed as generation sees it: each measurement runs `next_token` (the
 //! forward pass, GPU sampling and the read-back of the chosen id), greedy.
 
-use std::time::Instant;
-
+use super::clock::Instant;
 use super::stats::Stat;
 use super::BenchOptions;
 use crate::error::{Error, Result};

@@ -469,7 +469,6 @@ async fn bench(a: BenchArgs) -> Result<()> {
         }
     };
     let options = BenchOptions {
-        model,
         prompt_tokens: a.prompt_tokens,
         contexts: a.contexts,
         decode_tokens: a.decode_tokens,
@@ -482,7 +481,8 @@ async fn bench(a: BenchArgs) -> Result<()> {
         layout: a.gpu.kernels,
         no_subgroups: a.gpu.no_subgroups,
     };
-    let report = moegraft::bench::run(&options, &mut |step| eprintln!("bench: {step}…")).await?;
+    let report =
+        moegraft::bench::run(&model, &options, &mut |step| eprintln!("bench: {step}…")).await?;
     if a.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::InvalidArgument(format!("report is not serialisable: {e}")))?;

@@ -13,6 +13,7 @@ use wasm_bindgen::JsCast;
 use crate::error::Error;
 use crate::gpu::{GpuContext, GpuOptions};
 
+mod bench;
 mod files;
 mod graft;
 mod import;

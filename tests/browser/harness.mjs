@@ -47,9 +47,10 @@ export function checkPrerequisites(assert) {
 /**
  * The page, served and open in a fresh Chromium profile, with every request, page error and
  * console error recorded. `close()` ends it all. Without `kit` the page opens with ?kit=none
- * (no demo kit served, none loaded); `query` adds to the address (e.g. 'max_binding=4096').
+ * (no demo kit served, none loaded); `query` adds to the address (e.g. 'max_binding=4096');
+ * `at` opens another page of www/ (e.g. 'bench.html').
  */
-export async function openPage({ args = CHROMIUM_ARGS, kit = false, query = '' } = {}) {
+export async function openPage({ args = CHROMIUM_ARGS, kit = false, query = '', at = '' } = {}) {
   const server = await serve({ kit });
   const origin = `http://127.0.0.1:${server.address().port}`;
   // launch() gives every run a fresh temporary profile (its own --user-data-dir).
@@ -67,7 +68,7 @@ export async function openPage({ args = CHROMIUM_ARGS, kit = false, query = '' }
   });
   const params = new URLSearchParams(query);
   if (!kit) params.set('kit', 'none');
-  await page.goto(`${origin}/${params.size ? `?${params}` : ''}`);
+  await page.goto(`${origin}/${at}${params.size ? `?${params}` : ''}`);
   const close = async () => {
     await browser.close();
     await new Promise((r) => server.close(r));

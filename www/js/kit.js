@@ -10,8 +10,7 @@ import { chatBox, promptBox, runGeneration } from './generate.js';
 import { showKitSamples } from './perplexity.js';
 import { setUpcycleSlots } from './upcycle.js';
 import { state } from './state.js';
-
-const KIT_ROOT = 'demo/';
+import { fetchFolder, fetchKitManifest, kitEntry as manifestEntry, KIT_ROOT } from './kit-files.js';
 
 const ui = {
   section: $('kit-section'),
@@ -21,21 +20,8 @@ const ui = {
   examples: $('kit-examples'),
 };
 
-async function fetchFolder(entry) {
-  const out = [];
-  for (const name of entry.files) {
-    const url = `${KIT_ROOT}${entry.dir}/${name}`;
-    const r = await fetch(url);
-    if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-    out.push({ file: new File([await r.blob()], name), path: `${entry.name}/${name}` });
-  }
-  return out;
-}
-
 function kitEntry(name) {
-  const entry = state.hook.kit?.models.find((m) => m.name === name);
-  if (!entry) throw new Error(`the demo kit has no model '${name}'`);
-  return entry;
+  return manifestEntry(state.hook.kit, name);
 }
 
 function markButton(name) {
@@ -147,14 +133,8 @@ function showKit(manifest) {
 
 export async function openKit() {
   if (new URLSearchParams(location.search).get('kit') === 'none') return;
-  let manifest;
-  try {
-    const r = await fetch(`${KIT_ROOT}manifest.json`);
-    if (!r.ok) return; // no kit served with this page
-    manifest = await r.json();
-  } catch {
-    return;
-  }
+  const manifest = await fetchKitManifest();
+  if (!manifest) return; // no kit served with this page
   showKit(manifest);
   if (manifest.default) await loadKitModel(manifest.default).catch(() => {});
 }

@@ -25,6 +25,7 @@ function start() {
     if (data.type === 'progress') p.onProgress?.(data.done, data.total);
     else if (data.type === 'read') p.onRead?.(data);
     else if (data.type === 'token') p.onToken?.(data.id, data.piece);
+    else if (data.type === 'bench') p.onBench?.(data);
     else if (data.type === 'reply') {
       pending.delete(data.rid);
       if (data.fatal) drop(`the model worker crashed (a bug, ${data.error}); load the models again`);
@@ -51,7 +52,10 @@ function drop(message) {
   onCrash(message);
 }
 
-/** Sends a request; `handlers` may hold onProgress(done, total), onRead(msg), onToken(id, piece). */
+/**
+ * Sends a request; `handlers` may hold onProgress(done, total), onRead(msg), onToken(id, piece),
+ * onBench(msg).
+ */
 export function request(type, payload = {}, handlers = {}) {
   const rid = nextRid++;
   return new Promise((resolve, reject) => {
@@ -64,6 +68,17 @@ export function request(type, payload = {}, handlers = {}) {
 /** Asks the running generation to end after its current token. */
 export function stopGeneration() {
   worker?.postMessage({ type: 'stop' });
+}
+
+/**
+ * Ends the worker now, whatever it is doing (its models go with it): its requests reject with
+ * `message`; the next request starts a fresh one. How a benchmark is stopped.
+ */
+export function endWorker(message) {
+  worker?.terminate();
+  worker = null;
+  for (const p of pending.values()) p.reject(new Error(message));
+  pending.clear();
 }
 
 export function startWorker() {
