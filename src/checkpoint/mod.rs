@@ -128,6 +128,15 @@ impl Tensor {
     pub fn to_f32(&self) -> Vec<f32> {
         dtype::to_f32(self.dtype, &self.bytes)
     }
+
+    /// The bytes in `to`: as stored when it is already that, else converted through f32.
+    pub fn into_dtype(self, to: DType) -> Vec<u8> {
+        if self.dtype == to {
+            self.bytes
+        } else {
+            dtype::from_f32(to, &self.to_f32())
+        }
+    }
 }
 
 /// An opened model directory: its configuration and where every tensor lives.

@@ -121,8 +121,7 @@ async fn write_weights<O: OutputFiles>(
         let t = inputs.target.read(&planned.source).await?;
         let bytes = match &planned.delta {
             // A router: no Δ; byte for byte when the dtype is kept.
-            None if t.dtype == plan.dtype => t.bytes,
-            None => dtype::from_f32(plan.dtype, &t.to_f32()),
+            None => t.into_dtype(plan.dtype),
             Some(delta) => {
                 let inst = inputs.instruct.read(&delta.source).await?;
                 let b = inputs.base.read(&delta.source).await?;

@@ -530,14 +530,7 @@ async fn tensor_bytes(
     rows: &[Vec<Vec<f32>>],
 ) -> Result<Vec<u8>> {
     match source {
-        Source::Copy(i, name) => {
-            let t = ckpts[*i].read(name).await?;
-            Ok(if t.dtype == spec.dtype {
-                t.bytes
-            } else {
-                from_f32(spec.dtype, &t.to_f32())
-            })
-        }
+        Source::Copy(i, name) => Ok(ckpts[*i].read(name).await?.into_dtype(spec.dtype)),
         Source::Average(name) => {
             let mut sum: Vec<f64> = Vec::new();
             for ckpt in ckpts {

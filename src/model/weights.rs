@@ -1,7 +1,7 @@
 //! Moving a checkpoint's tensors onto the GPU, one tensor at a time, each shape-checked
 //! against config.json first so a mismatch names its file and tensor.
 
-use crate::checkpoint::{dtype, Checkpoint, DType, ModelConfig};
+use crate::checkpoint::{Checkpoint, DType, ModelConfig};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuMatrix};
 
@@ -128,11 +128,7 @@ impl Loader<'_> {
                     m
                 }
             };
-            let bytes = if t.dtype == m.dtype {
-                t.bytes
-            } else {
-                dtype::from_f32(m.dtype, &t.to_f32())
-            };
+            let bytes = t.into_dtype(m.dtype);
             m.write_rows(self.ctx, at, &bytes)?;
             at += rows;
             self.advance(bytes.len());
@@ -154,11 +150,7 @@ impl Loader<'_> {
         self.ckpt.expect_shape(b, &[rows, cols])?;
         let ta = self.ckpt.read(a).await?;
         let tb = self.ckpt.read(b).await?;
-        let b_bytes = if tb.dtype == ta.dtype {
-            tb.bytes
-        } else {
-            dtype::from_f32(ta.dtype, &tb.to_f32())
-        };
+        let b_bytes = tb.into_dtype(ta.dtype);
         let row = cols * ta.dtype.size();
         let mut pairs = Vec::with_capacity(2 * rows * row);
         for (ra, rb) in ta.bytes.chunks_exact(row).zip(b_bytes.chunks_exact(row)) {
