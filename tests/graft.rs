@@ -13,7 +13,7 @@ use moegraft::checkpoint::{dtype, Checkpoint, DType, ModelFiles, Tensor};
 use moegraft::gpu::kernels::{self, GraftPipelines, Packed};
 use moegraft::gpu::{Batch, GpuContext, GpuOptions};
 use moegraft::graft::export::GraftSummary;
-use moegraft::graft::gpu::graft_tensor;
+use moegraft::graft::gpu::{graft_tensor, DeltaSources, GraftStream, OutputTensor, Source};
 use moegraft::graft::plan::{GraftOptions, PlannedDelta};
 use moegraft::graft::run::{graft_dirs, GraftInputs};
 use moegraft::Result;
@@ -122,7 +122,6 @@ fn kernel_matches_cpu_for_every_dtype_combination_in_pieces() {
     // 256-byte bindings: 64 elements a piece, so 301 elements take five pieces, and the Δ
     // boundary (250) falls inside one.
     let ctx = gpu(Some(256));
-    let mut pipelines = GraftPipelines::default();
     let dtypes = [DType::F32, DType::F16, DType::BF16];
     let (count, delta_len, a) = (301, 250, 0.75);
     for (n, &(td, id, bd)) in dtypes
@@ -147,8 +146,7 @@ fn kernel_matches_cpu_for_every_dtype_combination_in_pieces() {
         for od in dtypes {
             let what = format!("{td:?}/{id:?}/{bd:?} → {od:?}");
             let bytes =
-                pollster::block_on(graft_tensor(&ctx, &mut pipelines, &t, &i, &b, &delta, od))
-                    .expect("graft");
+                pollster::block_on(graft_tensor(&ctx, &t, &i, &b, &delta, od)).expect("graft");
             assert_eq!(bytes.len(), count * od.size(), "{what}");
             let got = dtype::to_f32(od, &bytes);
             // One rounding to the output dtype on top of f32 arithmetic.
@@ -170,12 +168,92 @@ fn kernel_matches_cpu_for_every_dtype_combination_in_pieces() {
     }
 }
 
+/// Many tensors of odd lengths and mixed dtypes through one stream whose 1 KiB regions hold
+/// several pieces a batch and split the larger tensors across batches: every tensor comes
+/// back whole, in order, Δ below its delta length, the instruct model's appended elements
+/// after it.
+#[test]
+fn stream_packs_tensors_into_batches_and_keeps_their_order() {
+    let ctx = gpu(Some(1024));
+    let dtypes = [DType::F32, DType::F16, DType::BF16];
+    // (elements, Δ elements, appended)
+    let shapes = [
+        (1, 1, 0),
+        (7, 7, 0),
+        (8, 5, 3),
+        (9, 9, 0),
+        (33, 20, 0),
+        (100, 100, 0),
+        (257, 250, 9),
+        (3, 0, 0),
+        (64, 64, 0),
+        (130, 129, 1),
+        (5, 5, 0),
+        (511, 511, 0),
+    ];
+    for (round, od) in dtypes.into_iter().enumerate() {
+        let gen = |s: u64, len: usize| (0..len).map(|k| noise(s, k) * 3.0).collect::<Vec<_>>();
+        let mut inputs = Vec::new();
+        for (n, &(count, elements, appended)) in shapes.iter().enumerate() {
+            let seed = (round * 100 + n * 3) as u64;
+            let pick = |k: usize| dtypes[(n + k + round) % 3];
+            let t = raw_tensor(pick(0), &gen(seed, count), "t");
+            let i = raw_tensor(pick(1), &gen(seed + 1, elements + appended), "i");
+            let b = raw_tensor(pick(2), &gen(seed + 2, elements), "b");
+            let delta = PlannedDelta {
+                source: "x".into(),
+                alpha: 0.5 + n as f32 / 8.0,
+                elements,
+                appended,
+            };
+            inputs.push((t, i, b, delta));
+        }
+        let mut got: Vec<Vec<u8>> = vec![Vec::new(); shapes.len()];
+        let mut order = Vec::new();
+        let mut sink = |index: usize, bytes: &[u8]| -> Result<()> {
+            order.push(index);
+            got[index].extend_from_slice(bytes);
+            Ok(())
+        };
+        let mut stream = GraftStream::new(&ctx, od, 1 << 20, &mut sink).expect("stream");
+        for (n, (t, i, b, delta)) in inputs.iter().enumerate() {
+            let tensor = OutputTensor {
+                target: Source::Memory(t),
+                delta: Some(DeltaSources {
+                    instruct: Source::Memory(i),
+                    base: Source::Memory(b),
+                    delta,
+                }),
+            };
+            pollster::block_on(stream.push(n, &tensor)).expect("push");
+        }
+        pollster::block_on(stream.finish()).expect("finish");
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{od:?}: {order:?}");
+        assert!(
+            order.len() > shapes.len(),
+            "{od:?}: large tensors come in pieces"
+        );
+        for (n, (t, i, b, delta)) in inputs.iter().enumerate() {
+            let what = format!("{od:?}: tensor {n}");
+            let inst = i.to_f32();
+            let mut want = oracle(
+                &t.to_f32(),
+                &inst[..delta.elements],
+                &b.to_f32(),
+                delta.alpha,
+            );
+            want.extend_from_slice(&inst[delta.elements..]);
+            let ulps = if od == DType::F32 { 4.0 } else { 1.0 };
+            assert_close(&what, &dtype::to_f32(od, &got[n]), &want, od, ulps);
+        }
+    }
+}
+
 /// The kernel rounds to f16 and bf16 exactly as the host (the `half` crate) does: ties to
 /// even, subnormals, overflow to infinity, infinities, NaN.
 #[test]
 fn kernel_rounds_to_16_bits_like_the_host() {
     let ctx = gpu(None);
-    let mut pipelines = GraftPipelines::default();
     let f16_unit = 2f32.powi(-24);
     let mut values = vec![
         0.0,
@@ -217,16 +295,8 @@ fn kernel_rounds_to_16_bits_like_the_host() {
         appended: 0,
     };
     for od in [DType::F16, DType::BF16] {
-        let got = pollster::block_on(graft_tensor(
-            &ctx,
-            &mut pipelines,
-            &t,
-            &none,
-            &none,
-            &delta,
-            od,
-        ))
-        .expect("graft");
+        let got =
+            pollster::block_on(graft_tensor(&ctx, &t, &none, &none, &delta, od)).expect("graft");
         let want = dtype::from_f32(od, &values);
         for k in 0..count {
             let (g, w) = (&got[2 * k..2 * k + 2], &want[2 * k..2 * k + 2]);
@@ -243,40 +313,73 @@ fn kernel_rounds_to_16_bits_like_the_host() {
 
 #[test]
 fn kernel_adds_delta_only_below_delta_len() {
-    // Inputs that do hold values past delta_len: the kernel itself must not read them (the
-    // executor binds shorter buffers there, which out-of-bounds rules alone would not fix).
+    // Inputs that do hold values past delta_len, in the same group of eight as the last Δ
+    // element: the kernel must leave them out. Every binding starts 256 bytes into its
+    // buffer, as the streamed batches place pieces.
     let ctx = gpu(None);
-    let count = 100;
+    let count: usize = 100;
     let delta_len = 37;
-    let bits = |s: u64| -> Vec<u32> { (0..count).map(|k| noise(s, k).to_bits()).collect() };
+    let padded = count.div_ceil(8) * 8;
+    let at = 64; // words: 256 bytes
+    let bits = |s: u64| -> Vec<u32> {
+        let mut v = vec![0u32; at];
+        v.extend((0..padded).map(|k| noise(s, k).to_bits()));
+        v
+    };
     let (t, i, b) = (bits(1), bits(2), bits(3));
     let buffers = [&t, &i, &b].map(|v| ctx.upload_u32("x", v));
-    let out_buf = ctx.create_storage("out", count).expect("out");
+    let out_buf = ctx.create_storage("out", at + padded).expect("out");
     let mut batch = Batch::new(&ctx);
-    let packed = |k: usize| Packed {
-        buffer: &buffers[k],
+    let packed = |buffer| Packed {
+        buffer,
+        offset: 4 * at as u64,
         dtype: DType::F32,
     };
     let mut pipelines = GraftPipelines::default();
     kernels::graft(
         &mut batch,
         &mut pipelines,
-        packed(0),
-        packed(1),
-        packed(2),
-        Packed {
-            buffer: &out_buf,
-            dtype: DType::F32,
-        },
+        packed(&buffers[0]),
+        packed(&buffers[1]),
+        packed(&buffers[2]),
+        packed(&out_buf),
         count,
         delta_len,
         -1.5,
-    );
+    )
+    .expect("bindings fit");
     batch.submit();
-    let got = pollster::block_on(ctx.read_f32(&out_buf, 0, count)).expect("read");
-    let f = |v: &[u32]| v.iter().map(|x| f32::from_bits(*x)).collect::<Vec<_>>();
-    let want = oracle(&f(&t), &f(&i)[..delta_len], &f(&b)[..delta_len], -1.5);
+    let got = pollster::block_on(ctx.read_f32(&out_buf, at, count)).expect("read");
+    let f = |v: &[u32]| {
+        v[at..]
+            .iter()
+            .map(|x| f32::from_bits(*x))
+            .collect::<Vec<_>>()
+    };
+    let want = oracle(
+        &f(&t)[..count],
+        &f(&i)[..delta_len],
+        &f(&b)[..delta_len],
+        -1.5,
+    );
     assert_close("graft", &got, &want, DType::F32, 4.0);
+
+    // A buffer one group too short is refused, naming the sizes.
+    let short = ctx.upload_u32("short", &t[..at + padded - 8]);
+    let e = kernels::graft(
+        &mut Batch::new(&ctx),
+        &mut pipelines,
+        packed(&short),
+        packed(&buffers[1]),
+        packed(&buffers[2]),
+        packed(&out_buf),
+        count,
+        delta_len,
+        1.0,
+    )
+    .expect_err("too short")
+    .to_string();
+    assert!(e.contains("cannot bind 416 bytes at 256"), "{e}");
 }
 
 #[test]

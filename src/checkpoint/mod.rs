@@ -244,6 +244,36 @@ impl Checkpoint {
         })
     }
 
+    /// A tensor's element type and element count; an error naming file and tensor if it is
+    /// absent or not a float.
+    pub fn element_info(&self, name: &str) -> Result<(DType, usize)> {
+        let (_, info) = self.info(name)?;
+        let (_, dtype) = self.locate(name)?;
+        Ok((dtype, info.numel()))
+    }
+
+    /// Reads elements `start..` of a tensor as stored, `buf.len()` bytes of them, into `buf`.
+    pub async fn read_elements_into(&self, name: &str, start: usize, buf: &mut [u8]) -> Result<()> {
+        let (file, info) = self.info(name)?;
+        let (source, dtype) = self.locate(name)?;
+        let size = dtype.size();
+        let end = (start.checked_mul(size)).and_then(|s| s.checked_add(buf.len()));
+        if !buf.len().is_multiple_of(size) || end.is_none_or(|end| end as u64 > info.len) {
+            return Err(Error::tensor_format(
+                self.files.display_name(file),
+                name,
+                format!(
+                    "elements {start}..+{} lie outside its {} elements",
+                    buf.len() / size,
+                    info.numel()
+                ),
+            ));
+        }
+        source
+            .read_into(info.offset + (start * size) as u64, buf)
+            .await
+    }
+
     /// Reads `count` elements of a tensor from element `start` on, as f32: lets statistics
     /// stream a large tensor (a 150k-row embedding) in bounded slices.
     pub async fn read_f32_range(&self, name: &str, start: usize, count: usize) -> Result<Vec<f32>> {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use crate::error::{Error, Result};
 
 pub type ReadFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>>> + 'a>>;
+pub type ReadIntoFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 pub trait ByteSource {
     /// File name shown in errors.
@@ -16,6 +17,15 @@ pub trait ByteSource {
     fn size(&self) -> u64;
     /// Reads exactly `len` bytes at `offset`; a range past the end is a format error.
     fn read_range(&self, offset: u64, len: usize) -> ReadFuture<'_>;
+    /// Reads exactly `buf.len()` bytes at `offset` into `buf`: a caller that reuses one buffer
+    /// allocates (and faults in) nothing per read where the source can fill it directly.
+    fn read_into<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> ReadIntoFuture<'a> {
+        Box::pin(async move {
+            let bytes = self.read_range(offset, buf.len()).await?;
+            buf.copy_from_slice(&bytes);
+            Ok(())
+        })
+    }
 }
 
 /// Checks a range against a source's size, so every implementation reports truncation alike.
@@ -63,6 +73,14 @@ impl ByteSource for MemorySource {
             Ok(self.bytes[start..start + len].to_vec())
         })
     }
+    fn read_into<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> ReadIntoFuture<'a> {
+        Box::pin(async move {
+            check_range(self, offset, buf.len())?;
+            let start = offset as usize;
+            buf.copy_from_slice(&self.bytes[start..start + buf.len()]);
+            Ok(())
+        })
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -104,6 +122,12 @@ mod native {
                 read_exact_at(&self.file, &mut buf, offset)
                     .map_err(|e| Error::io(&self.name, e))?;
                 Ok(buf)
+            })
+        }
+        fn read_into<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> ReadIntoFuture<'a> {
+            Box::pin(async move {
+                check_range(self, offset, buf.len())?;
+                read_exact_at(&self.file, buf, offset).map_err(|e| Error::io(&self.name, e))
             })
         }
     }

@@ -111,6 +111,8 @@ pub struct SafetensorsWriter<W: Write> {
     specs: Vec<TensorSpec>,
     layout: Layout,
     next: usize,
+    /// Bytes of the next tensor already written by `write_part`.
+    partial: u64,
 }
 
 impl<W: Write> SafetensorsWriter<W> {
@@ -126,6 +128,7 @@ impl<W: Write> SafetensorsWriter<W> {
             specs,
             layout,
             next: 0,
+            partial: 0,
         })
     }
 
@@ -140,6 +143,35 @@ impl<W: Write> SafetensorsWriter<W> {
 
     /// Appends the next tensor's bytes; the name and length must match the layout.
     pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let declared = self.declared_len(name)?;
+        if self.partial != 0 || bytes.len() as u64 != declared {
+            return Err(self.length_error(name, declared, self.partial + bytes.len() as u64));
+        }
+        self.write_part(name, bytes).map(|_| ())
+    }
+
+    /// Appends the next part of the next tensor's bytes (a tensor merged in pieces); the parts
+    /// must add up to its length. Returns whether the tensor is now complete.
+    pub fn write_part(&mut self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let declared = self.declared_len(name)?;
+        let written = self.partial + bytes.len() as u64;
+        if written > declared {
+            return Err(self.length_error(name, declared, written));
+        }
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.file, e))?;
+        if written < declared {
+            self.partial = written;
+            return Ok(false);
+        }
+        self.partial = 0;
+        self.next += 1;
+        Ok(true)
+    }
+
+    /// The byte length of tensor `name`, which must be the one expected next.
+    fn declared_len(&self, name: &str) -> Result<u64> {
         let Some(spec) = self.specs.get(self.next) else {
             return Err(Error::tensor_format(
                 &self.file,
@@ -155,34 +187,30 @@ impl<W: Write> SafetensorsWriter<W> {
             ));
         }
         let (start, end) = self.layout.offsets[self.next];
-        if bytes.len() as u64 != end - start {
-            return Err(Error::tensor_format(
-                &self.file,
-                name,
-                format!(
-                    "declared as {} {:?} ({} bytes) but {} bytes were given",
-                    spec.dtype.safetensors_name(),
-                    spec.shape,
-                    end - start,
-                    bytes.len()
-                ),
-            ));
-        }
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.file, e))?;
-        self.next += 1;
-        Ok(())
+        Ok(end - start)
+    }
+
+    fn length_error(&self, name: &str, declared: u64, given: u64) -> Error {
+        let spec = &self.specs[self.next];
+        Error::tensor_format(
+            &self.file,
+            name,
+            format!(
+                "declared as {} {:?} ({declared} bytes) but {given} bytes were given",
+                spec.dtype.safetensors_name(),
+                spec.shape,
+            ),
+        )
     }
 
     /// Checks every declared tensor was written, flushes, and returns the sink.
     pub fn finish(mut self) -> Result<W> {
         if let Some(missing) = self.expected_next() {
-            return Err(Error::tensor_format(
-                &self.file,
-                missing,
-                "declared but never written",
-            ));
+            let why = match self.partial {
+                0 => "declared but never written".to_string(),
+                n => format!("only {n} of its bytes were written"),
+            };
+            return Err(Error::tensor_format(&self.file, missing, why));
         }
         self.out.flush().map_err(|e| Error::io(&self.file, e))?;
         Ok(self.out)
@@ -330,11 +358,29 @@ impl<O: OutputFiles> ShardedWriter<O> {
 
     /// Appends the next tensor (in spec order).
     pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write(name, bytes, true)
+    }
+
+    /// Appends the next part of the next tensor (see `SafetensorsWriter::write_part`).
+    pub fn write_part(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write(name, bytes, false)
+    }
+
+    fn write(&mut self, name: &str, bytes: &[u8], whole: bool) -> Result<()> {
         let mut writer = match self.current.take() {
             Some(w) => w,
             None => self.open_shard(name)?,
         };
-        writer.write_tensor(name, bytes)?;
+        let complete = if whole {
+            writer.write_tensor(name, bytes)?;
+            true
+        } else {
+            writer.write_part(name, bytes)?
+        };
+        if !complete {
+            self.current = Some(writer);
+            return Ok(());
+        }
         self.written += 1;
         if writer.expected_next().is_some() {
             self.current = Some(writer);
@@ -557,6 +603,36 @@ mod tests {
         let parsed = parse_header("x", &file[8..8 + header_len], file.len() as u64).unwrap();
         let b = &parsed.tensors["b"];
         assert_eq!(&file[b.offset as usize..][..24], &[1; 24]);
+    }
+
+    #[test]
+    fn parts_add_up_to_whole_tensors() {
+        let mut w = SafetensorsWriter::new(Vec::new(), "x", specs()).unwrap();
+        assert!(!w.write_part("b", &[1; 10]).unwrap());
+        // A whole tensor cannot follow a part of it, nor parts overrun it.
+        let e = w.write_tensor("b", &[1; 24]).unwrap_err().to_string();
+        assert!(e.contains("34 bytes were given"), "{e}");
+        let e = w.write_part("b", &[1; 15]).unwrap_err().to_string();
+        assert!(e.contains("25 bytes were given"), "{e}");
+        assert!(w.write_part("b", &[2; 14]).unwrap());
+        assert_eq!(w.expected_next(), Some("a"));
+        assert!(!w.write_part("a", &[3; 4]).unwrap());
+        let e = w.write_part("empty", &[]).unwrap_err().to_string();
+        assert!(e.contains("expected 'a' next"), "{e}");
+        let e = SafetensorsWriter::new(Vec::new(), "x", specs()).map(|mut p| {
+            p.write_part("b", &[0; 3]).unwrap();
+            p.finish().unwrap_err().to_string()
+        });
+        assert!(e.unwrap().contains("only 3 of its bytes"));
+        assert!(w.write_part("a", &[3; 6]).unwrap());
+        w.write_tensor("empty", &[]).unwrap();
+        let file = w.finish().unwrap();
+        let header_len = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+        let parsed = parse_header("x", &file[8..8 + header_len], file.len() as u64).unwrap();
+        let b = parsed.tensors["b"].offset as usize;
+        assert_eq!(&file[b..b + 10], &[1; 10]);
+        assert_eq!(&file[b + 10..b + 24], &[2; 14]);
+        assert_eq!(&file[b + 24..b + 34], &[3; 10]);
     }
 
     #[test]

@@ -164,11 +164,12 @@ impl<'c> Batch<'c> {
         }
     }
 
-    /// Encodes everything recorded and submits it in one command buffer.
-    pub fn submit(self) {
+    /// Encodes everything recorded and submits it in one command buffer; its index, unless
+    /// nothing was recorded.
+    pub fn submit(self) -> Option<wgpu::SubmissionIndex> {
         let ctx = self.ctx;
         if self.ops.is_empty() {
-            return;
+            return None;
         }
         // A batch of its own (one-off reads, the graft) starts from nothing, as before.
         let own;
@@ -234,7 +235,7 @@ impl<'c> Batch<'c> {
                 }
             }
         }
-        ctx.queue.submit([encoder.finish()]);
+        Some(ctx.queue.submit([encoder.finish()]))
     }
 }
 
@@ -327,27 +328,20 @@ impl Readback {
     /// Waits for the GPU and returns the bytes (natively by polling, in the browser by
     /// yielding to the event loop).
     pub async fn bytes(self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        self.request().read(ctx, None, |bytes| bytes.to_vec()).await
+    }
+
+    /// Asks for the mapping now; it is granted once the submission that fills the buffer
+    /// has run, so the caller may submit (and prepare) more work before waiting.
+    pub fn request(self) -> PendingReadback {
         let (sender, receiver) = oneshot();
         self.buffer
-            .map_async(wgpu::MapMode::Read, .., move |r| sender.send(r));
-        #[cfg(not(target_arch = "wasm32"))]
-        ctx.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::gpu(format!("waiting for the GPU failed: {e}")))?;
-        let mapped = receiver.await;
-        ctx.check_device_error()?;
-        mapped
-            .ok_or_else(|| Error::gpu("read-back was dropped (device lost?)"))?
-            .map_err(|e| Error::gpu(format!("read-back failed: {e}")))?;
-        let bytes = {
-            let view = self
-                .buffer
-                .get_mapped_range(..self.size)
-                .map_err(|e| Error::gpu(format!("read-back mapping failed: {e}")))?;
-            view.to_vec()
-        };
-        self.buffer.unmap();
-        Ok(bytes)
+            .map_async(wgpu::MapMode::Read, ..self.size, move |r| sender.send(r));
+        PendingReadback {
+            buffer: self.buffer,
+            size: self.size,
+            mapped: receiver,
+        }
     }
 
     pub async fn f32s(self, ctx: &GpuContext) -> Result<Vec<f32>> {
@@ -358,6 +352,49 @@ impl Readback {
     pub async fn u32s(self, ctx: &GpuContext) -> Result<Vec<u32>> {
         let bytes = self.bytes(ctx).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// A read-back whose mapping was asked for.
+pub struct PendingReadback {
+    buffer: wgpu::Buffer,
+    size: u64,
+    mapped: Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+}
+
+impl PendingReadback {
+    /// Waits for the mapping — natively by polling until `submission` has run (all submitted
+    /// work when `None`), in the browser by yielding to the event loop — hands the bytes to
+    /// `read` and unmaps the buffer.
+    pub async fn read<T>(
+        self,
+        ctx: &GpuContext,
+        submission: Option<wgpu::SubmissionIndex>,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
+        #[cfg(not(target_arch = "wasm32"))]
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: submission,
+                timeout: None,
+            })
+            .map_err(|e| Error::gpu(format!("waiting for the GPU failed: {e}")))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
+        let mapped = self.mapped.await;
+        ctx.check_device_error()?;
+        mapped
+            .ok_or_else(|| Error::gpu("read-back was dropped (device lost?)"))?
+            .map_err(|e| Error::gpu(format!("read-back failed: {e}")))?;
+        let value = {
+            let view = self
+                .buffer
+                .get_mapped_range(..self.size)
+                .map_err(|e| Error::gpu(format!("read-back mapping failed: {e}")))?;
+            read(&view)
+        };
+        self.buffer.unmap();
+        Ok(value)
     }
 }
 

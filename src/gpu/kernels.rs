@@ -7,6 +7,7 @@ use super::batch::{Batch, Binding};
 use super::shaders::{PipelineKey, Shader};
 use super::tensor::GpuMatrix;
 use super::KernelLayout;
+use crate::error::{Error, Result};
 
 fn key(shader: Shader, entry: &'static str) -> PipelineKey {
     PipelineKey {
@@ -725,16 +726,60 @@ impl GraftPipelines {
     }
 }
 
-/// A u32-packed input of the graft kernel and the dtype its words hold.
+/// One of the graft kernel's four buffers: u32-packed elements of `dtype` from byte `offset`
+/// (a multiple of the storage-offset alignment) on.
 #[derive(Clone, Copy)]
 pub struct Packed<'a> {
     pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
     pub dtype: crate::checkpoint::DType,
+}
+
+impl<'a> Packed<'a> {
+    /// A whole buffer from its start.
+    pub fn whole(buffer: &'a wgpu::Buffer, dtype: crate::checkpoint::DType) -> Self {
+        Packed {
+            buffer,
+            offset: 0,
+            dtype,
+        }
+    }
+
+    /// The binding of `elements` elements, padded as the kernel reads and writes them; an
+    /// error if the buffer is too short.
+    fn binding(&self, elements: usize) -> Result<Binding> {
+        let size = graft_binding_bytes(self.dtype, elements);
+        if self.offset + size > self.buffer.size() {
+            return Err(Error::gpu(format!(
+                "graft: a buffer of {} bytes cannot bind {size} bytes at {} ({elements} {} \
+                 elements padded to groups of eight)",
+                self.buffer.size(),
+                self.offset,
+                self.dtype.safetensors_name(),
+            )));
+        }
+        Ok(Binding {
+            buffer: self.buffer.clone(),
+            offset: self.offset,
+            size: Some(size),
+        })
+    }
+}
+
+/// Elements one graft invocation merges (`shaders/graft.wgsl` reads and writes them as whole
+/// vec4s of words).
+pub const GRAFT_GROUP: usize = 8;
+
+/// Bytes the graft kernel binds for `elements` elements of `dtype`: whole groups of eight.
+pub fn graft_binding_bytes(dtype: crate::checkpoint::DType, elements: usize) -> u64 {
+    (elements.max(1).div_ceil(GRAFT_GROUP) * GRAFT_GROUP * dtype.size()) as u64
 }
 
 /// out[i] = t[i] + alpha · (inst[i] − base[i]) for i < delta_len, out[i] = t[i] for
 /// delta_len ≤ i < count (rows beyond the base's vocabulary), computed in f32 and written
-/// u32-packed in `out.dtype` (16-bit types rounded to nearest even).
+/// u32-packed in `out.dtype` (16-bit types rounded to nearest even). Every buffer must hold
+/// its elements padded to whole groups of eight (`graft_binding_bytes`); inst and base are
+/// not read past delta_len.
 #[allow(clippy::too_many_arguments)]
 pub fn graft(
     batch: &mut Batch,
@@ -746,16 +791,21 @@ pub fn graft(
     count: usize,
     delta_len: usize,
     alpha: f32,
-) {
+) -> Result<()> {
+    let delta_len = delta_len.min(count);
     let dtypes = [t.dtype, inst.dtype, base.dtype, out.dtype];
-    let pipeline = pipelines.get(batch.ctx(), dtypes);
-    let words = match out.dtype {
-        crate::checkpoint::DType::F32 => count,
-        _ => count.div_ceil(2),
+    let t_binding = t.binding(count)?;
+    // Without Δ the kernel reads neither: bind t's range in their place.
+    let (i_binding, b_binding) = if delta_len == 0 {
+        (t_binding.clone(), t_binding.clone())
+    } else {
+        (inst.binding(delta_len)?, base.binding(delta_len)?)
     };
+    let out_binding = out.binding(count)?;
+    let pipeline = pipelines.get(batch.ctx(), dtypes);
     let params = GraftParams {
         count: u(count),
-        delta_len: u(delta_len.min(count)),
+        delta_len: u(delta_len),
         alpha,
         _pad: 0,
     };
@@ -763,11 +813,12 @@ pub fn graft(
         pipeline,
         bytemuck::bytes_of(&params),
         vec![
-            (1, b(t.buffer)),
-            (2, b(inst.buffer)),
-            (3, b(base.buffer)),
-            (4, b(out.buffer)),
+            (1, t_binding),
+            (2, i_binding),
+            (3, b_binding),
+            (4, out_binding),
         ],
-        u(words.div_ceil(256)),
+        u(count.div_ceil(GRAFT_GROUP).div_ceil(256)),
     );
+    Ok(())
 }

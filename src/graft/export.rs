@@ -1,18 +1,17 @@
 //! A whole graft into any output (a directory natively, the page's `Blob`s in the browser):
-//! plan and hash first — mismatched inputs fail before anything is written — then tensor by
-//! tensor read the three inputs' byte ranges, merge on the GPU, convert and append to the
-//! output, and drop; then the tokenizer, config and `moegraft.json`.
+//! plan and hash first — mismatched inputs fail before anything is written — then stream the
+//! tensors through the GPU merge (`gpu::GraftStream`: batched, each piece's bytes appended to
+//! the output as it comes back), then the tokenizer, config and `moegraft.json`.
 
 use std::fmt;
 
-use super::gpu::graft_tensor;
+use super::gpu::{DeltaSources, GraftStream, OutputTensor, Source};
 use super::manifest::{describe_inputs, manifest, InputModel, MANIFEST_FILE};
 use super::plan::{GraftPlan, Method};
 use super::sidecar::sidecar_files;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter};
-use crate::checkpoint::{dtype, Checkpoint};
+use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::gpu::kernels::GraftPipelines;
 use crate::gpu::GpuContext;
 
 /// The three opened inputs.
@@ -113,36 +112,31 @@ async fn write_weights<O: OutputFiles>(
 ) -> Result<(Vec<String>, u64)> {
     let specs = plan.specs();
     let total: u64 = specs.iter().filter_map(|s| s.byte_len()).sum();
+    let largest = specs.iter().filter_map(|s| s.byte_len()).max().unwrap_or(0);
     let mut writer = ShardedWriter::to(out, specs, max_shard_bytes)?;
-    let mut pipelines = GraftPipelines::default();
     let mut done = 0u64;
     progress(done, total);
-    for planned in &plan.tensors {
-        let t = inputs.target.read(&planned.source).await?;
-        let bytes = match &planned.delta {
-            // A router: no Δ; byte for byte when the dtype is kept.
-            None => t.into_dtype(plan.dtype),
-            Some(delta) => {
-                let inst = inputs.instruct.read(&delta.source).await?;
-                let b = inputs.base.read(&delta.source).await?;
-                let mut merged =
-                    graft_tensor(ctx, &mut pipelines, &t, &inst, &b, delta, plan.dtype).await?;
-                if delta.appended > 0 {
-                    // The instruct model's own new token rows: no Δ exists for them.
-                    let size = inst.dtype.size();
-                    let end = (delta.elements + delta.appended) * size;
-                    let tail = &inst.bytes[delta.elements * size..end.min(inst.bytes.len())];
-                    merged.extend(dtype::from_f32(
-                        plan.dtype,
-                        &dtype::to_f32(inst.dtype, tail),
-                    ));
-                }
-                merged
-            }
-        };
-        writer.write_tensor(&planned.name, &bytes)?;
+    let mut sink = |index: usize, bytes: &[u8]| -> Result<()> {
+        writer.write_part(&plan.tensors[index].name, bytes)?;
         done += bytes.len() as u64;
         progress(done, total);
+        Ok(())
+    };
+    // Inputs may be f32 where the output is 16-bit: room for four bytes an element.
+    let largest = largest / plan.dtype.size() as u64 * 4;
+    let mut stream = GraftStream::new(ctx, plan.dtype, largest, &mut sink)?;
+    for (index, planned) in plan.tensors.iter().enumerate() {
+        let delta = planned.delta.as_ref().map(|delta| DeltaSources {
+            instruct: Source::Stored(inputs.instruct, &delta.source),
+            base: Source::Stored(inputs.base, &delta.source),
+            delta,
+        });
+        let tensor = OutputTensor {
+            target: Source::Stored(inputs.target, &planned.source),
+            delta,
+        };
+        stream.push(index, &tensor).await?;
     }
+    stream.finish().await?;
     Ok((writer.finish()?, done))
 }
