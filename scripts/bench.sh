@@ -11,7 +11,8 @@
 # is skipped with a note. THREADS (default 2) is given to both CPU peers; TORCH_DTYPES
 # (default float32) lists the PyTorch dtypes to run, LLAMA_THREADS (default THREADS) the
 # llama.cpp thread counts (on a loaded machine its spinning threads suffer: try "2 1"); WARMUP, REPEATS, DECODE_TOKENS and
-# CONTEXTS apply to every program alike.
+# CONTEXTS apply to every program alike; MERGE_REPEATS (default 3) to moegraft's merge figure
+# and its PyTorch peer (the same ParamΔ of MODEL onto itself).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +36,8 @@ cargo build --release --quiet
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/moegraft"
 
 log "moegraft bench --model $MODEL"
-"$BIN" bench --model "$MODEL" "${COMMON[@]}" --json >"$OUT/moegraft.json"
+"$BIN" bench --model "$MODEL" "${COMMON[@]}" --merge-repeats "${MERGE_REPEATS:-3}" \
+  --json >"$OUT/moegraft.json"
 
 peers=()
 if [ -x "$LLAMA_PY" ] && [ -f "$GGUF" ]; then
@@ -55,8 +57,11 @@ if [ -x "$TORCH_PY" ]; then
       --threads "$THREADS" "${COMMON[@]}" >"$OUT/transformers_$dtype.json"
     peers+=("$OUT/transformers_$dtype.json")
   done
+  log "PyTorch + safetensors merge (ParamΔ of $MODEL onto itself), $THREADS threads"
+  "$TORCH_PY" tools/bench_peer.py merge --model "$MODEL" --threads "$THREADS" \
+    --warmup 1 --repeats "${MERGE_REPEATS:-3}" >"$OUT/merge_torch.json"
 else
-  log "skipping transformers: need $TORCH_PY with torch and transformers"
+  log "skipping transformers and the merge peer: need $TORCH_PY with torch and transformers"
 fi
 
 python3 - "$OUT/moegraft.json" "${peers[@]}" <<'PY'
@@ -78,3 +83,20 @@ for n, (name, mine) in enumerate(rows):
         line += f" {v:10.1f} {mine / v:6.2f}"
     print(line + "   tok/s")
 PY
+
+# The merge beside its PyTorch peer (same graft, same disk; the peer hashes nothing).
+if [ -f "$OUT/merge_torch.json" ]; then
+  python3 - "$OUT/moegraft.json" "$OUT/merge_torch.json" <<'PY'
+import json, sys
+me, peer = (json.load(open(p)) for p in sys.argv[1:])
+m, p = me.get("merge"), peer["merge"]
+print(f"merge peer: {peer['peer']}")
+if m is None:
+    print(f"merge: moegraft did not run it ({me.get('merge_note')})")
+    sys.exit()
+e2e, streamed, theirs = m["end_to_end_gbps"]["median"], m["merge_gbps"]["median"], p["gbps"]["median"]
+print(f"merge {m['input_bytes'] / 1e6:.1f} MB of inputs: moegraft {e2e:.2f} GB/s end to end "
+      f"(incl. sha256), {streamed:.2f} streamed; PyTorch {theirs:.2f} GB/s; "
+      f"ratio {e2e / theirs:.2f} end to end, {streamed / theirs:.2f} streamed")
+PY
+fi

@@ -8,6 +8,15 @@ fresh cache, then single-token greedy steps (forward pass plus argmax) at each c
 
 Prints one JSON object: {"peer", "threads", "prefill": {...}, "decode": [{"context", ...}]},
 each speed as {"median", "min", "max", "samples"} like moegraft's report.
+
+The merge peer times what `moegraft bench`'s merge figure times — ParamΔ of a model onto
+itself, out = t + (inst − base) in f32, written in the target's dtype to a new directory —
+the way a PyTorch user would write it (safetensors' lazy `safe_open`, one tensor at a time,
+then `save_file`, under a temporary name renamed when complete):
+
+  PyTorch + safetensors (CPU):   bench_peer.py merge --model HF_DIR --threads 2
+
+and prints {"peer", "threads", "merge": {"input_bytes", "output_bytes", "seconds", "gbps"}}.
 """
 import argparse
 import json
@@ -117,11 +126,70 @@ def transformers_peer(args):
     return out
 
 
+def merge_peer(args):
+    import glob
+    import os
+    import shutil
+    import tempfile
+
+    import safetensors
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(args.threads)
+    files = sorted(glob.glob(os.path.join(args.model, "*.safetensors")))
+    if not files:
+        sys.exit(f"no .safetensors files in {args.model}")
+    scratch = tempfile.mkdtemp(prefix="merge-peer-")
+
+    def graft(out_dir):
+        in_bytes = out_bytes = 0
+        tmp = out_dir + ".partial"
+        os.makedirs(tmp)
+        for path in files:
+            name = os.path.basename(path)
+            # The same file as base, instruct and target, opened three times as three inputs.
+            with safe_open(path, "pt") as b, safe_open(path, "pt") as i, safe_open(path, "pt") as t:
+                merged = {}
+                for key in t.keys():
+                    tt, ii, bb = t.get_tensor(key), i.get_tensor(key), b.get_tensor(key)
+                    out = (tt.float() + (ii.float() - bb.float())).to(tt.dtype)
+                    merged[key] = out
+                    in_bytes += 3 * tt.numel() * tt.element_size()
+                    out_bytes += out.numel() * out.element_size()
+                save_file(merged, os.path.join(tmp, name), metadata={"format": "pt"})
+        os.rename(tmp, out_dir)
+        return in_bytes, out_bytes
+
+    seconds = []
+    try:
+        for r in range(args.warmup + args.repeats):
+            out_dir = os.path.join(scratch, f"out-{r}")
+            start = time.perf_counter()
+            in_bytes, out_bytes = graft(out_dir)
+            s = time.perf_counter() - start
+            shutil.rmtree(out_dir)
+            if r >= args.warmup:
+                seconds.append(s)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "peer": f"PyTorch {torch.__version__} + safetensors {safetensors.__version__}, CPU, {args.model}",
+        "merge": {
+            "input_bytes": in_bytes,
+            "output_bytes": out_bytes,
+            "seconds": stat(seconds),
+            "gbps": stat([in_bytes / s / 1e9 for s in seconds]),
+        },
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("peer", choices=["llama.cpp", "transformers"])
+    p.add_argument("peer", choices=["llama.cpp", "transformers", "merge"])
     p.add_argument("--gguf", help="GGUF file (llama.cpp)")
-    p.add_argument("--model", help="Hugging Face directory (transformers)")
+    p.add_argument("--model", help="Hugging Face directory (transformers, merge)")
     p.add_argument("--dtype", default="float32", help="torch dtype for transformers")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-tokens", type=int, default=128)
@@ -135,6 +203,10 @@ def main():
         if not args.gguf:
             sys.exit("llama.cpp needs --gguf")
         out = llama_cpp(args)
+    elif args.peer == "merge":
+        if not args.model:
+            sys.exit("merge needs --model")
+        out = merge_peer(args)
     else:
         if not args.model:
             sys.exit("transformers needs --model")

@@ -60,6 +60,12 @@ pub struct MergeResult {
     pub merge_gbps: Stat,
     /// input_bytes ÷ total.
     pub end_to_end_gbps: Stat,
+    /// Bytes of tensor data the graft writes.
+    pub output_bytes: u64,
+    /// Writing that many bytes alone into a new file of the same kind of output, seconds:
+    /// the floor under the streamed merge that no kernel removes (a new file's pages are
+    /// allocated as it grows; in the browser, a `Blob` is assembled).
+    pub write_floor_seconds: Stat,
 }
 
 /// Grafts Δ = instruct − base onto target (α = 1) `repeats` times, plus one untimed warm-up
@@ -79,7 +85,8 @@ pub async fn measure<O: OutputFiles>(
     let checkpoints = inputs.checkpoints();
     let plan = plan(&inputs.base, &inputs.instruct, &inputs.target, &options)?;
     let input_bytes = input_bytes(inputs, &plan)?;
-    let (mut total, mut hash) = (Vec::new(), Vec::new());
+    let output_bytes: u64 = plan.specs().iter().filter_map(|s| s.byte_len()).sum();
+    let (mut total, mut hash, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=repeats {
         let mut out = output(round)?;
         let start = Instant::now();
@@ -101,9 +108,11 @@ pub async fn measure<O: OutputFiles>(
             describe_inputs(&cp.files).await?;
         }
         let hashing = start.elapsed().as_secs_f64();
+        let writing = write_floor(&mut output(repeats + 1 + round)?, output_bytes)?;
         if round > 0 {
             total.push(seconds);
             hash.push(hashing);
+            floor.push(writing);
         }
     }
     let none = || Error::gpu("no merge was timed");
@@ -120,7 +129,27 @@ pub async fn measure<O: OutputFiles>(
         end_to_end_gbps: Stat::of(&end_to_end).ok_or_else(none)?,
         total_seconds: Stat::of(&total).ok_or_else(none)?,
         hash_seconds: Stat::of(&hash).ok_or_else(none)?,
+        output_bytes,
+        write_floor_seconds: Stat::of(&floor).ok_or_else(none)?,
     })
+}
+
+/// Seconds to write `bytes` zero bytes into a new file of `out`, in the pieces the graft
+/// writes (the output is dropped, and so removed, outside the timing).
+fn write_floor<O: OutputFiles>(out: &mut O, bytes: u64) -> Result<f64> {
+    const NAME: &str = "write-floor.bin";
+    let chunk = vec![0u8; 16 << 20];
+    let start = Instant::now();
+    let mut file = out.create(NAME)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        std::io::Write::write_all(&mut file, &chunk[..n])
+            .map_err(|e| Error::io(out.label(NAME), e))?;
+        left -= n as u64;
+    }
+    out.complete(NAME, file)?;
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// Bytes of the tensors the plan reads from the three inputs (a DeltaMoE graft reads Δ's

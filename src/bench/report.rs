@@ -100,6 +100,15 @@ pub fn table(r: &BenchReport) -> String {
                 spread(&g.result.end_to_end_gbps, 2),
                 g.result.hash_seconds.median
             );
+            let streamed = g.result.total_seconds.median - g.result.hash_seconds.median;
+            let _ = writeln!(
+                o,
+                "          writing its {} of output alone takes {:.3} s ({} of the streamed {:.3} s)",
+                gb(g.result.output_bytes),
+                g.result.write_floor_seconds.median,
+                pct(g.result.write_floor_seconds.median / streamed),
+                streamed
+            );
         }
         (None, note) => {
             let _ = writeln!(o, "merge     {}", note.as_deref().unwrap_or("not run"));

@@ -84,7 +84,8 @@ describe('the benchmark page on the demo kit (WebGPU on SwiftShader)', { timeout
     }
     assert.equal(r.merge.method, 'deltamoe');
     assert.equal(r.merge.input_bytes, deltaMoeInputBytes());
-    for (const k of ['merge_gbps', 'end_to_end_gbps', 'total_seconds', 'hash_seconds']) positive(r.merge[k].median, `merge ${k}`);
+    for (const k of ['merge_gbps', 'end_to_end_gbps', 'total_seconds', 'hash_seconds', 'write_floor_seconds']) positive(r.merge[k].median, `merge ${k}`);
+    positive(r.merge.output_bytes, 'merge output bytes');
     assert.equal(r.merge_note, null);
     for (const k of ['gpu_weight_bytes', 'gpu_kv_cache_bytes', 'wasm_memory_bytes']) positive(r.memory[k], k);
     assert.equal(r.memory.peak_host_rss_bytes, null, 'a browser reports no RSS');

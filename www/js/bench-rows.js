@@ -50,10 +50,13 @@ function mergeRows(r, m) {
   const gpu = { value: gpuBytesPerS(c) / 1e9, label: 'GPU copy bandwidth' };
   const what = `merge (${m.method}, ${mb(m.input_bytes)} of inputs)`;
   const hashed = `end to end, incl. ${m.hash_seconds.median.toFixed(3)} s of sha256`;
+  const streamed = m.total_seconds.median - m.hash_seconds.median;
   return [
     row('merge-host', `${what}, streamed`, 'GB/s', stat(m.merge_gbps), host),
     row('merge-gpu', `${what}, streamed`, 'GB/s', stat(m.merge_gbps), gpu),
     row('merge-end-to-end', `${what}, ${hashed}`, 'GB/s', stat(m.end_to_end_gbps), host),
+    row('merge-write-floor', `writing the merge's ${mb(m.output_bytes)} of output alone, no merge`, 's', stat(m.write_floor_seconds), null,
+      `${(100 * m.write_floor_seconds.median / streamed).toFixed(1)} % of the streamed merge's ${streamed.toFixed(3)} s`),
   ];
 }
 
