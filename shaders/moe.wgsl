@@ -16,7 +16,7 @@ struct Params {
     chunk_row_start: u32,
     chunk_rows: u32,
     x_per_slot: u32,   // 0: input row is the token's; 1: one input row per (token, slot)
-    out_dim: u32,      // combine: hidden size
+    _unused: u32,
     forced_expert: u32, // route_topk: every slot to this expert (0xffffffff: none)
     has_bias: u32,     // route_topk: add route_bias to the logits before the softmax
     _pad0: u32,
@@ -30,18 +30,39 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> route_ids: array<u32>; // [tokens, top_k]
 @group(0) @binding(3) var<storage, read_write> route_weights: array<f32>;
 @group(0) @binding(11) var<storage, read> route_bias: array<f32>; // [tokens, experts]
-// expert_matvec
+// expert_matvec, expert_down_combine
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read> w: array<u32>;
 @group(0) @binding(6) var<storage, read> ids: array<u32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;       // [tokens·top_k, rows]
-// expert_combine
-@group(0) @binding(8) var<storage, read> expert_out: array<f32>;    // [tokens·top_k, out_dim]
-@group(0) @binding(9) var<storage, read> weights: array<f32>;
-@group(0) @binding(10) var<storage, read_write> hidden: array<f32>; // [tokens, out_dim], += 
+// expert_down_combine
+@group(0) @binding(9) var<storage, read> weights: array<f32>;       // [tokens·top_k]
+@group(0) @binding(10) var<storage, read_write> hidden: array<f32>; // [tokens, rows], += 
 
 //!include weights
 //!include row_dot
+
+// The fused gate/up projection (a pipeline constant): each expert's gate and up rows are
+// interleaved (gate n at row 2n, up n at 2n + 1 of the expert), `rows`, `chunk_row_start` and
+// `chunk_rows` count pairs, and y gets silu(gate) · up: no gate, up or separate SwiGLU pass.
+override SWIGLU: bool = false;
+
+//!include silu
+
+// The kernels' share of row (pair) `row` over this lane's part of K: .x, or the gate/up pair.
+fn expert_dots(row: u32, xb: u32, lane: u32, lanes: u32) -> vec2<f32> {
+    if (SWIGLU) {
+        return row_dot2(2u * row * p.row_words, p.row_words, xb, p.cols, lane, lanes);
+    }
+    return vec2<f32>(row_dot(row * p.row_words, xb, p.cols, lane, lanes), 0.0);
+}
+
+fn expert_value(sums: vec2<f32>) -> f32 {
+    if (SWIGLU) {
+        return silu(sums.x) * sums.y;
+    }
+    return sums.x;
+}
 
 // The logit the router gives expert e for token t, plus the per-token bias (a language prior)
 // when there is one.
@@ -108,7 +129,18 @@ fn route_topk(
 }
 
 // y[(t, s), n] = Σ_k x[·, k] · W_e[n, k] for e = ids[t, s]: 4 rows per workgroup, 16 lanes each.
-var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial: array<vec2<f32>, 64>;
+
+// Sums `partial` over each row's 16 lanes (into lane 0's entry).
+fn reduce_lanes(lid: u32, lane: u32) {
+    workgroupBarrier();
+    for (var s = 8u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
 
 @compute @workgroup_size(64)
 fn expert_matvec(
@@ -128,21 +160,14 @@ fn expert_matvec(
     let global_row = ids[slot] * p.rows + n;
     let mine = n < p.rows && global_row >= p.chunk_row_start
         && global_row < p.chunk_row_start + p.chunk_rows;
-    var acc = 0.0;
+    var acc = vec2<f32>(0.0);
     if (mine) {
-        let row = (global_row - p.chunk_row_start) * p.row_words;
-        acc = row_dot(row, expert_input(slot), p.cols, lane, 16u);
+        acc = expert_dots(global_row - p.chunk_row_start, expert_input(slot), lane, 16u);
     }
     partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = 8u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
+    reduce_lanes(lid, lane);
     if (lane == 0u && mine) {
-        y[slot * p.rows + n] = partial[lid];
+        y[slot * p.rows + n] = expert_value(partial[lid]);
     }
 }
 
@@ -162,33 +187,72 @@ fn expert_matvec_rows(
     }
     let global_row = ids[slot] * p.rows + n;
     if (global_row >= p.chunk_row_start && global_row < p.chunk_row_start + p.chunk_rows) {
-        let row = (global_row - p.chunk_row_start) * p.row_words;
-        y[slot * p.rows + n] = row_dot(row, expert_input(slot), p.cols, 0u, 1u);
+        let sums = expert_dots(global_row - p.chunk_row_start, expert_input(slot), 0u, 1u);
+        y[slot * p.rows + n] = expert_value(sums);
     }
+}
+
+// The down projection and the combine in one: hidden[t, n] += Σ_s weight[t, s] ·
+// (W_e · x_(t, s))[n] for e = ids[t, s], over the slots whose expert's row n lies in this
+// chunk (a later chunk's dispatch adds the others). No per-slot output is written or read.
+@compute @workgroup_size(64)
+fn expert_down_combine(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.rows + 3u) / 4u;
+    let wid = wg.x + wg.y * nwg.x;
+    if (wid >= blocks * p.tokens) {
+        return;
+    }
+    let t = wid / blocks;
+    let n = (wid % blocks) * 4u + lid / 16u;
+    let lane = lid % 16u;
+    var acc = 0.0;
+    if (n < p.rows) {
+        acc = weighted_rows(t, n, lane, 16u);
+    }
+    partial[lid] = vec2<f32>(acc, 0.0);
+    reduce_lanes(lid, lane);
+    if (lane == 0u && n < p.rows) {
+        hidden[t * p.rows + n] += partial[lid].x;
+    }
+}
+
+// The same on CPU adapters: one invocation per (token, row).
+@compute @workgroup_size(64)
+fn expert_down_combine_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.rows + 63u) / 64u;
+    let wid = wg.x + wg.y * nwg.x;
+    let t = wid / blocks;
+    let n = (wid % blocks) * 64u + lid;
+    if (t >= p.tokens || n >= p.rows) {
+        return;
+    }
+    hidden[t * p.rows + n] += weighted_rows(t, n, 0u, 1u);
+}
+
+// Σ_s weight[t, s] · (this lane's share of) row n of slot s's expert · x_(t, s), over the
+// slots whose row lies in this chunk.
+fn weighted_rows(t: u32, n: u32, lane: u32, lanes: u32) -> f32 {
+    var sum = 0.0;
+    for (var s = 0u; s < p.top_k; s++) {
+        let slot = t * p.top_k + s;
+        let global_row = ids[slot] * p.rows + n;
+        if (global_row >= p.chunk_row_start && global_row < p.chunk_row_start + p.chunk_rows) {
+            let row = (global_row - p.chunk_row_start) * p.row_words;
+            sum += weights[slot] * row_dot(row, expert_input(slot), p.cols, lane, lanes);
+        }
+    }
+    return sum;
 }
 
 // Where slot (t, s)'s input row starts in x.
 fn expert_input(slot: u32) -> u32 {
     return select(slot / p.top_k, slot, p.x_per_slot != 0u) * p.cols;
-}
-
-// hidden[t, j] += Σ_s weight[t, s] · expert_out[(t, s), j]
-@compute @workgroup_size(64)
-fn expert_combine(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = (wg.x + wg.y * nwg.x) * 64u + lid;
-    if (i >= p.tokens * p.out_dim) {
-        return;
-    }
-    let t = i / p.out_dim;
-    let j = i % p.out_dim;
-    var sum = 0.0;
-    for (var s = 0u; s < p.top_k; s++) {
-        let slot = t * p.top_k + s;
-        sum += weights[slot] * expert_out[slot * p.out_dim + j];
-    }
-    hidden[i] += sum;
 }

@@ -1031,7 +1031,7 @@ fn embed_matches_cpu() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// MoE: route_topk, expert_matvec, expert_combine
+// MoE: route_topk, expert_matvec, expert_swiglu, expert_down_combine
 
 /// softmax → top-k (ties to the lower index) → optional renormalisation, per token.
 fn route_cpu(logits: &[f32], experts: usize, top_k: usize, renorm: bool) -> (Vec<u32>, Vec<f64>) {
@@ -1329,50 +1329,188 @@ fn expert_matvec_matches_cpu_with(layout: KernelLayout) {
     eprintln!("expert_matvec ({layout:?}): worst error/tolerance {worst:.3}, {split} split stacks");
 }
 
-#[test]
-fn expert_combine_matches_cpu() {
-    let ctx = context(None);
-    let mut rng = Rng::new(10);
-    let mut worst = 0.0f64;
-    let mut cases = vec![(1, 1, 1), (3, 2, 7), (17, 2, 64), (5, 8, 130), (64, 4, 33)];
-    for _ in 0..12 {
-        cases.push((
-            rng.pick(&[1, 2, 3, 7, 17, 65]),
-            rng.pick(&[1, 2, 4, 6, 8]),
-            rng.pick(&[1, 3, 17, 33, 64, 95, 257]),
-        ));
-    }
-    for (tokens, top_k, dim) in cases {
-        let label = format!("expert_combine tokens {tokens} top_k {top_k} dim {dim}");
-        let eo = rng.vec(tokens * top_k * dim, 2.0);
-        let weights = rng.vec(tokens * top_k, 1.0);
-        let hidden0 = rng.vec(tokens * dim + 3, 1.0);
-        let (eb, wb, hb) = (
-            ctx.upload_f32("expert_out", &eo),
-            ctx.upload_f32("weights", &weights),
-            ctx.upload_f32("hidden", &hidden0),
-        );
-        let mut batch = Batch::new(&ctx);
-        kernels::expert_combine(&mut batch, &eb, &wb, &hb, tokens, top_k, dim);
-        batch.submit();
-        let got = read_f32(&ctx, &hb, hidden0.len());
-        let mut want: Vec<f64> = hidden0.iter().map(|&v| v as f64).collect();
-        let mut tol = vec![0.0; want.len()];
-        for t in 0..tokens {
-            for j in 0..dim {
-                let mut abs = (hidden0[t * dim + j] as f64).abs();
-                for s in 0..top_k {
-                    let slot = t * top_k + s;
-                    let term = weights[slot] as f64 * eo[slot * dim + j] as f64;
-                    want[t * dim + j] += term;
+/// The experts' fused gate/up + SwiGLU (each expert's rows interleaved in pairs, as the
+/// loader stacks them) against silu(gate · x) · (up · x) on the CPU; (chunks, worst).
+fn check_expert_swiglu(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    dtype: DType,
+    c: ExpertCase,
+) -> (usize, f64) {
+    let label = format!("expert_swiglu {dtype:?} {c:?}");
+    let total = c.experts * 2 * c.rows;
+    let (bytes, wv) = quantize(dtype, &rng.vec(total * c.cols, 1.0));
+    let w = ctx
+        .create_matrix_in_pairs("gate_up", dtype, total, c.cols)
+        .expect("matrix");
+    w.write_rows(ctx, 0, &bytes).expect("upload");
+    assert!(
+        w.chunks
+            .iter()
+            .all(|k| k.rows % 2 == 0 && k.row_start % 2 == 0),
+        "{label}: a chunk splits a pair"
+    );
+    let slots = c.tokens * c.top_k;
+    let ids: Vec<u32> = (0..slots).map(|_| rng.below(c.experts) as u32).collect();
+    let x = rng.vec(c.tokens * c.cols, 1.0);
+    let y0 = rng.vec(slots * c.rows + 5, 1.0);
+    let (xb, ib, yb) = (
+        ctx.upload_f32("x", &x),
+        ctx.upload_u32("ids", &ids),
+        ctx.upload_f32("y", &y0),
+    );
+    let mut batch = Batch::new(ctx);
+    kernels::expert_swiglu(&mut batch, &xb, &w, c.rows, &ib, &yb, c.tokens, c.top_k);
+    batch.submit();
+    let got = read_f32(ctx, &yb, y0.len());
+
+    let mut want: Vec<f64> = y0.iter().map(|&v| v as f64).collect();
+    let mut tol = vec![0.0; want.len()];
+    for (slot, &e) in ids.iter().enumerate() {
+        let (t, e) = (slot / c.top_k, e as usize);
+        for n in 0..c.rows {
+            let dot = |r: usize| {
+                let (mut d, mut abs) = (0.0f64, 0.0f64);
+                for k in 0..c.cols {
+                    let term = x[t * c.cols + k] as f64 * wv[r * c.cols + k] as f64;
+                    d += term;
                     abs += term.abs();
                 }
-                tol[t * dim + j] = 2.0 * EPS * (top_k as f64 + 1.0) * abs + 1e-30;
+                (d, dot_tol(c.cols, abs))
+            };
+            let pair = e * 2 * c.rows + 2 * n;
+            let ((g, tg), (u, tu)) = (dot(pair), dot(pair + 1));
+            let silu = g / (1.0 + (-g).exp());
+            let i = slot * c.rows + n;
+            want[i] = silu * u;
+            tol[i] = 1.1 * tg * u.abs() + tu * silu.abs() + swiglu_tol(g, want[i]);
+        }
+    }
+    (w.chunks.len(), assert_close(&label, &got, &want, &tol))
+}
+
+/// The experts' down projection with the weighted combine folded in, against
+/// hidden + Σ_s weight_s · (W_e · x_s) on the CPU; (chunks, worst).
+fn check_expert_down_combine(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    dtype: DType,
+    c: ExpertCase,
+) -> (usize, f64) {
+    let label = format!("expert_down_combine {dtype:?} {c:?}");
+    let (w, wv) = random_matrix(ctx, rng, dtype, c.experts * c.rows, c.cols);
+    let slots = c.tokens * c.top_k;
+    let ids: Vec<u32> = (0..slots).map(|_| rng.below(c.experts) as u32).collect();
+    let x = rng.vec(slots * c.cols, 1.0);
+    let weights = rng.vec(slots, 1.0);
+    let hidden0 = rng.vec(c.tokens * c.rows + 3, 1.0);
+    let (xb, ib, wb, hb) = (
+        ctx.upload_f32("x", &x),
+        ctx.upload_u32("ids", &ids),
+        ctx.upload_f32("weights", &weights),
+        ctx.upload_f32("hidden", &hidden0),
+    );
+    let mut batch = Batch::new(ctx);
+    kernels::expert_down_combine(
+        &mut batch, &xb, &w, c.rows, &ib, &wb, &hb, c.tokens, c.top_k,
+    );
+    batch.submit();
+    let got = read_f32(ctx, &hb, hidden0.len());
+
+    let mut want: Vec<f64> = hidden0.iter().map(|&v| v as f64).collect();
+    let mut tol = vec![0.0; want.len()];
+    for t in 0..c.tokens {
+        for n in 0..c.rows {
+            let i = t * c.rows + n;
+            let mut abs = want[i].abs();
+            for s in 0..c.top_k {
+                let slot = t * c.top_k + s;
+                let e = ids[slot] as usize;
+                let (mut d, mut dabs) = (0.0f64, 0.0f64);
+                for k in 0..c.cols {
+                    let term =
+                        x[slot * c.cols + k] as f64 * wv[(e * c.rows + n) * c.cols + k] as f64;
+                    d += term;
+                    dabs += term.abs();
+                }
+                let wt = weights[slot] as f64;
+                want[i] += wt * d;
+                abs += (wt * d).abs();
+                tol[i] += wt.abs() * dot_tol(c.cols, dabs);
+            }
+            tol[i] += 2.0 * EPS * (c.top_k as f64 + 1.0) * abs + 1e-30;
+        }
+    }
+    (w.chunks.len(), assert_close(&label, &got, &want, &tol))
+}
+
+/// Random expert cases; x_per_slot as given.
+fn expert_cases(rng: &mut Rng, x_per_slot: bool) -> Vec<ExpertCase> {
+    let case = |tokens, top_k, experts, rows, cols| ExpertCase {
+        tokens,
+        top_k,
+        experts,
+        rows,
+        cols,
+        x_per_slot,
+    };
+    let mut cases = vec![
+        case(1, 1, 1, 1, 1),
+        case(1, 2, 4, 7, 17),
+        case(3, 2, 8, 17, 33),
+        case(2, 4, 8, 33, 95),
+        case(5, 2, 4, 64, 3),
+        case(1, 8, 16, 9, 130),
+    ];
+    for _ in 0..8 {
+        cases.push(case(
+            rng.pick(&[1, 2, 3, 5, 9]),
+            rng.pick(&[1, 2, 4]),
+            rng.pick(&[1, 2, 4, 8]),
+            rng.pick(&[1, 3, 7, 17, 33, 64]),
+            rng.pick(&[1, 2, 3, 17, 33, 64, 95, 130]),
+        ));
+    }
+    cases
+}
+
+#[test]
+fn expert_swiglu_matches_cpu() {
+    for layout in LAYOUTS {
+        // 2000-byte bindings: stacks split between pairs, mid-expert.
+        let ctx = context_with(Some(2000), layout);
+        let mut rng = Rng::new(11);
+        let (mut worst, mut split) = (0.0f64, 0);
+        for dtype in DTYPES {
+            for c in expert_cases(&mut rng, false) {
+                let (chunks, w) = check_expert_swiglu(&ctx, &mut rng, dtype, c);
+                worst = worst.max(w);
+                split += (chunks > 1) as usize;
             }
         }
-        worst = worst.max(assert_close(&label, &got, &want, &tol));
+        assert!(split >= 6, "only {split} expert stacks were split");
+        eprintln!("expert_swiglu ({layout:?}): worst error/tolerance {worst:.3}, {split} split");
     }
-    eprintln!("expert_combine: worst error/tolerance {worst:.3}");
+}
+
+#[test]
+fn expert_down_combine_matches_cpu() {
+    for layout in LAYOUTS {
+        let ctx = context_with(Some(2000), layout);
+        let mut rng = Rng::new(12);
+        let (mut worst, mut split) = (0.0f64, 0);
+        for dtype in DTYPES {
+            for c in expert_cases(&mut rng, true) {
+                let (chunks, w) = check_expert_down_combine(&ctx, &mut rng, dtype, c);
+                worst = worst.max(w);
+                split += (chunks > 1) as usize;
+            }
+        }
+        assert!(split >= 6, "only {split} expert stacks were split");
+        eprintln!(
+            "expert_down_combine ({layout:?}): worst error/tolerance {worst:.3}, {split} split"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1874,35 +2012,24 @@ fn large_grids_use_both_dimensions() {
         assert!(c.rows.div_ceil(4) * c.tokens * c.top_k > limit);
         check_expert_matvec(&ctx, &mut rng, DType::F16, c);
     }
-    // expert_combine: 64 values per workgroup.
+    // expert_swiglu and expert_down_combine: 2 050 four-row blocks × 32 slots / 8 tokens.
     {
-        let (tokens, top_k, dim) = (4100usize, 2, 1025);
-        assert!((tokens * dim).div_ceil(64) > limit);
-        let eo = rng.vec(tokens * top_k * dim, 1.0);
-        let weights = rng.vec(tokens * top_k, 1.0);
-        let (eb, wb, hb) = (
-            ctx.upload_f32("eo", &eo),
-            ctx.upload_f32("w", &weights),
-            ctx.upload_f32("h", &vec![0.0; tokens * dim]),
-        );
-        let mut batch = Batch::new(&ctx);
-        kernels::expert_combine(&mut batch, &eb, &wb, &hb, tokens, top_k, dim);
-        batch.submit();
-        let got = read_f32(&ctx, &hb, tokens * dim);
-        let mut want = vec![0.0f64; tokens * dim];
-        let mut tol = vec![0.0; tokens * dim];
-        for t in 0..tokens {
-            for j in 0..dim {
-                let mut abs = 0.0;
-                for s in 0..top_k {
-                    let term = weights[t * top_k + s] as f64 * eo[(t * top_k + s) * dim + j] as f64;
-                    want[t * dim + j] += term;
-                    abs += term.abs();
-                }
-                tol[t * dim + j] = 2.0 * EPS * (top_k as f64 + 1.0) * abs + 1e-30;
-            }
-        }
-        assert_close("expert_combine large grid", &got, &want, &tol);
+        let c = ExpertCase {
+            tokens: 8,
+            top_k: 4,
+            experts: 3,
+            rows: 8200,
+            cols: 3,
+            x_per_slot: false,
+        };
+        check_expert_swiglu(&ctx, &mut rng, DType::F16, c);
+        let c = ExpertCase {
+            tokens: 33,
+            x_per_slot: true,
+            ..c
+        };
+        assert!(c.rows.div_ceil(4) * c.tokens > limit);
+        check_expert_down_combine(&ctx, &mut rng, DType::F16, c);
     }
 }
 

@@ -27,7 +27,7 @@ fn matrices(w: &ModelWeights) -> Vec<&GpuMatrix> {
         out.extend([&a.qkv, &a.o]);
         match &l.ffn {
             Ffn::Dense(f) => out.extend([&f.gate_up, &f.down]),
-            Ffn::Moe(m) => out.extend([&m.router, &m.w1, &m.w3, &m.w2]),
+            Ffn::Moe(m) => out.extend([&m.router, &m.gate_up, &m.w2]),
         }
     }
     if !tied(w) {
@@ -80,7 +80,7 @@ pub fn decode_weight_bytes(m: &Model) -> u64 {
         bytes += match &l.ffn {
             Ffn::Dense(f) => f.gate_up.bytes() + f.down.bytes(),
             Ffn::Moe(e) => {
-                let experts = (e.w1.bytes() + e.w3.bytes() + e.w2.bytes()) as f64;
+                let experts = (e.gate_up.bytes() + e.w2.bytes()) as f64;
                 let share = c.experts_per_token as f64 / c.num_experts.max(1) as f64;
                 e.router.bytes() + (experts * share) as u64
             }

@@ -504,7 +504,7 @@ struct MoeParams {
     chunk_row_start: u32,
     chunk_rows: u32,
     x_per_slot: u32,
-    out_dim: u32,
+    _unused: u32,
     forced_expert: u32,
     has_bias: u32,
     _pad: [u32; 3],
@@ -571,11 +571,117 @@ pub fn expert_matvec(
     top_k: usize,
     x_per_slot: bool,
 ) {
+    let slots = Slots {
+        ids,
+        tokens,
+        top_k,
+        x_per_slot,
+    };
+    expert_projection(batch, x, w, rows_per_expert, slots, y, false);
+}
+
+/// The experts' gate and up projections and the SwiGLU in one pass: `gate_up` stacks each
+/// expert's gate and up rows interleaved (as `GpuContext::create_matrix_in_pairs` keeps them),
+/// `intermediate` pairs per expert; y[(t, s), n] = silu(gate_n · x_t) · (up_n · x_t).
+#[allow(clippy::too_many_arguments)]
+pub fn expert_swiglu(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    gate_up: &GpuMatrix,
+    intermediate: usize,
+    ids: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    tokens: usize,
+    top_k: usize,
+) {
+    let slots = Slots {
+        ids,
+        tokens,
+        top_k,
+        x_per_slot: false,
+    };
+    expert_projection(batch, x, gate_up, intermediate, slots, y, true);
+}
+
+/// Which expert each (token, slot) uses, and whether x holds a row per slot or per token.
+struct Slots<'a> {
+    ids: &'a wgpu::Buffer,
+    tokens: usize,
+    top_k: usize,
+    x_per_slot: bool,
+}
+
+fn expert_projection(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    w: &GpuMatrix,
+    rows_per_expert: usize,
+    slots: Slots,
+    y: &wgpu::Buffer,
+    swiglu: bool,
+) {
     let rows = batch.ctx().layout == KernelLayout::Rows;
     let (entry, rows_per_group) = if rows {
         ("expert_matvec_rows", 64)
     } else {
         ("expert_matvec", 4)
+    };
+    let pipeline = batch.ctx().pipeline(PipelineKey {
+        shader: Shader::Moe,
+        entry,
+        weight_dtype: Some(w.dtype),
+        swiglu,
+    });
+    // With swiglu the kernel's rows are gate/up pairs (chunks hold whole pairs).
+    let per_row = if swiglu { 2 } else { 1 };
+    for chunk in &w.chunks {
+        if chunk.rows == 0 {
+            continue;
+        }
+        let params = MoeParams {
+            tokens: u(slots.tokens),
+            top_k: u(slots.top_k),
+            rows: u(rows_per_expert),
+            cols: u(w.cols),
+            row_words: u(w.row_words),
+            chunk_row_start: u(chunk.row_start / per_row),
+            chunk_rows: u(chunk.rows / per_row),
+            x_per_slot: slots.x_per_slot as u32,
+            ..Default::default()
+        };
+        batch.dispatch(
+            pipeline.clone(),
+            bytemuck::bytes_of(&params),
+            vec![
+                (4, b(x)),
+                (5, b(&chunk.buffer)),
+                (6, b(slots.ids)),
+                (7, b(y)),
+            ],
+            u(rows_per_expert.div_ceil(rows_per_group) * slots.tokens * slots.top_k),
+        );
+    }
+}
+
+/// The experts' down projection and the weighted combine in one pass: hidden[t] +=
+/// Σ_s weight[t, s] · W_{ids[t, s]} · x[(t, s)], `w` stacking the experts' [rows, cols]
+/// matrices and x holding one row per (token, slot).
+#[allow(clippy::too_many_arguments)]
+pub fn expert_down_combine(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    w: &GpuMatrix,
+    rows_per_expert: usize,
+    ids: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    hidden: &wgpu::Buffer,
+    tokens: usize,
+    top_k: usize,
+) {
+    let (entry, rows_per_group) = if batch.ctx().layout == KernelLayout::Rows {
+        ("expert_down_combine_rows", 64)
+    } else {
+        ("expert_down_combine", 4)
     };
     let pipeline = batch.ctx().pipeline(PipelineKey {
         shader: Shader::Moe,
@@ -595,41 +701,22 @@ pub fn expert_matvec(
             row_words: u(w.row_words),
             chunk_row_start: u(chunk.row_start),
             chunk_rows: u(chunk.rows),
-            x_per_slot: x_per_slot as u32,
+            x_per_slot: 1,
             ..Default::default()
         };
         batch.dispatch(
             pipeline.clone(),
             bytemuck::bytes_of(&params),
-            vec![(4, b(x)), (5, b(&chunk.buffer)), (6, b(ids)), (7, b(y))],
-            u(rows_per_expert.div_ceil(rows_per_group) * tokens * top_k),
+            vec![
+                (4, b(x)),
+                (5, b(&chunk.buffer)),
+                (6, b(ids)),
+                (9, b(weights)),
+                (10, b(hidden)),
+            ],
+            u(rows_per_expert.div_ceil(rows_per_group) * tokens),
         );
     }
-}
-
-/// hidden[t] += Σ_s weight[t, s] · expert_out[t, s].
-pub fn expert_combine(
-    batch: &mut Batch,
-    expert_out: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
-    hidden: &wgpu::Buffer,
-    tokens: usize,
-    top_k: usize,
-    dim: usize,
-) {
-    let params = MoeParams {
-        tokens: u(tokens),
-        top_k: u(top_k),
-        out_dim: u(dim),
-        ..Default::default()
-    };
-    let pipeline = batch.ctx().pipeline(key(Shader::Moe, "expert_combine"));
-    batch.dispatch(
-        pipeline,
-        bytemuck::bytes_of(&params),
-        vec![(8, b(expert_out)), (9, b(weights)), (10, b(hidden))],
-        u((tokens * dim).div_ceil(64)),
-    );
 }
 
 #[repr(C)]

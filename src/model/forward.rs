@@ -257,48 +257,26 @@ impl Model {
             let at = (layer * sc.chunk) as u64 * row;
             batch.copy(&sc.route_ids, 0, routes, at, tokens as u64 * row);
         }
-        kernels::expert_matvec(
+        kernels::expert_swiglu(
             batch,
             &sc.h,
-            &m.w1,
+            &m.gate_up,
             i,
             &sc.route_ids,
-            &sc.gate,
+            &sc.act,
             tokens,
             k,
-            false,
         );
-        kernels::expert_matvec(
-            batch,
-            &sc.h,
-            &m.w3,
-            i,
-            &sc.route_ids,
-            &sc.up,
-            tokens,
-            k,
-            false,
-        );
-        kernels::swiglu(batch, &sc.gate, &sc.up, &sc.act, tokens * k * i);
-        kernels::expert_matvec(
+        kernels::expert_down_combine(
             batch,
             &sc.act,
             &m.w2,
             h,
             &sc.route_ids,
-            &sc.expert_out,
-            tokens,
-            k,
-            true,
-        );
-        kernels::expert_combine(
-            batch,
-            &sc.expert_out,
             &sc.route_weights,
             &sc.x,
             tokens,
             k,
-            h,
         );
     }
 }

@@ -19,15 +19,13 @@ pub struct Scratch {
     pub qkv: wgpu::Buffer,
     pub q: wgpu::Buffer,
     pub attn: wgpu::Buffer,
-    /// MoE: the chosen experts' gate values; dense prefill: the gate/up pairs.
+    /// Dense prefill: the gate/up pairs before the SwiGLU pass (unused by MoE layers).
     pub gate: wgpu::Buffer,
-    /// MoE only: the chosen experts' up values.
-    pub up: wgpu::Buffer,
+    /// The SwiGLU's output: a dense layer's per token, an MoE layer's per (token, slot).
     pub act: wgpu::Buffer,
     pub router_logits: wgpu::Buffer,
     pub route_ids: wgpu::Buffer,
     pub route_weights: wgpu::Buffer,
-    pub expert_out: wgpu::Buffer,
     /// [chunk, experts] per-token router-logit bias (the language prior), uploaded per chunk.
     pub route_bias: wgpu::Buffer,
     pub last_hidden: wgpu::Buffer,
@@ -88,21 +86,19 @@ impl Session {
             qkv: s("qkv", chunk * qkv_width(c))?,
             q: s("q", chunk * c.q_dim())?,
             attn: s("attn", chunk * c.q_dim())?,
-            gate: s("gate", gate_slots(c) * chunk * c.intermediate_size)?,
-            // Dense layers pair gate and up in `gate`.
-            up: s(
-                "up",
+            // A dense layer's prefill projects gate/up pairs here before the SwiGLU pass.
+            gate: s(
+                "gate",
                 if c.is_moe() {
-                    slots * c.intermediate_size
-                } else {
                     1
+                } else {
+                    2 * chunk * c.intermediate_size
                 },
             )?,
             act: s("act", slots * c.intermediate_size)?,
             router_logits: s("router_logits", chunk * c.num_experts.max(1))?,
             route_ids: s("route_ids", slots)?,
             route_weights: s("route_weights", slots)?,
-            expert_out: s("expert_out", slots * c.hidden_size)?,
             route_bias: s("route_bias", chunk * c.num_experts.max(1))?,
             last_hidden: s("last_hidden", c.hidden_size)?,
             last_normed: s("last_normed", c.hidden_size)?,
@@ -161,12 +157,10 @@ impl Session {
 /// The largest prompt chunk whose scratch buffers fit one storage binding: on small devices
 /// prompts are fed in smaller pieces rather than refused (the KV cache still must fit).
 fn fit_chunk(ctx: &GpuContext, c: &ModelConfig, wanted: usize, all_logits: bool) -> usize {
-    let k = c.experts_per_token.max(1);
     let widest_row = [
         c.hidden_size,
         qkv_width(c),
-        gate_slots(c) * c.intermediate_size,
-        k * c.hidden_size,
+        ffn_slots(c) * c.intermediate_size,
         if all_logits { c.vocab_size } else { 0 },
     ]
     .into_iter()
@@ -181,9 +175,9 @@ fn qkv_width(c: &ModelConfig) -> usize {
     c.q_dim() + 2 * c.kv_dim()
 }
 
-/// Intermediate-size rows per token in `gate`: one per chosen expert, or a dense layer's
-/// gate/up pair.
-fn gate_slots(c: &ModelConfig) -> usize {
+/// Intermediate-size rows per token in the FFN's widest scratch: `act`'s one per chosen
+/// expert (MoE), or `gate`'s gate/up pair (dense).
+fn ffn_slots(c: &ModelConfig) -> usize {
     if c.is_moe() {
         c.experts_per_token.max(1)
     } else {

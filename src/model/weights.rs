@@ -26,10 +26,9 @@ pub struct DenseFfn {
 /// A Mixtral-layout MoE block: the experts' matrices stacked, expert e at rows e·rows…
 pub struct MoeFfn {
     pub router: GpuMatrix,
-    /// [experts·intermediate, hidden]
-    pub w1: GpuMatrix,
-    /// [experts·intermediate, hidden]
-    pub w3: GpuMatrix,
+    /// [experts·2·intermediate, hidden]: each expert's w1 (gate) and w3 (up) rows interleaved
+    /// as in `DenseFfn::gate_up`, expert e's pair n at rows e·2·intermediate + 2n, + 1.
+    pub gate_up: GpuMatrix,
     /// [experts·hidden, intermediate]
     pub w2: GpuMatrix,
 }
@@ -136,33 +135,44 @@ impl Loader<'_> {
         stack.ok_or_else(|| crate::Error::config(label, "an MoE layer needs at least one expert"))
     }
 
-    /// Two [rows, cols] matrices with their rows interleaved (a's row n at 2n, b's at 2n + 1);
-    /// b takes a's dtype.
+    /// Pairs of [rows, cols] matrices, each pair's rows interleaved (a's row n at 2n, b's at
+    /// 2n + 1) and the pairs stacked (an MoE layer's experts; a dense layer has one pair).
+    /// Everything takes the first matrix's dtype.
     async fn interleaved(
         &mut self,
         label: &str,
-        a: &str,
-        b: &str,
+        pairs: &[(String, String)],
         rows: usize,
         cols: usize,
     ) -> Result<GpuMatrix> {
-        self.ckpt.expect_shape(a, &[rows, cols])?;
-        self.ckpt.expect_shape(b, &[rows, cols])?;
-        let ta = self.ckpt.read(a).await?;
-        let tb = self.ckpt.read(b).await?;
-        let b_bytes = tb.into_dtype(ta.dtype);
-        let row = cols * ta.dtype.size();
-        let mut pairs = Vec::with_capacity(2 * rows * row);
-        for (ra, rb) in ta.bytes.chunks_exact(row).zip(b_bytes.chunks_exact(row)) {
-            pairs.extend_from_slice(ra);
-            pairs.extend_from_slice(rb);
+        let mut stack: Option<GpuMatrix> = None;
+        for (k, (a, b)) in pairs.iter().enumerate() {
+            self.ckpt.expect_shape(a, &[rows, cols])?;
+            self.ckpt.expect_shape(b, &[rows, cols])?;
+            let ta = self.ckpt.read(a).await?;
+            let m = match &stack {
+                Some(m) => m.clone(),
+                None => {
+                    let total = 2 * rows * pairs.len();
+                    let m = self
+                        .ctx
+                        .create_matrix_in_pairs(label, ta.dtype, total, cols)?;
+                    stack = Some(m.clone());
+                    m
+                }
+            };
+            let a_bytes = ta.into_dtype(m.dtype);
+            let b_bytes = self.ckpt.read(b).await?.into_dtype(m.dtype);
+            let row = cols * m.dtype.size();
+            let mut rows_ab = Vec::with_capacity(2 * rows * row);
+            for (ra, rb) in a_bytes.chunks_exact(row).zip(b_bytes.chunks_exact(row)) {
+                rows_ab.extend_from_slice(ra);
+                rows_ab.extend_from_slice(rb);
+            }
+            m.write_rows(self.ctx, 2 * rows * k, &rows_ab)?;
+            self.advance(rows_ab.len());
         }
-        let m = self
-            .ctx
-            .create_matrix_in_pairs(label, ta.dtype, 2 * rows, cols)?;
-        m.write_rows(self.ctx, 0, &pairs)?;
-        self.advance(pairs.len());
-        Ok(m)
+        stack.ok_or_else(|| crate::Error::config(label, "an MoE layer needs at least one expert"))
     }
 
     /// The vectors `parts` ([len] each) end to end, or None when the model has none.
@@ -261,15 +271,18 @@ pub async fn load(
                     .map(|e| (format!("{m}.experts.{e}.{w}.weight"), rows))
                     .collect()
             };
+            let pairs: Vec<(String, String)> = (0..c.num_experts)
+                .map(|e| {
+                    let expert = format!("{m}.experts.{e}");
+                    (format!("{expert}.w1.weight"), format!("{expert}.w3.weight"))
+                })
+                .collect();
             Ffn::Moe(MoeFfn {
                 router: l
                     .matrix(&format!("{m}.gate.weight"), c.num_experts, h)
                     .await?,
-                w1: l
-                    .stacked(&format!("{m}.experts.*.w1"), &names("w1", i_size), h)
-                    .await?,
-                w3: l
-                    .stacked(&format!("{m}.experts.*.w3"), &names("w3", i_size), h)
+                gate_up: l
+                    .interleaved(&format!("{m}.experts.*.{{w1,w3}}"), &pairs, i_size, h)
                     .await?,
                 w2: l
                     .stacked(&format!("{m}.experts.*.w2"), &names("w2", h), i_size)
@@ -283,8 +296,7 @@ pub async fn load(
                 gate_up: l
                     .interleaved(
                         &format!("{m}.{{gate,up}}_proj.weight"),
-                        &format!("{gate}.weight"),
-                        &format!("{up}.weight"),
+                        &[(format!("{gate}.weight"), format!("{up}.weight"))],
                         i_size,
                         h,
                     )
