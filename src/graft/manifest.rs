@@ -28,6 +28,8 @@ pub struct InputFile {
 /// Every file of a model directory, hashed.
 pub async fn describe_inputs(files: &ModelFiles) -> Result<Vec<InputFile>> {
     let mut out = Vec::new();
+    // One buffer for every chunk: a fresh one per read would be faulted in each time.
+    let mut chunk = vec![0u8; HASH_CHUNK];
     for name in files.names() {
         let Some(source) = files.get(name) else {
             continue;
@@ -37,7 +39,8 @@ pub async fn describe_inputs(files: &ModelFiles) -> Result<Vec<InputFile>> {
         let mut offset = 0u64;
         while offset < size {
             let len = (size - offset).min(HASH_CHUNK as u64) as usize;
-            hasher.update(source.read_range(offset, len).await?);
+            source.read_into(offset, &mut chunk[..len]).await?;
+            hasher.update(&chunk[..len]);
             offset += len as u64;
         }
         out.push(InputFile {
