@@ -1,6 +1,7 @@
 //! Merge throughput through the real graft path: `graft_checkpoints`, what `moegraft graft`
-//! and the page's Graft run, over the same three inputs `repeats` times, each into a fresh
-//! output the caller makes (a scratch directory natively, `Blob`s in memory in the browser).
+//! and the page's Graft run, and its merge alone (`write_weights`), over the same three inputs
+//! `repeats` times, each into a fresh output the caller makes (a scratch directory natively,
+//! `Blob`s in memory in the browser).
 
 use serde::Serialize;
 
@@ -10,7 +11,7 @@ use crate::checkpoint::writer::{OutputFiles, DEFAULT_MAX_SHARD_BYTES};
 use crate::checkpoint::{Checkpoint, ModelFiles};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graft::export::{graft_checkpoints, GraftCheckpoints};
+use crate::graft::export::{graft_checkpoints, write_weights, GraftCheckpoints};
 use crate::graft::manifest::describe_inputs;
 use crate::graft::plan::{plan, GraftOptions, GraftPlan};
 
@@ -52,11 +53,14 @@ pub struct MergeResult {
     pub method: String,
     /// Tensor bytes the merge reads: target, instruct and base of every grafted tensor.
     pub input_bytes: u64,
-    /// Whole graft (sha256 of the inputs, merge, write), seconds.
+    /// Whole graft (merge and write, the inputs' sha256 for the manifest — natively on
+    /// threads of their own beside the merge — and the small files), seconds.
     pub total_seconds: Stat,
-    /// The inputs' sha256 alone (part of the total; recorded in the manifest).
+    /// The inputs' sha256 alone, one input after another, seconds.
     pub hash_seconds: Stat,
-    /// input_bytes ÷ (total − hashing): the streamed read → GPU merge → convert → write.
+    /// The merge alone (`write_weights`: read → GPU merge → convert → write), seconds.
+    pub merge_seconds: Stat,
+    /// input_bytes ÷ merge_seconds.
     pub merge_gbps: Stat,
     /// input_bytes ÷ total.
     pub end_to_end_gbps: Stat,
@@ -86,9 +90,17 @@ pub async fn measure<O: OutputFiles>(
     let plan = plan(&inputs.base, &inputs.instruct, &inputs.target, &options)?;
     let input_bytes = input_bytes(inputs, &plan)?;
     let output_bytes: u64 = plan.specs().iter().filter_map(|s| s.byte_len()).sum();
-    let (mut total, mut hash, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut total, mut hash, mut streamed, mut floor) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Every graft gets an output of its own; each is dropped (a scratch directory removed)
+    // outside the timing.
+    let mut made = 0;
+    let mut fresh = || {
+        made += 1;
+        output(made - 1)
+    };
     for round in 0..=repeats {
-        let mut out = output(round)?;
+        let mut out = fresh()?;
         let start = Instant::now();
         graft_checkpoints(
             ctx,
@@ -100,7 +112,19 @@ pub async fn measure<O: OutputFiles>(
         )
         .await?;
         let seconds = start.elapsed().as_secs_f64();
-        // Dropped outside the timing: removing a scratch directory is no part of a graft.
+        drop(out);
+        let mut out = fresh()?;
+        let start = Instant::now();
+        write_weights(
+            ctx,
+            &plan,
+            &checkpoints,
+            &mut out,
+            DEFAULT_MAX_SHARD_BYTES,
+            &mut |_, _| {},
+        )
+        .await?;
+        let merging = start.elapsed().as_secs_f64();
         drop(out);
         // What graft_checkpoints hashes, timed alone.
         let start = Instant::now();
@@ -108,18 +132,18 @@ pub async fn measure<O: OutputFiles>(
             describe_inputs(&cp.files).await?;
         }
         let hashing = start.elapsed().as_secs_f64();
-        let writing = write_floor(&mut output(repeats + 1 + round)?, output_bytes)?;
+        let writing = write_floor(&mut fresh()?, output_bytes)?;
         if round > 0 {
             total.push(seconds);
+            streamed.push(merging);
             hash.push(hashing);
             floor.push(writing);
         }
     }
     let none = || Error::gpu("no merge was timed");
-    let merge: Vec<f64> = total
+    let merge: Vec<f64> = streamed
         .iter()
-        .zip(&hash)
-        .map(|(t, h)| input_bytes as f64 / (t - h).max(1e-9) / 1e9)
+        .map(|t| input_bytes as f64 / t.max(1e-9) / 1e9)
         .collect();
     let end_to_end: Vec<f64> = total.iter().map(|t| input_bytes as f64 / t / 1e9).collect();
     Ok(MergeResult {
@@ -129,6 +153,7 @@ pub async fn measure<O: OutputFiles>(
         end_to_end_gbps: Stat::of(&end_to_end).ok_or_else(none)?,
         total_seconds: Stat::of(&total).ok_or_else(none)?,
         hash_seconds: Stat::of(&hash).ok_or_else(none)?,
+        merge_seconds: Stat::of(&streamed).ok_or_else(none)?,
         output_bytes,
         write_floor_seconds: Stat::of(&floor).ok_or_else(none)?,
     })

@@ -10,7 +10,18 @@ use crate::error::{Error, Result};
 pub type ReadFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>>> + 'a>>;
 pub type ReadIntoFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
-pub trait ByteSource {
+/// Natively a source may be read from several threads (a graft hashes its inputs while it
+/// merges them); the browser's sources (`Blob`s) stay on their one thread.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait Shareable: Send + Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + Sync> Shareable for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait Shareable {}
+#[cfg(target_arch = "wasm32")]
+impl<T> Shareable for T {}
+
+pub trait ByteSource: Shareable {
     /// File name shown in errors.
     fn name(&self) -> &str;
     /// Total length in bytes.

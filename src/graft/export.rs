@@ -1,16 +1,17 @@
 //! A whole graft into any output (a directory natively, the page's `Blob`s in the browser):
-//! plan and hash first — mismatched inputs fail before anything is written — then stream the
-//! tensors through the GPU merge (`gpu::GraftStream`: batched, each piece's bytes appended to
-//! the output as it comes back), then the tokenizer, config and `moegraft.json`.
+//! plan first — mismatched inputs fail before anything is written — then stream the tensors
+//! through the GPU merge (`gpu::GraftStream`: batched, each piece's bytes appended to the
+//! output as it comes back) while the inputs are hashed for `moegraft.json` (natively on
+//! threads of their own), then the tokenizer, config and `moegraft.json`.
 
 use std::fmt;
 
 use super::gpu::{DeltaSources, GraftStream, OutputTensor, Source};
-use super::manifest::{describe_inputs, manifest, InputModel, MANIFEST_FILE};
+use super::manifest::{describe_inputs, manifest, InputFile, InputModel, MANIFEST_FILE};
 use super::plan::{GraftPlan, Method};
 use super::sidecar::sidecar_files;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, ModelFiles};
 use crate::error::Result;
 use crate::gpu::GpuContext;
 
@@ -63,11 +64,13 @@ pub async fn graft_checkpoints<O: OutputFiles>(
         instruct,
         target,
     } = *inputs;
-    let hashes = [
-        describe_inputs(&base.files).await?,
-        describe_inputs(&instruct.files).await?,
-        describe_inputs(&target.files).await?,
-    ];
+    let sidecars = sidecar_files(&instruct.files, &target.files, plan).await?;
+    let models = [&base.files, &instruct.files, &target.files];
+    let (hashes, (files, bytes)) = hash_while(
+        models,
+        write_weights(ctx, plan, inputs, &mut out, max_shard_bytes, progress),
+    )
+    .await?;
     let [b, i, t] = [base, instruct, target].map(|cp| cp.files.label());
     let manifest = manifest(
         plan,
@@ -84,10 +87,6 @@ pub async fn graft_checkpoints<O: OutputFiles>(
             files: &hashes[2],
         },
     );
-    let sidecars = sidecar_files(&instruct.files, &target.files, plan).await?;
-
-    let (files, bytes) =
-        write_weights(ctx, plan, inputs, &mut out, max_shard_bytes, progress).await?;
     for (name, bytes) in &sidecars {
         out.write_file(name, bytes)?;
     }
@@ -101,8 +100,48 @@ pub async fn graft_checkpoints<O: OutputFiles>(
     })
 }
 
-/// Streams every planned tensor through the GPU into a (possibly sharded) checkpoint.
-async fn write_weights<O: OutputFiles>(
+/// The three inputs' file hashes (for the manifest) and `work`'s result. Natively the hashing
+/// runs on threads of its own while `work` runs here, so a graft takes about as long as its
+/// merge; the browser (one thread) hashes first.
+#[cfg(not(target_arch = "wasm32"))]
+async fn hash_while<T>(
+    models: [&ModelFiles; 3],
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<([Vec<InputFile>; 3], T)> {
+    std::thread::scope(|scope| {
+        let hashing =
+            models.map(|files| scope.spawn(move || pollster::block_on(describe_inputs(files))));
+        // Natively every read and GPU wait resolves in place, so blocking here is no loss.
+        let done = pollster::block_on(work);
+        let [b, i, t] = hashing.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(crate::Error::gpu(
+                    "hashing the inputs failed (thread panicked)",
+                ))
+            })
+        });
+        Ok(([b?, i?, t?], done?))
+    })
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn hash_while<T>(
+    models: [&ModelFiles; 3],
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<([Vec<InputFile>; 3], T)> {
+    let [b, i, t] = models;
+    let hashes = [
+        describe_inputs(b).await?,
+        describe_inputs(i).await?,
+        describe_inputs(t).await?,
+    ];
+    Ok((hashes, work.await?))
+}
+
+/// Streams every planned tensor through the GPU into a (possibly sharded) checkpoint; the
+/// names of the weight files written and their bytes of tensor data. The merge alone: what
+/// `graft_checkpoints` does besides hashing the inputs and writing the small files.
+pub async fn write_weights<O: OutputFiles>(
     ctx: &GpuContext,
     plan: &GraftPlan,
     inputs: &GraftCheckpoints<'_>,
