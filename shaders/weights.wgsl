@@ -2,15 +2,37 @@
 // Weights live in u32 words so the baseline needs no shader-f16: f32 is one element per
 // word; f16 and bf16 are two per word, element 2i in the low half. Rows of 16-bit matrices
 // are padded to a whole word, so a row always starts on a word boundary.
+// Q8_0 rows are blocks of 32 elements, 9 words each: the scale d as f32 bits, then 32 int8
+// q, four to a word, element 4i + b in byte b of word 1 + i; the element is d · q.
 // The including shader declares `w: array<u32>`.
 
-// 0 = f32, 1 = f16, 2 = bf16 (a pipeline constant: each dtype gets its own pipeline).
+// 0 = f32, 1 = f16, 2 = bf16, 3 = q8_0 (a pipeline constant: each format gets its own
+// pipeline).
 override W_DTYPE: u32 = 0u;
+
+const Q8_BLOCK_WORDS: u32 = 9u;
+
+// Byte b of a word as a signed int8, in f32. Shifts, not unpack4xI8 (not in the baseline):
+// the byte to the top, then an arithmetic shift back.
+fn q8_at(word: u32, b: u32) -> f32 {
+    return f32(bitcast<i32>(word << (24u - 8u * b)) >> 24u);
+}
+
+// The four int8 of a word, element 4i + b in lane b.
+fn q8_word(word: u32) -> vec4<f32> {
+    let bytes = bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u));
+    return vec4<f32>(bytes >> vec4<u32>(24u));
+}
 
 // Element k of the row starting at word `row`.
 fn load_w(row: u32, k: u32) -> f32 {
     if (W_DTYPE == 0u) {
         return bitcast<f32>(w[row + k]);
+    }
+    if (W_DTYPE == 3u) {
+        let block = row + (k >> 5u) * Q8_BLOCK_WORDS;
+        let q = k & 31u;
+        return bitcast<f32>(w[block]) * q8_at(w[block + 1u + (q >> 2u)], q & 3u);
     }
     let word = w[row + (k >> 1u)];
     let high = (k & 1u) == 1u;
@@ -21,10 +43,17 @@ fn load_w(row: u32, k: u32) -> f32 {
     return bitcast<f32>(select(word << 16u, word & 0xffff0000u, high));
 }
 
-// Elements k and k+1 (k even, k+1 inside the row) — one word for 16-bit types.
+// Elements k and k+1 (k even, k+1 inside the row) — one word for 16-bit types and Q8_0.
 fn load_w2(row: u32, k: u32) -> vec2<f32> {
     if (W_DTYPE == 0u) {
         return vec2<f32>(bitcast<f32>(w[row + k]), bitcast<f32>(w[row + k + 1u]));
+    }
+    if (W_DTYPE == 3u) {
+        let block = row + (k >> 5u) * Q8_BLOCK_WORDS;
+        let q = k & 31u;
+        let word = w[block + 1u + (q >> 2u)];
+        let b = q & 3u;
+        return bitcast<f32>(w[block]) * vec2<f32>(q8_at(word, b), q8_at(word, b + 1u));
     }
     let word = w[row + (k >> 1u)];
     if (W_DTYPE == 1u) {

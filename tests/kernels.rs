@@ -1,6 +1,7 @@
 //! Every GPU kernel against a plain CPU reference written here, over deterministic random
-//! shapes (odd sizes included) and, where a kernel reads weights, every weight dtype (f32,
-//! f16, bf16; references use the rounded weights). Weight matrices are also split into
+//! shapes (odd sizes included) and, where a kernel reads weights, every weight format (f32,
+//! f16, bf16, and Q8_0 on rows of whole 32-element blocks; references use the rounded or
+//! dequantized weights). Weight matrices are also split into
 //! several row chunks (a tiny `max_binding_override`) so chunk boundaries fall mid-matrix, and
 //! one test launches grids of more than 65 535 workgroups so the y dimension is used.
 //! Elements a kernel must not touch are checked to be bit-for-bit unchanged.
@@ -8,9 +9,13 @@
 use half::{bf16, f16};
 use moegraft::checkpoint::DType;
 use moegraft::gpu::kernels::{self, AttentionShape, Output, QkvSplit, RopeTarget, SampleSettings};
-use moegraft::gpu::{Batch, GpuContext, GpuMatrix, GpuOptions, KernelLayout};
+use moegraft::gpu::{q8_0, Batch, GpuContext, GpuMatrix, GpuOptions, KernelLayout, WeightFormat};
 
-const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+const DTYPES: [WeightFormat; 3] = [
+    WeightFormat::Plain(DType::F32),
+    WeightFormat::Plain(DType::F16),
+    WeightFormat::Plain(DType::BF16),
+];
 /// f32 machine epsilon (2⁻²³), the unit of every tolerance below.
 const EPS: f64 = f32::EPSILON as f64;
 
@@ -122,19 +127,48 @@ fn quantize(dtype: DType, values: &[f32]) -> (Vec<u8>, Vec<f32>) {
     (bytes, rounded)
 }
 
-/// A random [rows, cols] matrix on the GPU and its rounded values on the CPU.
+/// What to write a matrix of `format` from (its dtype and bytes: f32 for Q8_0, which the
+/// upload quantizes) and the values the GPU will hold ([rows, cols] rows of `cols`).
+fn weights(format: WeightFormat, cols: usize, values: &[f32]) -> (DType, Vec<u8>, Vec<f32>) {
+    match format {
+        WeightFormat::Plain(dtype) => {
+            let (bytes, rounded) = quantize(dtype, values);
+            (dtype, bytes, rounded)
+        }
+        WeightFormat::Q8_0 => {
+            let (bytes, _) = quantize(DType::F32, values);
+            let words: Vec<u32> =
+                bytemuck::pod_collect_to_vec(&q8_0::quantize_rows(DType::F32, &bytes, cols));
+            (DType::F32, bytes, q8_0::dequantize_row(&words))
+        }
+    }
+}
+
+/// A random [rows, cols] matrix on the GPU (rows in groups of `group` that no chunk splits)
+/// and its rounded or dequantized values on the CPU.
+fn random_matrix_in(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    format: WeightFormat,
+    (rows, cols): (usize, usize),
+    group: usize,
+) -> (GpuMatrix, Vec<f32>) {
+    let (dtype, bytes, rounded) = weights(format, cols, &rng.vec(rows * cols, 1.0));
+    let m = ctx
+        .create_matrix_as("w", dtype, format, rows, cols, group)
+        .expect("matrix");
+    m.write_rows(ctx, 0, &bytes).expect("upload matrix");
+    (m, rounded)
+}
+
 fn random_matrix(
     ctx: &GpuContext,
     rng: &mut Rng,
-    dtype: DType,
+    format: WeightFormat,
     rows: usize,
     cols: usize,
 ) -> (GpuMatrix, Vec<f32>) {
-    let (bytes, rounded) = quantize(dtype, &rng.vec(rows * cols, 1.0));
-    let m = ctx
-        .upload_matrix("w", dtype, rows, cols, &bytes)
-        .expect("upload matrix");
-    (m, rounded)
+    random_matrix_in(ctx, rng, format, (rows, cols), 1)
 }
 
 /// Asserts |got − want| ≤ tol element-wise (tol 0: bit-for-bit equal, for untouched
@@ -230,7 +264,12 @@ impl MatmulCase {
 }
 
 /// Runs one matmul and checks every element of y; returns (chunks, worst err/tol).
-fn check_matmul(ctx: &GpuContext, rng: &mut Rng, dtype: DType, c: MatmulCase) -> (usize, f64) {
+fn check_matmul(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    dtype: WeightFormat,
+    c: MatmulCase,
+) -> (usize, f64) {
     let label = format!("matmul {dtype:?} {c:?}");
     let (w, wv) = random_matrix(ctx, rng, dtype, c.rows, c.cols);
     let x = rng.vec((c.tokens - 1) * c.x_stride + c.cols, 1.0);
@@ -864,16 +903,12 @@ fn swiglu_and_add_match_cpu() {
 fn check_matmul_swiglu(
     ctx: &GpuContext,
     rng: &mut Rng,
-    dtype: DType,
+    dtype: WeightFormat,
     (tokens, n, cols): (usize, usize, usize),
     bias: bool,
 ) -> (usize, f64) {
     let label = format!("matmul_swiglu {dtype:?} tokens {tokens} n {n} cols {cols} bias {bias}");
-    let (bytes, wv) = quantize(dtype, &rng.vec(2 * n * cols, 1.0));
-    let w = ctx
-        .create_matrix_in_pairs("gate_up", dtype, 2 * n, cols)
-        .expect("matrix");
-    w.write_rows(ctx, 0, &bytes).expect("upload");
+    let (w, wv) = random_matrix_in(ctx, rng, dtype, (2 * n, cols), 2);
     for c in &w.chunks {
         assert!(
             c.rows % 2 == 0 && c.row_start % 2 == 0,
@@ -1228,7 +1263,7 @@ struct ExpertCase {
 fn check_expert_matvec(
     ctx: &GpuContext,
     rng: &mut Rng,
-    dtype: DType,
+    dtype: WeightFormat,
     c: ExpertCase,
 ) -> (usize, f64) {
     let label = format!("expert_matvec {dtype:?} {c:?}");
@@ -1334,16 +1369,12 @@ fn expert_matvec_matches_cpu_with(layout: KernelLayout) {
 fn check_expert_swiglu(
     ctx: &GpuContext,
     rng: &mut Rng,
-    dtype: DType,
+    dtype: WeightFormat,
     c: ExpertCase,
 ) -> (usize, f64) {
     let label = format!("expert_swiglu {dtype:?} {c:?}");
     let total = c.experts * 2 * c.rows;
-    let (bytes, wv) = quantize(dtype, &rng.vec(total * c.cols, 1.0));
-    let w = ctx
-        .create_matrix_in_pairs("gate_up", dtype, total, c.cols)
-        .expect("matrix");
-    w.write_rows(ctx, 0, &bytes).expect("upload");
+    let (w, wv) = random_matrix_in(ctx, rng, dtype, (total, c.cols), 2);
     assert!(
         w.chunks
             .iter()
@@ -1394,7 +1425,7 @@ fn check_expert_swiglu(
 fn check_expert_down_combine(
     ctx: &GpuContext,
     rng: &mut Rng,
-    dtype: DType,
+    dtype: WeightFormat,
     c: ExpertCase,
 ) -> (usize, f64) {
     let label = format!("expert_down_combine {dtype:?} {c:?}");
@@ -1510,6 +1541,268 @@ fn expert_down_combine_matches_cpu() {
         eprintln!(
             "expert_down_combine ({layout:?}): worst error/tolerance {worst:.3}, {split} split"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 weights: every kernel that reads weights, against the dequantized values, on rows of
+// whole 32-element blocks (odd block counts, K a multiple of 32 but not of 64, included)
+
+const Q8: WeightFormat = WeightFormat::Q8_0;
+/// K of the Q8_0 cases: 1, 2, 3, 5, 8, 9, 18 and 33 blocks.
+const Q8_COLS: [usize; 8] = [32, 64, 96, 160, 256, 288, 576, 1056];
+
+/// Every decode and prefill kernel (both layouts and the subgroup matvec), each on whole
+/// matrices and on matrices split into row chunks by 4004-byte bindings.
+fn q8_contexts() -> Vec<(GpuContext, String)> {
+    let mut contexts = Vec::new();
+    for binding in [None, Some(4004)] {
+        for layout in LAYOUTS {
+            contexts.push((
+                context_with(binding, layout),
+                format!("{layout:?} {binding:?}"),
+            ));
+        }
+        contexts.push((
+            context_with_subgroups(binding),
+            format!("subgroups {binding:?}"),
+        ));
+    }
+    contexts
+}
+
+#[test]
+fn q8_0_matmul_matches_cpu() {
+    for (ctx, kernels) in q8_contexts() {
+        let split_binding = kernels.contains("4004");
+        let mut rng = Rng::new(21);
+        let (mut worst, mut split) = (0.0f64, 0);
+        let mut cases = vec![
+            MatmulCase::plain(1, 1, 32),
+            MatmulCase::plain(1, 3, 96),
+            MatmulCase::plain(7, 17, 160), // largest matvec
+            MatmulCase::plain(8, 33, 32),  // smallest prefill
+            MatmulCase::plain(9, 95, 288),
+            MatmulCase::plain(33, 130, 96),
+            MatmulCase::plain(2, 200, 1056),
+            MatmulCase {
+                bias: true,
+                accumulate: true,
+                x_stride: 101,
+                y_offset: 7,
+                y_stride: 140,
+                ..MatmulCase::plain(5, 131, 96)
+            },
+        ];
+        if !split_binding {
+            cases.push(MatmulCase::plain(1, 64, 4128)); // 129 blocks: past 4004 bytes a row
+        }
+        for _ in 0..14 {
+            cases.push(MatmulCase::random(
+                &mut rng,
+                &TOKENS,
+                &[1, 2, 3, 7, 17, 33, 64, 95, 130, 257],
+                &Q8_COLS,
+            ));
+        }
+        for c in cases {
+            let (chunks, w) = check_matmul(&ctx, &mut rng, Q8, c);
+            worst = worst.max(w);
+            split += (chunks > 1) as usize;
+        }
+        if split_binding {
+            assert!(split >= 8, "{kernels}: only {split} matrices were split");
+        }
+        eprintln!("q8_0 matmul ({kernels}): worst error/tolerance {worst:.3}, {split} split");
+    }
+}
+
+#[test]
+fn q8_0_matmul_swiglu_matches_cpu() {
+    for (ctx, kernels) in q8_contexts() {
+        let mut rng = Rng::new(22);
+        let (mut worst, mut split) = (0.0f64, 0);
+        let mut cases = vec![
+            (1, 1, 32),
+            (1, 3, 96),
+            (7, 17, 160),
+            (8, 9, 288),
+            (3, 65, 576),
+        ];
+        for _ in 0..10 {
+            cases.push((
+                rng.pick(&TOKENS),
+                rng.pick(&[1, 2, 3, 7, 17, 33, 64, 95]),
+                rng.pick(&Q8_COLS),
+            ));
+        }
+        for case in cases {
+            let bias = rng.bool();
+            let (chunks, w) = check_matmul_swiglu(&ctx, &mut rng, Q8, case, bias);
+            worst = worst.max(w);
+            split += (chunks > 1) as usize;
+        }
+        if kernels.contains("4004") {
+            assert!(split >= 8, "{kernels}: only {split} matrices were split");
+        }
+        eprintln!(
+            "q8_0 matmul_swiglu ({kernels}): worst error/tolerance {worst:.3}, {split} split"
+        );
+    }
+}
+
+#[test]
+fn q8_0_embed_is_the_exact_dequantization() {
+    // The gather computes d · q as the CPU reference (and llama.cpp) does: equal bit for bit,
+    // tables split into chunks by small bindings or not.
+    let ctx = context(Some(3000));
+    let mut rng = Rng::new(23);
+    let mut split = 0;
+    let mut cases = vec![
+        (1, 1, 32),
+        (5, 3, 96),
+        (17, 100, 32),
+        (9, 300, 64),
+        (64, 50, 160),
+    ];
+    for _ in 0..8 {
+        cases.push((
+            rng.pick(&[1, 2, 3, 7, 17, 33, 64]),
+            rng.pick(&[1, 7, 64, 130, 257]),
+            rng.pick(&Q8_COLS[..6]),
+        ));
+    }
+    for (tokens, vocab, cols) in cases {
+        let label = format!("q8_0 embed tokens {tokens} vocab {vocab} cols {cols}");
+        let (table, tv) = random_matrix(&ctx, &mut rng, Q8, vocab, cols);
+        split += (table.chunks.len() > 1) as usize;
+        let mut ids: Vec<u32> = (0..tokens).map(|_| rng.below(vocab) as u32).collect();
+        ids[0] = (vocab - 1) as u32;
+        let out0 = rng.vec(tokens * cols + 3, 1.0);
+        let (ib, ob) = (ctx.upload_u32("ids", &ids), ctx.upload_f32("out", &out0));
+        let mut batch = Batch::new(&ctx);
+        kernels::embed(&mut batch, &ib, &table, &ob, tokens);
+        batch.submit();
+        let got = read_f32(&ctx, &ob, out0.len());
+        let mut want: Vec<f64> = out0.iter().map(|&v| v as f64).collect();
+        for (t, &id) in ids.iter().enumerate() {
+            for k in 0..cols {
+                want[t * cols + k] = tv[id as usize * cols + k] as f64;
+            }
+        }
+        assert_close(&label, &got, &want, &vec![0.0; want.len()]);
+    }
+    assert!(split >= 5, "only {split} tables were split");
+}
+
+#[test]
+fn q8_0_expert_matvec_matches_cpu() {
+    for layout in LAYOUTS {
+        // 2000-byte bindings: 55 rows of 32, 6 of 288 — stacks split mid-expert.
+        let ctx = context_with(Some(2000), layout);
+        let mut rng = Rng::new(24);
+        let (mut worst, mut split) = (0.0f64, 0);
+        for x_per_slot in [false, true] {
+            let case = |tokens, top_k, experts, rows, cols| ExpertCase {
+                tokens,
+                top_k,
+                experts,
+                rows,
+                cols,
+                x_per_slot,
+            };
+            let mut cases = vec![
+                case(1, 1, 1, 1, 32),
+                case(1, 2, 4, 7, 96),
+                case(3, 2, 8, 17, 160),
+                case(2, 4, 8, 33, 288),
+            ];
+            for _ in 0..6 {
+                cases.push(case(
+                    rng.pick(&[1, 2, 3, 5, 9]),
+                    rng.pick(&[1, 2, 4]),
+                    rng.pick(&[1, 2, 4, 8]),
+                    rng.pick(&[1, 3, 7, 17, 33, 64]),
+                    rng.pick(&Q8_COLS[..6]),
+                ));
+            }
+            for c in cases {
+                let (chunks, w) = check_expert_matvec(&ctx, &mut rng, Q8, c);
+                worst = worst.max(w);
+                split += (chunks > 1) as usize;
+            }
+        }
+        assert!(
+            split >= 8,
+            "{layout:?}: only {split} expert stacks were split"
+        );
+        eprintln!(
+            "q8_0 expert_matvec ({layout:?}): worst error/tolerance {worst:.3}, {split} split"
+        );
+    }
+}
+
+/// Random expert cases of Q8_0 rows (K of whole blocks); x_per_slot as given.
+fn q8_expert_cases(rng: &mut Rng, x_per_slot: bool) -> Vec<ExpertCase> {
+    let case = |tokens, top_k, experts, rows, cols| ExpertCase {
+        tokens,
+        top_k,
+        experts,
+        rows,
+        cols,
+        x_per_slot,
+    };
+    let mut cases = vec![
+        case(1, 1, 1, 1, 32),
+        case(1, 2, 4, 7, 96),
+        case(3, 2, 8, 17, 160),
+        case(2, 4, 8, 33, 288),
+    ];
+    for _ in 0..6 {
+        cases.push(case(
+            rng.pick(&[1, 2, 3, 5, 9]),
+            rng.pick(&[1, 2, 4]),
+            rng.pick(&[1, 2, 4, 8]),
+            rng.pick(&[1, 3, 7, 17, 33, 64]),
+            rng.pick(&Q8_COLS[..6]),
+        ));
+    }
+    cases
+}
+
+#[test]
+fn q8_0_expert_swiglu_and_down_combine_match_cpu() {
+    for layout in LAYOUTS {
+        // 2000-byte bindings: stacks split between pairs, mid-expert.
+        let ctx = context_with(Some(2000), layout);
+        let mut rng = Rng::new(25);
+        let (mut worst, mut split) = (0.0f64, [0, 0]);
+        for c in q8_expert_cases(&mut rng, false) {
+            let (chunks, w) = check_expert_swiglu(&ctx, &mut rng, Q8, c);
+            worst = worst.max(w);
+            split[0] += (chunks > 1) as usize;
+        }
+        for c in q8_expert_cases(&mut rng, true) {
+            let (chunks, w) = check_expert_down_combine(&ctx, &mut rng, Q8, c);
+            worst = worst.max(w);
+            split[1] += (chunks > 1) as usize;
+        }
+        assert!(
+            split[0] >= 4 && split[1] >= 4,
+            "{layout:?}: split stacks {split:?}"
+        );
+        eprintln!("q8_0 expert_swiglu, expert_down_combine ({layout:?}): worst error/tolerance {worst:.3}, {split:?} split");
+    }
+}
+
+#[test]
+fn q8_0_refuses_rows_of_partial_blocks() {
+    let ctx = context(None);
+    for cols in [1, 31, 33, 48, 100] {
+        let err = ctx
+            .create_matrix_as("w", DType::F16, Q8, 4, cols, 1)
+            .expect_err("a Q8_0 row must be whole blocks");
+        assert!(err.to_string().contains("Q8_0"), "{cols}: {err}");
     }
 }
 
@@ -1829,7 +2122,7 @@ fn large_grids_use_both_dimensions() {
         };
         assert!(c.tokens * c.rows.div_ceil(4) > limit);
         for dtype in [DType::F32, DType::F16] {
-            check_matmul(&ctx, &mut rng, dtype, c);
+            check_matmul(&ctx, &mut rng, dtype.into(), c);
         }
     }
     // rms_norm: one workgroup per token.
@@ -1945,7 +2238,7 @@ fn large_grids_use_both_dimensions() {
     {
         let (tokens, vocab, cols) = (4100usize, 50, 1025);
         assert!((tokens * cols).div_ceil(64) > limit);
-        let (table, tv) = random_matrix(&ctx, &mut rng, DType::BF16, vocab, cols);
+        let (table, tv) = random_matrix(&ctx, &mut rng, DType::BF16.into(), vocab, cols);
         let ids: Vec<u32> = (0..tokens).map(|_| rng.below(vocab) as u32).collect();
         let (ib, ob) = (
             ctx.upload_u32("ids", &ids),
@@ -2010,7 +2303,7 @@ fn large_grids_use_both_dimensions() {
             x_per_slot: false,
         };
         assert!(c.rows.div_ceil(4) * c.tokens * c.top_k > limit);
-        check_expert_matvec(&ctx, &mut rng, DType::F16, c);
+        check_expert_matvec(&ctx, &mut rng, DType::F16.into(), c);
     }
     // expert_swiglu and expert_down_combine: 2 050 four-row blocks × 32 slots / 8 tokens.
     {
@@ -2022,14 +2315,14 @@ fn large_grids_use_both_dimensions() {
             cols: 3,
             x_per_slot: false,
         };
-        check_expert_swiglu(&ctx, &mut rng, DType::F16, c);
+        check_expert_swiglu(&ctx, &mut rng, DType::F16.into(), c);
         let c = ExpertCase {
             tokens: 33,
             x_per_slot: true,
             ..c
         };
         assert!(c.rows.div_ceil(4) * c.tokens > limit);
-        check_expert_down_combine(&ctx, &mut rng, DType::F16, c);
+        check_expert_down_combine(&ctx, &mut rng, DType::F16.into(), c);
     }
 }
 
@@ -2044,7 +2337,7 @@ fn large_grids_of_row_kernels_use_both_dimensions() {
         ..MatmulCase::plain(7, 600_000, 3)
     };
     assert!(c.tokens * c.rows.div_ceil(64) > limit);
-    check_matmul(&ctx, &mut rng, DType::F16, c);
+    check_matmul(&ctx, &mut rng, DType::F16.into(), c);
     // expert_matvec_rows: 2 050 blocks of 64 rows × 32 slots.
     let c = ExpertCase {
         tokens: 8,
@@ -2055,5 +2348,5 @@ fn large_grids_of_row_kernels_use_both_dimensions() {
         x_per_slot: false,
     };
     assert!(c.rows.div_ceil(64) * c.tokens * c.top_k > limit);
-    check_expert_matvec(&ctx, &mut rng, DType::F16, c);
+    check_expert_matvec(&ctx, &mut rng, DType::F16.into(), c);
 }

@@ -13,7 +13,7 @@ fn key(shader: Shader, entry: &'static str) -> PipelineKey {
     PipelineKey {
         shader,
         entry,
-        weight_dtype: None,
+        weight_format: None,
         swiglu: false,
     }
 }
@@ -162,7 +162,7 @@ fn project(
     let pipeline = ctx.pipeline(PipelineKey {
         shader,
         entry,
-        weight_dtype: Some(w.dtype),
+        weight_format: Some(w.format),
         swiglu,
     });
     // With swiglu the kernel's rows are pairs (chunks hold whole pairs).
@@ -467,7 +467,7 @@ pub fn embed(
     let pipeline = batch.ctx().pipeline(PipelineKey {
         shader: Shader::Embed,
         entry: "embed",
-        weight_dtype: Some(table.dtype),
+        weight_format: Some(table.format),
         swiglu: false,
     });
     for chunk in &table.chunks {
@@ -629,7 +629,7 @@ fn expert_projection(
     let pipeline = batch.ctx().pipeline(PipelineKey {
         shader: Shader::Moe,
         entry,
-        weight_dtype: Some(w.dtype),
+        weight_format: Some(w.format),
         swiglu,
     });
     // With swiglu the kernel's rows are gate/up pairs (chunks hold whole pairs).
@@ -686,7 +686,7 @@ pub fn expert_down_combine(
     let pipeline = batch.ctx().pipeline(PipelineKey {
         shader: Shader::Moe,
         entry,
-        weight_dtype: Some(w.dtype),
+        weight_format: Some(w.format),
         swiglu: false,
     });
     for chunk in &w.chunks {

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod kernels;
+pub mod q8_0;
 pub mod shaders;
 pub mod tensor;
 pub mod timing;
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use batch::Batch;
-pub use tensor::{GpuMatrix, MatrixChunk};
+pub use tensor::{GpuMatrix, MatrixChunk, WeightFormat};
 
 use crate::error::{Error, Result};
 

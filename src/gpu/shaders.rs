@@ -2,7 +2,7 @@
 //! Variants are pipeline-overridable constants (e.g. the weight dtype), so every file is
 //! plain WGSL that naga validates as is, after the `//!include` steps (shared helpers).
 
-use super::GpuContext;
+use super::{GpuContext, WeightFormat};
 use crate::checkpoint::DType;
 
 const WEIGHTS: &str = include_str!("../../shaders/weights.wgsl");
@@ -87,10 +87,16 @@ impl Shader {
 
 /// Pipeline-constant value for a weight dtype (see `shaders/weights.wgsl`).
 pub fn weight_dtype_constant(dtype: DType) -> u32 {
-    match dtype {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::BF16 => 2,
+    weight_format_constant(dtype.into())
+}
+
+/// `W_DTYPE` for a weight format (see `shaders/weights.wgsl`).
+pub fn weight_format_constant(format: WeightFormat) -> u32 {
+    match format {
+        WeightFormat::Plain(DType::F32) => 0,
+        WeightFormat::Plain(DType::F16) => 1,
+        WeightFormat::Plain(DType::BF16) => 2,
+        WeightFormat::Q8_0 => 3,
     }
 }
 
@@ -99,7 +105,7 @@ pub struct PipelineKey {
     pub shader: Shader,
     pub entry: &'static str,
     /// `W_DTYPE` for families that read weights.
-    pub weight_dtype: Option<DType>,
+    pub weight_format: Option<WeightFormat>,
     /// `SWIGLU` for the decode matvecs: the fused gate/up projection.
     pub swiglu: bool,
 }
@@ -111,8 +117,8 @@ impl GpuContext {
             return p.clone();
         }
         let mut constants: Vec<(&str, f64)> = key
-            .weight_dtype
-            .map(|d| vec![("W_DTYPE", weight_dtype_constant(d) as f64)])
+            .weight_format
+            .map(|f| vec![("W_DTYPE", weight_format_constant(f) as f64)])
             .unwrap_or_default();
         if key.swiglu {
             constants.push(("SWIGLU", 1.0));

@@ -1,11 +1,12 @@
 //! GPU buffers for weights and activations. Weight matrices keep their stored dtype (f16 and
-//! bf16 packed two per u32 word) and are split into row chunks when they exceed the adapter's
-//! storage-binding limit (128 MiB on many devices) — the vocabulary projection, typically.
+//! bf16 packed two per u32 word) or are quantized to Q8_0 (see `q8_0`), and are split into
+//! row chunks when they exceed the adapter's storage-binding limit (128 MiB on many devices) —
+//! the vocabulary projection, typically.
 
 use wgpu::util::DeviceExt;
 
-use super::GpuContext;
-use crate::checkpoint::DType;
+use super::{q8_0, GpuContext};
+use crate::checkpoint::{dtype, DType};
 use crate::error::{Error, Result};
 
 /// Storage buffers that kernels read, write and copy.
@@ -20,22 +21,60 @@ pub struct MatrixChunk {
     pub rows: usize,
 }
 
+/// How a matrix's elements are held on the GPU: the `W_DTYPE` of `shaders/weights.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    /// As the checkpoint stores it: f32 one per word, f16/bf16 two per word.
+    Plain(DType),
+    /// llama.cpp's Q8_0 in 9-word blocks (see `q8_0`); rows of whole 32-element blocks.
+    Q8_0,
+}
+
+impl WeightFormat {
+    /// The name users see: `f32`, `f16`, `bf16` or `q8_0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Plain(DType::F32) => "f32",
+            WeightFormat::Plain(DType::F16) => "f16",
+            WeightFormat::Plain(DType::BF16) => "bf16",
+            WeightFormat::Q8_0 => "q8_0",
+        }
+    }
+}
+
+impl From<DType> for WeightFormat {
+    fn from(dtype: DType) -> Self {
+        WeightFormat::Plain(dtype)
+    }
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A [rows, cols] weight matrix on the GPU.
 #[derive(Clone, Debug)]
 pub struct GpuMatrix {
     pub name: String,
     pub rows: usize,
     pub cols: usize,
+    /// The element type its rows are written in (`write_rows`' bytes).
     pub dtype: DType,
+    /// How it is held: `Plain(dtype)`, or quantized.
+    pub format: WeightFormat,
     /// u32 words per stored row (16-bit rows are padded to a whole word).
     pub row_words: usize,
     pub chunks: Vec<MatrixChunk>,
 }
 
-pub fn row_words(dtype: DType, cols: usize) -> usize {
-    match dtype {
-        DType::F32 => cols,
-        DType::F16 | DType::BF16 => cols.div_ceil(2),
+/// u32 words of one stored row of `cols` elements (Q8_0: `cols` a multiple of 32).
+pub fn row_words(format: impl Into<WeightFormat>, cols: usize) -> usize {
+    match format.into() {
+        WeightFormat::Plain(DType::F32) => cols,
+        WeightFormat::Plain(DType::F16 | DType::BF16) => cols.div_ceil(2),
+        WeightFormat::Q8_0 => q8_0::row_words(cols),
     }
 }
 
@@ -44,10 +83,23 @@ impl GpuMatrix {
         (self.rows * self.row_words * 4) as u64
     }
 
-    /// Writes `rows` rows starting at global row `first_row` from tightly packed `bytes`,
-    /// padding 16-bit rows of odd length and splitting across chunks.
+    /// Writes `rows` rows starting at global row `first_row` from tightly packed `bytes` of
+    /// `self.dtype`, padding 16-bit rows of odd length, quantizing Q8_0 matrices and
+    /// splitting across chunks.
     pub fn write_rows(&self, ctx: &GpuContext, first_row: usize, bytes: &[u8]) -> Result<()> {
-        let row_bytes = self.cols * self.dtype.size();
+        self.write_rows_from(ctx, first_row, self.dtype, bytes)
+    }
+
+    /// `write_rows` from bytes of any dtype: converted to a plain matrix's dtype, or
+    /// quantized straight from their own values.
+    pub fn write_rows_from(
+        &self,
+        ctx: &GpuContext,
+        first_row: usize,
+        from: DType,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let row_bytes = self.cols * from.size();
         if row_bytes == 0
             || !bytes.len().is_multiple_of(row_bytes)
             || first_row + bytes.len() / row_bytes > self.rows
@@ -63,6 +115,18 @@ impl GpuMatrix {
             ));
         }
         let rows = bytes.len() / row_bytes;
+        let stored: Vec<u8>;
+        let (bytes, row_bytes) = match self.format {
+            WeightFormat::Q8_0 => {
+                stored = q8_0::quantize_rows(from, bytes, self.cols);
+                (stored.as_slice(), self.row_words * 4)
+            }
+            WeightFormat::Plain(to) if to != from => {
+                stored = dtype::from_f32(to, &dtype::to_f32(from, bytes));
+                (stored.as_slice(), self.cols * to.size())
+            }
+            WeightFormat::Plain(_) => (bytes, row_bytes),
+        };
         let stored_row = self.row_words * 4;
         for chunk in &self.chunks {
             let start = first_row.max(chunk.row_start);
@@ -95,7 +159,7 @@ impl GpuContext {
         rows: usize,
         cols: usize,
     ) -> Result<GpuMatrix> {
-        self.create_matrix_in_groups(name, dtype, rows, cols, 1)
+        self.create_matrix_as(name, dtype, dtype.into(), rows, cols, 1)
     }
 
     /// A matrix whose rows go in pairs that one kernel invocation reads together (the fused
@@ -107,18 +171,28 @@ impl GpuContext {
         rows: usize,
         cols: usize,
     ) -> Result<GpuMatrix> {
-        self.create_matrix_in_groups(name, dtype, rows, cols, 2)
+        self.create_matrix_as(name, dtype, dtype.into(), rows, cols, 2)
     }
 
-    fn create_matrix_in_groups(
+    /// A matrix written in `dtype` and held as `format`, its rows in groups of `group` that
+    /// no chunk boundary splits (1, or 2 for `create_matrix_in_pairs`' pairs).
+    pub fn create_matrix_as(
         &self,
         name: &str,
         dtype: DType,
+        format: WeightFormat,
         rows: usize,
         cols: usize,
         group: usize,
     ) -> Result<GpuMatrix> {
-        let words = row_words(dtype, cols);
+        if format == WeightFormat::Q8_0 && !q8_0::fits(cols) {
+            return Err(Error::InvalidArgument(format!(
+                "{name}: rows of {cols} elements are not whole Q8_0 blocks of {}",
+                q8_0::BLOCK
+            )));
+        }
+        let group = group.max(1);
+        let words = row_words(format, cols);
         let row_bytes = (words * 4) as u64;
         let group_bytes = row_bytes * group as u64;
         let limit = self.buffer_limit();
@@ -159,6 +233,7 @@ impl GpuContext {
             rows,
             cols,
             dtype,
+            format,
             row_words: words,
             chunks,
         })
