@@ -90,6 +90,15 @@ fn matmul_rows(
     let x1 = select(t0, t0 + 1u, t0 + 1u < p.tokens) * p.x_stride;
     let x2 = select(t0, t0 + 2u, t0 + 2u < p.tokens) * p.x_stride;
     let x3 = select(t0, t0 + 3u, t0 + 3u < p.tokens) * p.x_stride;
+    if (W_DTYPE == 3u) {
+        let sums = matmul_rows_q8(row, vec4<u32>(x0, x1, x2, x3));
+        for (var i = 0u; i < 4u; i++) {
+            if (t0 + i < p.tokens) {
+                store(t0 + i, r, sums[i]);
+            }
+        }
+        return;
+    }
     var a0 = vec2<f32>(0.0);
     var a1 = vec2<f32>(0.0);
     var a2 = vec2<f32>(0.0);
@@ -113,6 +122,21 @@ fn matmul_rows(
             store(t0 + i, r, sums[i]);
         }
     }
+}
+
+// matmul_rows' dot products of a Q8_0 row with four tokens' inputs (starting at xs): four
+// elements a word, its block's scale applied per word. On lavapipe this flat loop is as
+// fast as f16 where a loop over blocks with an inner loop over words was 25 % slower.
+fn matmul_rows_q8(row: u32, xs: vec4<u32>) -> vec4<f32> {
+    var sums = vec4<f32>(0.0);
+    for (var j = 0u; j < (p.cols >> 2u); j++) {
+        let at = row + (j >> 3u) * Q8_BLOCK_WORDS;
+        let q = q8_word(w[at + 1u + (j & 7u)]) * bitcast<f32>(w[at]);
+        let k = 4u * j;
+        sums += vec4<f32>(dot(q, x4(xs.x + k)), dot(q, x4(xs.y + k)),
+                          dot(q, x4(xs.z + k)), dot(q, x4(xs.w + k)));
+    }
+    return sums;
 }
 
 // Prefill path: 32 tokens × 32 rows per workgroup, K in steps of 16 through workgroup

@@ -4,6 +4,9 @@
 // Σ W[row, k] · x[xb + k] over this lane's pairs k = 2j, j ≡ lane (mod lanes): one share of
 // a row split across `lanes` invocations (lanes = 1: the whole row by one invocation).
 fn row_dot(row: u32, xb: u32, cols: u32, lane: u32, lanes: u32) -> f32 {
+    if (W_DTYPE == 3u) {
+        return row_dot2_q8(row, 0u, false, xb, cols, lane, lanes).x;
+    }
     var acc = vec2<f32>(0.0);
     let pairs = cols / 2u;
     for (var j = lane; j < pairs; j += lanes) {
@@ -20,6 +23,9 @@ fn row_dot(row: u32, xb: u32, cols: u32, lane: u32, lanes: u32) -> f32 {
 // row_dot for two rows at once (`row` and `row + step` words), reading x once: the fused
 // gate/up projection's pair.
 fn row_dot2(row: u32, step: u32, xb: u32, cols: u32, lane: u32, lanes: u32) -> vec2<f32> {
+    if (W_DTYPE == 3u) {
+        return row_dot2_q8(row, step, true, xb, cols, lane, lanes);
+    }
     var acc_a = vec2<f32>(0.0);
     var acc_b = vec2<f32>(0.0);
     let pairs = cols / 2u;
@@ -35,4 +41,49 @@ fn row_dot2(row: u32, step: u32, xb: u32, cols: u32, lane: u32, lanes: u32) -> v
         sum += vec2<f32>(load_w(row, cols - 1u), load_w(row + step, cols - 1u)) * xl;
     }
     return sum;
+}
+
+// x[k..k+4]
+fn x4(k: u32) -> vec4<f32> {
+    return vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]);
+}
+
+// row_dot (and row_dot2 when `two`: the row `step` words on too) of Q8_0 rows, whose K is
+// whole blocks of 32: four elements a word and one scale a block, where the generic path
+// pays a scale read and a multiply per pair. One invocation with the whole row (lanes = 1,
+// the CPU adapters' kernels) scales each block's sum once; lanes take consecutive words, so
+// short rows keep every lane busy and the 8 lanes of a block share its scale's read.
+fn row_dot2_q8(row: u32, step: u32, two: bool, xb: u32, cols: u32, lane: u32, lanes: u32) -> vec2<f32> {
+    let blocks = cols >> 5u;
+    var acc = vec2<f32>(0.0);
+    if (lanes == 1u) {
+        for (var b = 0u; b < blocks; b++) {
+            let at = row + b * Q8_BLOCK_WORDS;
+            let xk = xb + 32u * b;
+            var sa = vec4<f32>(0.0);
+            var sb = vec4<f32>(0.0);
+            for (var i = 0u; i < 8u; i++) {
+                let xv = x4(xk + 4u * i);
+                sa += q8_word(w[at + 1u + i]) * xv;
+                if (two) {
+                    sb += q8_word(w[at + step + 1u + i]) * xv;
+                }
+            }
+            acc.x += bitcast<f32>(w[at]) * (sa.x + sa.y + sa.z + sa.w);
+            if (two) {
+                acc.y += bitcast<f32>(w[at + step]) * (sb.x + sb.y + sb.z + sb.w);
+            }
+        }
+        return acc;
+    }
+    for (var j = lane; j < blocks * 8u; j += lanes) {
+        let at = row + (j >> 3u) * Q8_BLOCK_WORDS;
+        let q = at + 1u + (j & 7u);
+        let xv = x4(xb + 4u * j);
+        acc.x += bitcast<f32>(w[at]) * dot(q8_word(w[q]), xv);
+        if (two) {
+            acc.y += bitcast<f32>(w[at + step]) * dot(q8_word(w[q + step]), xv);
+        }
+    }
+    return acc;
 }
