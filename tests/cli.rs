@@ -305,6 +305,45 @@ fn small_binding_limit_splits_the_vocabulary_projection() {
     assert!(diff < 1e-4, "{diff}");
 }
 
+#[test]
+fn weights_q8_0_quantizes_or_says_what_it_kept() {
+    let run = |name: &str, extra: &[&str]| {
+        let dir = tiny(name);
+        let mut a = vec![
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            "1,2,3,4,5",
+        ];
+        a.extend_from_slice(&["--json", "--max-context", "64"]);
+        a.extend_from_slice(extra);
+        moegraft(&a)
+    };
+    // tiny-llama: every matrix quantized, whole and split into 16 KiB chunks; the same top-1.
+    let stored = stdout_json(&run("tiny-llama", &[]));
+    for extra in [
+        &["--weights", "q8_0"][..],
+        &["--weights", "q8_0", "--max-binding", "16384"],
+    ] {
+        let out = run("tiny-llama", extra);
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let q8 = stdout_json(&out);
+        assert_eq!(q8["top_ids"][0], stored["top_ids"][0], "{extra:?}");
+        let diff = max_abs_diff(&f32s(&q8["top_logits"]), &f32s(&stored["top_logits"]));
+        assert!(diff > 0.0 && diff < 1.0, "{extra:?}: {diff}");
+    }
+    // tiny-qwen2 (K = 48 and 75): nothing to quantize, and a note saying so.
+    let out = run("tiny-qwen2", &["--weights", "q8_0"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.starts_with("note: ") && err.contains("q8_0"), "{err}");
+    assert_eq!(stdout_json(&out), stdout_json(&run("tiny-qwen2", &[])));
+}
+
 /// Runs `import-gguf` on a file that must be refused; returns the one-line error and checks
 /// that no output directory (complete or partial) was left.
 fn import_refused(gguf: &Path) -> String {
@@ -370,6 +409,7 @@ fn argument_errors_are_one_line_too() {
             "many",
         ],
         &["no-such-command"],
+        &["logits", "--model", "x", "--ids", "1", "--weights", "q4_0"],
     ] {
         let out = moegraft(args);
         let err = String::from_utf8_lossy(&out.stderr).to_string();

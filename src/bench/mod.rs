@@ -27,8 +27,8 @@ use crate::checkpoint::ModelFiles;
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterSummary, GpuContext, GpuOptions, KernelLayout};
 use crate::model::open::{open_files, OpenedModel};
-use crate::model::weights::main_dtype;
-use crate::model::LoadOptions;
+use crate::model::weights::{main_dtype, main_format};
+use crate::model::{LoadOptions, WeightChoice};
 use bandwidth::CopyBandwidth;
 use memory::Memory;
 use merge::{GraftFiles, GraftInputs, MergeResult};
@@ -61,6 +61,8 @@ pub struct BenchOptions {
     pub layout: KernelLayout,
     /// Keep to the baseline kernels even where the adapter has subgroups.
     pub no_subgroups: bool,
+    /// The weight format to load the model in.
+    pub weights: WeightChoice,
 }
 
 impl Default for BenchOptions {
@@ -77,6 +79,7 @@ impl Default for BenchOptions {
             max_binding: None,
             layout: KernelLayout::Auto,
             no_subgroups: false,
+            weights: WeightChoice::AsStored,
         }
     }
 }
@@ -103,9 +106,14 @@ pub enum Progress<'a> {
 pub struct ModelSummary {
     pub source: String,
     pub architecture: String,
+    /// The dtype the checkpoint stores its matrices in.
     pub dtype: String,
+    /// The format the GPU holds them in: the dtype, or `q8_0`.
+    pub weight_format: String,
+    /// Matrices that keep their dtype although Q8_0 was asked for, and why (`None`: none).
+    pub weight_format_note: Option<String>,
     pub parameters: u64,
-    /// Weight bytes one decode step reads.
+    /// Weight bytes one decode step reads, in the format the GPU holds them.
     pub decode_weight_bytes: u64,
 }
 
@@ -175,6 +183,7 @@ pub async fn measure<O: OutputFiles>(
     let needed = longest.max(options.prompt_tokens) + options.warmup + options.decode_tokens + 1;
     let load = LoadOptions {
         max_context: needed,
+        weights: options.weights,
         ..LoadOptions::default()
     };
     let gpu = GpuOptions {
@@ -198,6 +207,8 @@ pub async fn measure<O: OutputFiles>(
         source: inputs.source,
         architecture: model.config.architecture.model_type().to_string(),
         dtype: main_dtype(&model.weights).safetensors_name().to_lowercase(),
+        weight_format: main_format(&model.weights).to_string(),
+        weight_format_note: model.weights.kept_note(),
         parameters: memory::parameters(&model),
         decode_weight_bytes: weight_bytes,
     };

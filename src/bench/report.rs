@@ -49,15 +49,23 @@ pub fn table(r: &BenchReport) -> String {
         if a.timestamp_queries { "yes" } else { "no" },
         a.kernel_layout
     );
+    let held = match m.weight_format == m.dtype {
+        true => String::new(),
+        false => format!(" held as {}", m.weight_format),
+    };
     let _ = writeln!(
         o,
-        "model     {} — {} {}, {:.1} M parameters, {} weights read per decoded token",
+        "model     {} — {} {}{held}, {:.1} M parameters, {} {} weights read per decoded token",
         m.source,
         m.architecture,
         m.dtype,
         m.parameters as f64 / 1e6,
-        gb(m.decode_weight_bytes)
+        gb(m.decode_weight_bytes),
+        m.weight_format
     );
+    if let Some(note) = &m.weight_format_note {
+        let _ = writeln!(o, "          {note}");
+    }
     let c = &r.copy_bandwidth;
     let _ = writeln!(
         o,

@@ -20,7 +20,7 @@ use moegraft::graft::run::{graft_dirs, GraftInputs};
 use moegraft::graft::stats::delta_stats;
 use moegraft::graft::upcycle::{self, ExpertSource, UpcycleOptions, UpcycleRouter};
 use moegraft::model::open::{open_dir, OpenedModel};
-use moegraft::model::LoadOptions;
+use moegraft::model::{LoadOptions, Model, WeightChoice};
 use moegraft::tokenizer::Tokenizer;
 use moegraft::{Error, Result};
 use serde_json::Value;
@@ -89,6 +89,8 @@ struct EvalArgs {
     #[arg(long, value_parser = RouterChoice::parse)]
     router: Option<RouterChoice>,
     #[command(flatten)]
+    weights: WeightsArg,
+    #[command(flatten)]
     gpu: GpuArgs,
 }
 
@@ -151,6 +153,8 @@ struct BenchArgs {
     no_profile: bool,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    weights: WeightsArg,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -273,6 +277,15 @@ fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     DType::parse(s).ok_or_else(|| format!("unknown dtype '{s}' (f32, f16 or bf16)"))
 }
 
+#[derive(Args, Clone, Copy)]
+struct WeightsArg {
+    /// Weight format on the GPU: stored (the checkpoint's dtype) or q8_0 (llama.cpp's 8-bit
+    /// blocks for the attention, FFN, expert, embedding and LM-head matrices: about half f16's
+    /// memory and bytes read per token; norms, biases and routers stay as stored).
+    #[arg(long = "weights", default_value = "stored", value_parser = WeightChoice::parse)]
+    choice: WeightChoice,
+}
+
 #[derive(Args, Clone)]
 struct GpuArgs {
     /// Cap on one storage binding in bytes (to try small devices; larger tensors are split).
@@ -299,6 +312,8 @@ struct ModelArgs {
     /// moegraft.router, else learned).
     #[arg(long, value_parser = RouterChoice::parse)]
     router: Option<RouterChoice>,
+    #[command(flatten)]
+    weights: WeightsArg,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -480,6 +495,7 @@ async fn bench(a: BenchArgs) -> Result<()> {
         max_binding: a.gpu.max_binding,
         layout: a.gpu.kernels,
         no_subgroups: a.gpu.no_subgroups,
+        weights: a.weights.choice,
     };
     let report =
         moegraft::bench::run(&model, &options, &mut |step| eprintln!("bench: {step}…")).await?;
@@ -566,9 +582,11 @@ async fn eval(a: EvalArgs) -> Result<()> {
         let load = LoadOptions {
             max_context: 4096,
             router: a.router,
+            weights: a.weights.choice,
             ..Default::default()
         };
         let opened = open_dir(dir, load, gpu.clone()).await?;
+        note_kept(&opened.model);
         eprintln!("scoring {label} ({})", dir.display());
         let score = evaluate(
             label,
@@ -615,6 +633,7 @@ async fn load(args: &ModelArgs) -> Result<OpenedModel> {
     let options = LoadOptions {
         max_context: args.max_context,
         router: args.router,
+        weights: args.weights.choice,
         ..Default::default()
     };
     let gpu = GpuOptions {
@@ -623,7 +642,16 @@ async fn load(args: &ModelArgs) -> Result<OpenedModel> {
         no_subgroups: args.gpu.no_subgroups,
         ..Default::default()
     };
-    open_dir(&args.model, options, gpu).await
+    let opened = open_dir(&args.model, options, gpu).await?;
+    note_kept(&opened.model);
+    Ok(opened)
+}
+
+/// Tells the user which matrices kept their dtype when Q8_0 was asked for.
+fn note_kept(model: &Model) {
+    if let Some(note) = model.weights.kept_note() {
+        eprintln!("note: {note}");
+    }
 }
 
 fn prompt_ids(p: &PromptArgs, tokenizer: Option<&Tokenizer>) -> Result<Vec<u32>> {

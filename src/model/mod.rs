@@ -5,12 +5,14 @@ pub mod estimate;
 pub mod forward;
 pub mod open;
 pub mod session;
+pub mod weight_choice;
 pub mod weights;
 
 use std::rc::Rc;
 
 pub use forward::LogitsWanted;
 pub use session::Session;
+pub use weight_choice::WeightChoice;
 
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
@@ -28,6 +30,8 @@ pub struct LoadOptions {
     pub prefill_chunk: usize,
     /// How MoE layers route; `None`: the config's `moegraft.router`, else the learned router.
     pub router: Option<RouterChoice>,
+    /// The weight format: as stored, or Q8_0 for the large matrices.
+    pub weights: WeightChoice,
 }
 
 impl Default for LoadOptions {
@@ -36,6 +40,7 @@ impl Default for LoadOptions {
             max_context: 4096,
             prefill_chunk: 128,
             router: None,
+            weights: WeightChoice::AsStored,
         }
     }
 }
@@ -72,9 +77,9 @@ impl Model {
             .min(config.max_position_embeddings)
             .max(1);
         options.prefill_chunk = options.prefill_chunk.clamp(1, options.max_context);
-        check_rows(&ctx, ckpt)?;
+        check_rows(&ctx, ckpt, options.weights)?;
         check_kv_cache(&ctx, &config, options.max_context)?;
-        let weights = weights::load(ckpt, &ctx, progress).await?;
+        let weights = weights::load(ckpt, &ctx, options.weights, progress).await?;
         let (cos, sin) = rope_tables(&config, options.max_context);
         let rope_cos = ctx.upload_f32("rope_cos", &cos);
         let rope_sin = ctx.upload_f32("rope_sin", &sin);
@@ -275,14 +280,15 @@ impl Model {
 
 /// A matrix is split into row chunks to fit the device's bindings, but one row cannot be:
 /// refuse a model with a row too wide before any weight is uploaded, naming file and tensor.
-fn check_rows(ctx: &GpuContext, ckpt: &Checkpoint) -> Result<()> {
+fn check_rows(ctx: &GpuContext, ckpt: &Checkpoint, choice: WeightChoice) -> Result<()> {
     let limit = ctx.buffer_limit();
     for name in ckpt.tensor_names() {
         let (file, info) = ckpt.info(name)?;
         let (Some(dtype), [_, cols]) = (info.dtype, info.shape.as_slice()) else {
             continue;
         };
-        let needed = (crate::gpu::tensor::row_words(dtype, *cols) * 4) as u64;
+        let format = choice.format_for(name, dtype, *cols);
+        let needed = (crate::gpu::tensor::row_words(format, *cols) * 4) as u64;
         if needed > limit {
             return Err(Error::TooLarge {
                 file: ckpt.files.display_name(file),

@@ -1,9 +1,11 @@
 //! Moving a checkpoint's tensors onto the GPU, one tensor at a time, each shape-checked
-//! against config.json first so a mismatch names its file and tensor.
+//! against config.json first so a mismatch names its file and tensor, and its matrices held
+//! in the format the user picked (see `WeightChoice`).
 
+use super::weight_choice::WeightChoice;
 use crate::checkpoint::{Checkpoint, DType, ModelConfig};
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuMatrix};
+use crate::gpu::{GpuContext, GpuMatrix, WeightFormat};
 
 pub struct AttentionWeights {
     /// q_proj, k_proj and v_proj stacked, [q_dim + 2·kv_dim, hidden]: one projection per step.
@@ -51,6 +53,11 @@ pub struct ModelWeights {
     pub final_norm: wgpu::Buffer,
     /// The embedding matrix itself when embeddings are tied.
     pub lm_head: GpuMatrix,
+    /// The format asked for at load time.
+    pub choice: WeightChoice,
+    /// Matrices that keep their dtype although Q8_0 was asked for (rows that are not whole
+    /// 32-element blocks), by name.
+    pub kept: Vec<String>,
 }
 
 /// Reports bytes moved so far and the total, for progress bars.
@@ -59,6 +66,8 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 struct Loader<'a> {
     ckpt: &'a Checkpoint,
     ctx: &'a GpuContext,
+    choice: WeightChoice,
+    kept: Vec<String>,
     done: u64,
     total: u64,
     progress: Progress<'a>,
@@ -70,12 +79,23 @@ impl Loader<'_> {
         (self.progress)(self.done, self.total);
     }
 
+    /// The format of matrix `name` (rows of `cols`, stored as `dtype`), noting the ones that
+    /// keep their dtype against the user's choice.
+    fn format(&mut self, name: &str, dtype: DType, cols: usize) -> WeightFormat {
+        if self.choice.kept(name, cols) {
+            self.kept.push(name.to_string());
+        }
+        self.choice.format_for(name, dtype, cols)
+    }
+
     async fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<GpuMatrix> {
         self.ckpt.expect_shape(name, &[rows, cols])?;
         let t = self.ckpt.read(name).await?;
+        let format = self.format(name, t.dtype, cols);
         let m = self
             .ctx
-            .upload_matrix(name, t.dtype, rows, cols, &t.bytes)?;
+            .create_matrix_as(name, t.dtype, format, rows, cols, 1)?;
+        m.write_rows(self.ctx, 0, &t.bytes)?;
         self.advance(t.bytes.len());
         Ok(m)
     }
@@ -106,7 +126,7 @@ impl Loader<'_> {
     }
 
     /// Stacks `parts` ([rows, cols] each, rows as given) into one matrix; all take the first
-    /// one's dtype.
+    /// one's dtype (or are quantized from their own).
     async fn stacked(
         &mut self,
         label: &str,
@@ -122,22 +142,24 @@ impl Loader<'_> {
             let m = match &stack {
                 Some(m) => m.clone(),
                 None => {
-                    let m = self.ctx.create_matrix(label, t.dtype, total, cols)?;
+                    let format = self.format(label, t.dtype, cols);
+                    let m = self
+                        .ctx
+                        .create_matrix_as(label, t.dtype, format, total, cols, 1)?;
                     stack = Some(m.clone());
                     m
                 }
             };
-            let bytes = t.into_dtype(m.dtype);
-            m.write_rows(self.ctx, at, &bytes)?;
+            m.write_rows_from(self.ctx, at, t.dtype, &t.bytes)?;
             at += rows;
-            self.advance(bytes.len());
+            self.advance(t.bytes.len());
         }
         stack.ok_or_else(|| crate::Error::config(label, "an MoE layer needs at least one expert"))
     }
 
     /// Pairs of [rows, cols] matrices, each pair's rows interleaved (a's row n at 2n, b's at
     /// 2n + 1) and the pairs stacked (an MoE layer's experts; a dense layer has one pair).
-    /// Everything takes the first matrix's dtype.
+    /// Everything takes the first matrix's dtype (and is quantized from it).
     async fn interleaved(
         &mut self,
         label: &str,
@@ -154,9 +176,10 @@ impl Loader<'_> {
                 Some(m) => m.clone(),
                 None => {
                     let total = 2 * rows * pairs.len();
+                    let format = self.format(label, ta.dtype, cols);
                     let m = self
                         .ctx
-                        .create_matrix_in_pairs(label, ta.dtype, total, cols)?;
+                        .create_matrix_as(label, ta.dtype, format, total, cols, 2)?;
                     stack = Some(m.clone());
                     m
                 }
@@ -222,12 +245,15 @@ pub fn total_bytes(ckpt: &Checkpoint) -> u64 {
 pub async fn load(
     ckpt: &Checkpoint,
     ctx: &GpuContext,
+    choice: WeightChoice,
     progress: Progress<'_>,
 ) -> Result<ModelWeights> {
     let c: &ModelConfig = &ckpt.config;
     let mut l = Loader {
         ckpt,
         ctx,
+        choice,
+        kept: Vec::new(),
         done: 0,
         total: total_bytes(ckpt),
         progress,
@@ -339,13 +365,39 @@ pub async fn load(
         layers,
         final_norm,
         lm_head,
+        choice,
+        kept: l.kept,
     })
+}
+
+/// The matrix most of the model's weights are in (for display).
+fn main_matrix(w: &ModelWeights) -> &GpuMatrix {
+    w.layers.first().map_or(&w.embed, |l| &l.attention.qkv)
 }
 
 /// The dtype most of the model's matrices are stored in (for display).
 pub fn main_dtype(w: &ModelWeights) -> DType {
-    w.layers
-        .first()
-        .map(|l| l.attention.qkv.dtype)
-        .unwrap_or(w.embed.dtype)
+    main_matrix(w).dtype
+}
+
+/// The format most of the model's matrices are held in on the GPU (for display).
+pub fn main_format(w: &ModelWeights) -> WeightFormat {
+    main_matrix(w).format
+}
+
+impl ModelWeights {
+    /// One line for a user when Q8_0 was asked for but some matrices keep their dtype.
+    pub fn kept_note(&self) -> Option<String> {
+        let first = self.kept.first()?;
+        let more = match self.kept.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        Some(format!(
+            "{} of the model's matrices keep their dtype instead of {} (rows not whole blocks of {}): {first}{more}",
+            self.kept.len(),
+            self.choice,
+            crate::gpu::q8_0::BLOCK
+        ))
+    }
 }

@@ -12,6 +12,7 @@ use crate::bench::merge::GraftFiles;
 use crate::bench::{measure, BenchInputs, BenchOptions, Progress};
 use crate::error::{Error, Result};
 use crate::gpu::KernelLayout;
+use crate::model::WeightChoice;
 
 /// The knobs of `moegraft bench`; absent ones take the CLI's defaults.
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +29,8 @@ struct WebBenchOptions {
     /// `auto`, `lanes` or `rows`.
     kernels: Option<String>,
     max_binding: Option<u64>,
+    /// `stored` (default) or `q8_0`.
+    weights: Option<String>,
 }
 
 impl WebBenchOptions {
@@ -38,6 +41,11 @@ impl WebBenchOptions {
             Some(name) => name
                 .parse::<KernelLayout>()
                 .map_err(|e| Error::InvalidArgument(format!("kernels: {e}")))?,
+        };
+        let weights = match &self.weights {
+            None => d.weights,
+            Some(name) => WeightChoice::parse(name)
+                .map_err(|e| Error::InvalidArgument(format!("weights: {e}")))?,
         };
         Ok(BenchOptions {
             prompt_tokens: self.prompt_tokens.unwrap_or(d.prompt_tokens),
@@ -53,6 +61,7 @@ impl WebBenchOptions {
             max_binding: self.max_binding,
             layout,
             no_subgroups: false,
+            weights,
         })
     }
 }

@@ -9,8 +9,8 @@ use super::files::picked_files;
 use super::{from_js, init, js_error, to_js};
 use crate::checkpoint::summary::{summarize, ModelSummary};
 use crate::checkpoint::Checkpoint;
-use crate::model::estimate::{estimate, MemoryEstimate};
-use crate::model::LoadOptions;
+use crate::model::estimate::{estimate_with, MemoryEstimate};
+use crate::model::{LoadOptions, WeightChoice};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -18,6 +18,8 @@ struct WebInspectOptions {
     label: Option<String>,
     /// The context the KV-cache estimate is for (default: what loading allocates).
     max_context: Option<usize>,
+    /// The weight format the estimate is for: `stored` (default) or `q8_0`.
+    weights: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -31,6 +33,11 @@ struct Inspection {
 pub async fn inspect(files: Array, options: JsValue) -> std::result::Result<JsValue, JsError> {
     init();
     let options: WebInspectOptions = from_js(options, "inspect options")?;
+    let weights = match &options.weights {
+        Some(name) => WeightChoice::parse(name)
+            .map_err(|e| JsError::new(&format!("inspect options: weights: {e}")))?,
+        None => WeightChoice::AsStored,
+    };
     let files = picked_files(&files, options.label, "model", None).map_err(js_error)?;
     let ckpt = Checkpoint::open(files).await.map_err(js_error)?;
     let summary = summarize(&ckpt).await.map_err(js_error)?;
@@ -39,6 +46,6 @@ pub async fn inspect(files: Array, options: JsValue) -> std::result::Result<JsVa
         .unwrap_or(LoadOptions::default().max_context);
     to_js(&Inspection {
         summary,
-        memory: estimate(&ckpt, context),
+        memory: estimate_with(&ckpt, context, weights),
     })
 }

@@ -14,7 +14,8 @@ use crate::generate::{self, GenerateOptions, Generation, SampleSettings};
 use crate::gpu::{AdapterSummary, GpuOptions};
 use crate::graft::router::{MoegraftSection, RouterChoice};
 use crate::model::open::open_files;
-use crate::model::{LoadOptions, Model};
+use crate::model::weights::main_format;
+use crate::model::{LoadOptions, Model, WeightChoice};
 use crate::tokenizer::{ChatMessage, Tokenizer};
 
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +29,9 @@ struct WebLoadOptions {
     max_binding: Option<u64>,
     /// MoE routing: `learned`, `language-prior` or `expert=N`; default: config.json's.
     router: Option<String>,
+    /// `stored` (default: the checkpoint's dtype) or `q8_0` (the large matrices quantized:
+    /// about half f16's GPU memory and bytes read per token).
+    weights: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +69,10 @@ struct ModelInfo<'a> {
     /// The languages each expert was trained for, where config.json records them.
     expert_languages: Vec<Vec<String>>,
     max_context: usize,
+    /// The format most matrices are held in on the GPU (`f16`, `q8_0`, …).
+    weight_format: String,
+    /// Matrices that keep their dtype although Q8_0 was asked for, and why (`null`: none).
+    weight_format_note: Option<String>,
     tokenizer: bool,
     chat_template: bool,
     stop_ids: Vec<u32>,
@@ -113,6 +121,10 @@ impl WebModel {
                     .map_err(|e| JsError::new(&format!("{label}: router: {e}")))?,
             );
         }
+        if let Some(weights) = &options.weights {
+            load.weights = WeightChoice::parse(weights)
+                .map_err(|e| JsError::new(&format!("{label}: weights: {e}")))?;
+        }
         let gpu = GpuOptions {
             max_binding_override: options.max_binding,
             ..Default::default()
@@ -160,6 +172,8 @@ impl WebModel {
                 .map(|m| m.expert_languages)
                 .unwrap_or_default(),
             max_context: inner.model.options.max_context,
+            weight_format: main_format(&inner.model.weights).to_string(),
+            weight_format_note: inner.model.weights.kept_note(),
             tokenizer: inner.tokenizer.is_some(),
             chat_template: inner
                 .tokenizer

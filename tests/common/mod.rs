@@ -56,3 +56,15 @@ pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
         .map(|x| x.as_f64().expect("float") as f32)
         .collect()
 }
+
+/// KL(softmax(p) ‖ softmax(q)) in nats, computed in f64: how far logits q's next-token
+/// distribution is from p's.
+pub fn kl_divergence(p: &[f32], q: &[f32]) -> f64 {
+    let log_softmax = |v: &[f32]| {
+        let m = v.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+        let z = v.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
+        v.iter().map(|&x| x as f64 - z).collect::<Vec<f64>>()
+    };
+    let (lp, lq) = (log_softmax(p), log_softmax(q));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
+}
