@@ -199,6 +199,31 @@ describe('moegraft page in Chromium (WebGPU on SwiftShader)', { timeout: 170_000
     assert.equal(ok.output_ids.length, 2);
   });
 
+  test('the weights select loads q8_0: tiny-llama keeps its next tokens, tiny-qwen2 says what it kept', async () => {
+    await page.selectOption('#weights', 'q8_0');
+    try {
+      const info = await pickLoaded('tiny-llama as q8_0', '#folder', path.join(fixtures, 'tiny-llama'));
+      assert.equal(info.weight_format, 'q8_0');
+      assert.equal(info.weight_format_note, null);
+      assert.match(await page.textContent('#load-status'), /q8_0 weights/);
+      // The native tests find the same top-1 for every case (gaps ≥ 0.7, q8_0 moves ≤ 0.52).
+      for (const c of reference.models['tiny-llama'].cases) {
+        const r = await page.evaluate(
+          ([ids]) => window.__moegraft.generateIds(ids, { max_tokens: 1, temperature: 0, ignore_eos: true }),
+          [c.input_ids],
+        );
+        assert.equal(Number(r.output_ids[0]), Number(c.top_ids[0]), `tiny-llama/${c.name} as q8_0: next token`);
+      }
+      // K = 48 and 75 are not whole 32-element blocks: bf16 stays, and the page says so.
+      const qwen = await pickLoaded('tiny-qwen2 as q8_0', '#folder', path.join(fixtures, 'tiny-qwen2'));
+      assert.equal(qwen.weight_format, 'bf16');
+      assert.match(qwen.weight_format_note, /keep their dtype instead of q8_0/);
+      assert.match(await page.textContent('#load-status'), /note: .*model\.embed_tokens\.weight/);
+    } finally {
+      await page.selectOption('#weights', 'stored');
+    }
+  });
+
   test('every request stayed on the page\'s origin; no page errors', async () => {
     assert.ok(requests.length > 0);
     const foreign = requests.filter((u) => !u.startsWith('data:') && new URL(u).origin !== origin);

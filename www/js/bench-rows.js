@@ -35,7 +35,7 @@ function decodeRows(r, d) {
   return [
     row(`decode-${d.context}`, `decode at context ${d.context}`, 'tok/s', stat(d.tokens_per_s), {
       value: bw / weights,
-      label: `GPU copy ÷ ${mb(weights)} of weights per token`,
+      label: `GPU copy ÷ ${mb(weights)} of ${r.model.weight_format} weights per token`,
     }),
     row(`decode-${d.context}-kv`, `decode at context ${d.context}, with the KV cache read`, 'tok/s', stat(d.tokens_per_s), {
       value: bw / (weights + d.kv_bytes),

@@ -52,7 +52,7 @@ function formOptions() {
     if (!/^\d+$/.test(v)) throw new Error(`${name.replace('_', ' ')}: '${v}' is not a whole number`);
     return Number(v);
   };
-  const options = { profile: f.profile.checked, kernels: f.kernels.value };
+  const options = { profile: f.profile.checked, kernels: f.kernels.value, weights: f.weights.value };
   for (const name of NUMBERS) options[name] = whole(name, f[name].value);
   options.contexts = f.contexts.value.split(',').map((c) => whole('contexts', c));
   return options;
@@ -214,7 +214,7 @@ function render() {
   const a = report?.adapter;
   const m = report?.machine;
   $('bench-machine').textContent = a && m
-    ? `${report.model?.source ?? ''} (${report.model?.architecture ?? ''} ${report.model?.dtype ?? ''}) on ${a.name || 'the WebGPU adapter'} (${a.backend}, ${a.device_type}), timestamp queries ${a.timestamp_queries ? 'yes' : 'no'}, kernel layout ${a.kernel_layout}; ${m.cores} logical cores, ${m.os}`
+    ? `${report.model?.source ?? ''} (${report.model?.architecture ?? ''} ${report.model?.dtype ?? ''}${report.model?.weight_format && report.model.weight_format !== report.model.dtype ? ` held as ${report.model.weight_format}` : ''}) on ${a.name || 'the WebGPU adapter'} (${a.backend}, ${a.device_type}), timestamp queries ${a.timestamp_queries ? 'yes' : 'no'}, kernel layout ${a.kernel_layout}; ${m.cores} logical cores, ${m.os}`
     : '';
   $('bench-json').textContent = report && Object.keys(report).length ? hook.json() : '';
 }

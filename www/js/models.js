@@ -14,13 +14,15 @@ const ui = {
   error: $('load-error'),
   list: $('models'),
   maxContext: $('max-context'),
+  weights: $('weights'),
 };
 
-/** Load options every load gets: the context length asked for, and test limits. */
+/** Load options every load gets: the context length and weight format asked for, and test limits. */
 function baseOptions() {
   const n = Number(ui.maxContext.value);
   return {
     ...(Number.isInteger(n) && n > 0 ? { max_context: n } : {}),
+    ...(ui.weights.value !== 'stored' ? { weights: ui.weights.value } : {}),
     ...(state.limits.max_binding ? { max_binding: state.limits.max_binding } : {}),
   };
 }
@@ -54,7 +56,8 @@ function describe(info) {
   const tok = info.tokenizer ? (info.chat_template ? '' : ' · no chat template') : ' · no tokenizer (ids only)';
   return (
     `${info.architecture}, ${info.num_layers} layers, hidden ${info.hidden_size},` +
-    ` ${info.num_heads}/${info.num_kv_heads} heads, vocab ${info.vocab_size}${moe}${tok} · context ${info.max_context}`
+    ` ${info.num_heads}/${info.num_kv_heads} heads, vocab ${info.vocab_size}${moe}${tok} · context ${info.max_context}` +
+    ` · ${info.weight_format} weights`
   );
 }
 
@@ -103,7 +106,11 @@ export async function loadModel(entries, label, { options = {} } = {}) {
     options = { ...baseOptions(), ...options };
     const inspected = await request('inspect', {
       files: entries,
-      options: { label, ...(options.max_context ? { max_context: options.max_context } : {}) },
+      options: {
+        label,
+        ...(options.max_context ? { max_context: options.max_context } : {}),
+        ...(options.weights ? { weights: options.weights } : {}),
+      },
     });
     ui.estimate.textContent = `${label}: ${describeMemory(inspected.summary, inspected.memory)}`;
     ui.status.textContent = `Loading ${label}…`;
@@ -118,7 +125,8 @@ export async function loadModel(entries, label, { options = {} } = {}) {
     const model = { id, label, info, entries, memory: inspected.memory, options };
     loaded.push(model);
     hook.loadState = 'loaded';
-    ui.status.textContent = `Loaded ${label}: ${describe(info)} · ${((performance.now() - started) / 1000).toFixed(1)} s`;
+    const note = info.weight_format_note ? ` · note: ${info.weight_format_note}` : '';
+    ui.status.textContent = `Loaded ${label}: ${describe(info)} · ${((performance.now() - started) / 1000).toFixed(1)} s${note}`;
     ui.status.dataset.state = 'ok';
     ui.progress.value = ui.progress.max;
     setActive(id);
