@@ -2,6 +2,9 @@
 // softmax, so no score matrix is stored and any context length fits. `attention` gives each
 // (query token, head) a workgroup that scores 64 keys at a time; `attention_rows` (for CPU
 // adapters, see KernelLayout) gives it one invocation that visits the keys one by one.
+// Decoding has only a few (token, head) rows for many keys, so there `attention_split` gives
+// each row one invocation per SPLIT_KEYS keys — many more invocations, each with a short loop —
+// and `attention_combine` merges their partial softmaxes.
 
 struct Params {
     tokens: u32,
@@ -11,7 +14,7 @@ struct Params {
     head_dim: u32,
     window: u32,      // sliding window (0 = unlimited)
     scale: f32,       // 1 / sqrt(head_dim)
-    _pad: u32,
+    splits: u32,      // attention_split / _combine: key ranges per row
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -19,6 +22,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>; // [positions, kv_heads·head_dim]
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // like q
+// [rows, splits, 2 + head_dim]: each split's running max, sum of exp and unnormalised output.
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -151,4 +156,81 @@ fn attention_rows(
     for (var d = 0u; d < p.head_dim; d++) {
         out[qr.q_base + d] = acc[d] / l;
     }
+}
+
+const SPLIT_KEYS: u32 = 64u;
+
+// Row r = i / splits over keys [s · SPLIT_KEYS, (s + 1) · SPLIT_KEYS) ∩ its causal window,
+// s = i % splits; a range it cannot see leaves m = NEG, l = 0.
+@compute @workgroup_size(64)
+fn attention_split(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let row = i / p.splits;
+    if (row >= p.tokens * p.heads) {
+        return;
+    }
+    let split = i % p.splits;
+    let qr = query_row(row);
+    let kv_stride = p.kv_heads * p.head_dim;
+    let first = max(qr.start, split * SPLIT_KEYS);
+    let end = min(qr.pos + 1u, (split + 1u) * SPLIT_KEYS);
+    var acc: array<f32, MAX_HEAD_DIM>;
+    var m = NEG;
+    var l = 0.0;
+    for (var kp = first; kp < end; kp++) {
+        let kb = kp * kv_stride + qr.kv_base;
+        var dot = 0.0;
+        for (var d = 0u; d < p.head_dim; d++) {
+            dot += q[qr.q_base + d] * k_cache[kb + d];
+        }
+        let s = dot * p.scale;
+        let m_new = max(m, s);
+        let correction = exp(m - m_new);
+        let pj = exp(s - m_new);
+        l = l * correction + pj;
+        for (var d = 0u; d < p.head_dim; d++) {
+            acc[d] = acc[d] * correction + pj * v_cache[kb + d];
+        }
+        m = m_new;
+    }
+    let base = i * (p.head_dim + 2u);
+    partials[base] = m;
+    partials[base + 1u] = l;
+    for (var d = 0u; d < p.head_dim; d++) {
+        partials[base + 2u + d] = acc[d];
+    }
+}
+
+// out[row, d] from the row's splits: each rescaled to the largest max, then normalised.
+@compute @workgroup_size(64)
+fn attention_combine(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let row = i / p.head_dim;
+    if (row >= p.tokens * p.heads) {
+        return;
+    }
+    let d = i % p.head_dim;
+    let stride = p.head_dim + 2u;
+    let first = row * p.splits;
+    var m = NEG;
+    for (var s = 0u; s < p.splits; s++) {
+        m = max(m, partials[(first + s) * stride]);
+    }
+    var l = 0.0;
+    var o = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let base = (first + s) * stride;
+        let w = exp(partials[base] - m);
+        l += w * partials[base + 1u];
+        o += w * partials[base + 2u + d];
+    }
+    out[query_row(row).q_base + d] = o / l;
 }

@@ -719,9 +719,11 @@ fn rope_qkv_matches_cpu() {
 // ---------------------------------------------------------------------------------------------
 // attention
 
-fn check_attention(ctx: &GpuContext, rng: &mut Rng, s: AttentionShape) -> f64 {
+/// One attention call against the CPU; `split` gives it room to split the keys (which it
+/// does for few rows and more than 64 keys), else a partials buffer too small to.
+fn check_attention(ctx: &GpuContext, rng: &mut Rng, s: AttentionShape, split: bool) -> f64 {
     let label = format!(
-        "attention tokens {} pos0 {} heads {} kv_heads {} head_dim {} window {}",
+        "attention tokens {} pos0 {} heads {} kv_heads {} head_dim {} window {} split {split}",
         s.tokens, s.pos0, s.heads, s.kv_heads, s.head_dim, s.window
     );
     let (hd, kvd) = (s.head_dim, s.kv_heads * s.head_dim);
@@ -741,8 +743,16 @@ fn check_attention(ctx: &GpuContext, rng: &mut Rng, s: AttentionShape) -> f64 {
         ctx.upload_f32("v", &v),
         ctx.upload_f32("out", &out0),
     );
+    let rows = s.tokens * s.heads;
+    let room = if split {
+        kernels::attention_partials_len(rows, positions, hd)
+    } else {
+        1
+    };
+    // Poisoned: every value the split reads must be one it wrote.
+    let partials = ctx.upload_f32("partials", &vec![f32::NAN; room]);
     let mut batch = Batch::new(ctx);
-    kernels::attention(&mut batch, &qb, &kb, &vb, &ob, s);
+    kernels::attention(&mut batch, &qb, &kb, &vb, &ob, &partials, s);
     batch.submit();
     let got = read_f32(ctx, &ob, out0.len());
 
@@ -839,9 +849,20 @@ fn attention_matches_cpu_with(layout: KernelLayout) {
             rng.pick(&[0, 0, 1, 17, 64, 65, 150]),
         ));
     }
+    // Decoding's few rows over many keys: the keys split in ranges of 64.
+    cases.extend([
+        shape(1, 65, 1, 1, 8, 0),
+        shape(1, 1023, 9, 3, 64, 0),
+        shape(1, 700, 4, 2, 256, 0),
+        shape(2, 333, 6, 3, 20, 150), // a window: ranges before it are empty
+        shape(7, 190, 9, 3, 17, 0),   // 63 rows
+        shape(3, 64, 2, 1, 64, 1),
+    ]);
     let mut worst = 0.0f64;
     for s in cases {
-        worst = worst.max(check_attention(&ctx, &mut rng, s));
+        for split in [true, false] {
+            worst = worst.max(check_attention(&ctx, &mut rng, s, split));
+        }
     }
     eprintln!("attention ({layout:?}): worst error/tolerance {worst:.3}");
 }
@@ -2205,7 +2226,7 @@ fn large_grids_use_both_dimensions() {
             window: 2,
         };
         assert!(s.tokens * s.heads > limit);
-        check_attention(&ctx, &mut rng, s);
+        check_attention(&ctx, &mut rng, s, false);
     }
     // swiglu and add: 256 values per workgroup.
     {

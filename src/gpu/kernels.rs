@@ -335,7 +335,7 @@ struct AttentionParams {
     head_dim: u32,
     window: u32,
     scale: f32,
-    _pad: u32,
+    splits: u32,
 }
 
 /// Shape of one attention call.
@@ -362,15 +362,38 @@ fn fits_loop_budget(s: AttentionShape) -> bool {
     keys * (2 * s.head_dim + 1) + s.head_dim < 60_000
 }
 
-/// out = softmax(q·Kᵀ/√d + causal mask)·V over cache positions 0..pos0+tokens.
+/// Keys one `attention_split` invocation visits (`SPLIT_KEYS` in `shaders/attention.wgsl`).
+const ATTENTION_SPLIT_KEYS: usize = 64;
+/// (query token, head) rows up to which attention splits the keys: decoding and short
+/// chunks, whose few rows would otherwise leave most of the device idle.
+const ATTENTION_SPLIT_ROWS: usize = 64;
+
+/// f32 values of the partials buffer `attention` needs to split the keys of `rows` (query
+/// token, head) rows over `keys` cache positions (an attention call with more rows does not
+/// split).
+pub fn attention_partials_len(rows: usize, keys: usize, head_dim: usize) -> usize {
+    rows.min(ATTENTION_SPLIT_ROWS) * keys.div_ceil(ATTENTION_SPLIT_KEYS) * (head_dim + 2)
+}
+
+/// out = softmax(q·Kᵀ/√d + causal mask)·V over cache positions 0..pos0+tokens. A call with
+/// few rows and many keys splits the keys in ranges merged afterwards, in `partials` (sized
+/// by `attention_partials_len`; a smaller one keeps the call whole).
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     batch: &mut Batch,
     q: &wgpu::Buffer,
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
     out: &wgpu::Buffer,
+    partials: &wgpu::Buffer,
     s: AttentionShape,
 ) {
+    let rows = s.tokens * s.heads;
+    let keys = s.pos0 + s.tokens;
+    let splits = keys.div_ceil(ATTENTION_SPLIT_KEYS);
+    let split = rows <= ATTENTION_SPLIT_ROWS
+        && splits > 1
+        && (attention_partials_len(rows, keys, s.head_dim) * 4) as u64 <= partials.size();
     let params = AttentionParams {
         tokens: u(s.tokens),
         pos0: u(s.pos0),
@@ -379,18 +402,37 @@ pub fn attention(
         head_dim: u(s.head_dim),
         window: u(s.window),
         scale: 1.0 / (s.head_dim as f32).sqrt(),
-        _pad: 0,
+        splits: u(splits),
     };
-    let (entry, groups) = if batch.ctx().layout == KernelLayout::Rows && fits_loop_budget(s) {
-        ("attention_rows", (s.tokens * s.heads).div_ceil(64))
+    let params = bytemuck::bytes_of(&params);
+    let caches = [(1, b(q)), (2, b(k_cache)), (3, b(v_cache))];
+    let ctx = batch.ctx();
+    if split {
+        let pipeline = ctx.pipeline(key(Shader::Attention, "attention_split"));
+        let mut bindings = caches.to_vec();
+        bindings.push((5, b(partials)));
+        batch.dispatch(pipeline, params, bindings, u((rows * splits).div_ceil(64)));
+        let pipeline = ctx.pipeline(key(Shader::Attention, "attention_combine"));
+        let bindings = vec![(4, b(out)), (5, b(partials))];
+        batch.dispatch(
+            pipeline,
+            params,
+            bindings,
+            u((rows * s.head_dim).div_ceil(64)),
+        );
+        return;
+    }
+    let (entry, groups) = if ctx.layout == KernelLayout::Rows && fits_loop_budget(s) {
+        ("attention_rows", rows.div_ceil(64))
     } else {
-        ("attention", s.tokens * s.heads)
+        ("attention", rows)
     };
-    let pipeline = batch.ctx().pipeline(key(Shader::Attention, entry));
+    let mut bindings = caches.to_vec();
+    bindings.push((4, b(out)));
     batch.dispatch(
-        pipeline,
-        bytemuck::bytes_of(&params),
-        vec![(1, b(q)), (2, b(k_cache)), (3, b(v_cache)), (4, b(out))],
+        ctx.pipeline(key(Shader::Attention, entry)),
+        params,
+        bindings,
         u(groups),
     );
 }

@@ -164,7 +164,15 @@ impl Model {
             head_dim: c.head_dim,
             window: c.sliding_window.unwrap_or(0),
         };
-        kernels::attention(batch, &sc.q, k_cache, v_cache, &sc.attn, shape);
+        kernels::attention(
+            batch,
+            &sc.q,
+            k_cache,
+            v_cache,
+            &sc.attn,
+            &sc.attn_partials,
+            shape,
+        );
         kernels::matmul(
             batch,
             &sc.attn,

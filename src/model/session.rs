@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use std::cell::RefCell;
 
 use crate::gpu::batch::{readback_buffer, Reuse};
-use crate::gpu::GpuContext;
+use crate::gpu::{kernels, GpuContext};
 use crate::graft::script::Script;
 
 pub struct Scratch {
@@ -23,6 +23,8 @@ pub struct Scratch {
     pub gate: wgpu::Buffer,
     /// The SwiGLU's output: a dense layer's per token, an MoE layer's per (token, slot).
     pub act: wgpu::Buffer,
+    /// Decoding attention's per-key-range partial softmaxes (`kernels::attention`).
+    pub attn_partials: wgpu::Buffer,
     pub router_logits: wgpu::Buffer,
     pub route_ids: wgpu::Buffer,
     pub route_weights: wgpu::Buffer,
@@ -96,6 +98,12 @@ impl Session {
                 },
             )?,
             act: s("act", slots * c.intermediate_size)?,
+            // Past the binding limit (a huge context) attention keeps its keys whole.
+            attn_partials: s(
+                "attn_partials",
+                kernels::attention_partials_len(chunk * c.num_heads, max_context, c.head_dim)
+                    .min((ctx.buffer_limit() / 4) as usize),
+            )?,
             router_logits: s("router_logits", chunk * c.num_experts.max(1))?,
             route_ids: s("route_ids", slots)?,
             route_weights: s("route_weights", slots)?,
