@@ -122,22 +122,13 @@ fn attention(
     }
 }
 
-@compute @workgroup_size(64)
-fn attention_rows(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
-    if (i >= p.tokens * p.heads) {
-        return;
-    }
-    let qr = query_row(i);
+// One invocation's online softmax over keys [first, end) of row qr: the unnormalised output
+// in acc, and (running max, sum of exp) returned (NEG and 0 for no keys).
+fn attend(qr: QueryRow, first: u32, end: u32, acc: ptr<function, array<f32, MAX_HEAD_DIM>>) -> vec2<f32> {
     let kv_stride = p.kv_heads * p.head_dim;
-    var acc: array<f32, MAX_HEAD_DIM>;
     var m = NEG;
     var l = 0.0;
-    for (var kp = qr.start; kp <= qr.pos; kp++) {
+    for (var kp = first; kp < end; kp++) {
         let kb = kp * kv_stride + qr.kv_base;
         var dot = 0.0;
         for (var d = 0u; d < p.head_dim; d++) {
@@ -149,10 +140,26 @@ fn attention_rows(
         let pj = exp(s - m_new);
         l = l * correction + pj;
         for (var d = 0u; d < p.head_dim; d++) {
-            acc[d] = acc[d] * correction + pj * v_cache[kb + d];
+            (*acc)[d] = (*acc)[d] * correction + pj * v_cache[kb + d];
         }
         m = m_new;
     }
+    return vec2<f32>(m, l);
+}
+
+@compute @workgroup_size(64)
+fn attention_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (i >= p.tokens * p.heads) {
+        return;
+    }
+    let qr = query_row(i);
+    var acc: array<f32, MAX_HEAD_DIM>;
+    let l = attend(qr, qr.start, qr.pos + 1u, &acc).y;
     for (var d = 0u; d < p.head_dim; d++) {
         out[qr.q_base + d] = acc[d] / l;
     }
@@ -175,31 +182,13 @@ fn attention_split(
     }
     let split = i % p.splits;
     let qr = query_row(row);
-    let kv_stride = p.kv_heads * p.head_dim;
     let first = max(qr.start, split * SPLIT_KEYS);
     let end = min(qr.pos + 1u, (split + 1u) * SPLIT_KEYS);
     var acc: array<f32, MAX_HEAD_DIM>;
-    var m = NEG;
-    var l = 0.0;
-    for (var kp = first; kp < end; kp++) {
-        let kb = kp * kv_stride + qr.kv_base;
-        var dot = 0.0;
-        for (var d = 0u; d < p.head_dim; d++) {
-            dot += q[qr.q_base + d] * k_cache[kb + d];
-        }
-        let s = dot * p.scale;
-        let m_new = max(m, s);
-        let correction = exp(m - m_new);
-        let pj = exp(s - m_new);
-        l = l * correction + pj;
-        for (var d = 0u; d < p.head_dim; d++) {
-            acc[d] = acc[d] * correction + pj * v_cache[kb + d];
-        }
-        m = m_new;
-    }
+    let ml = attend(qr, first, end, &acc);
     let base = i * (p.head_dim + 2u);
-    partials[base] = m;
-    partials[base + 1u] = l;
+    partials[base] = ml.x;
+    partials[base + 1u] = ml.y;
     for (var d = 0u; d < p.head_dim; d++) {
         partials[base + 2u + d] = acc[d];
     }

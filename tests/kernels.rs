@@ -1349,31 +1349,7 @@ fn expert_matvec_matches_cpu_with(layout: KernelLayout) {
     let mut split = 0;
     for dtype in DTYPES {
         for x_per_slot in [false, true] {
-            let case = |tokens, top_k, experts, rows, cols| ExpertCase {
-                tokens,
-                top_k,
-                experts,
-                rows,
-                cols,
-                x_per_slot,
-            };
-            let mut cases = vec![
-                case(1, 1, 1, 1, 1),
-                case(1, 2, 4, 7, 17),
-                case(3, 2, 8, 17, 33),
-                case(2, 4, 8, 33, 95),
-                case(5, 2, 4, 64, 3),
-                case(1, 8, 16, 9, 130),
-            ];
-            for _ in 0..8 {
-                cases.push(case(
-                    rng.pick(&[1, 2, 3, 5, 9]),
-                    rng.pick(&[1, 2, 4]),
-                    rng.pick(&[1, 2, 4, 8]),
-                    rng.pick(&[1, 3, 7, 17, 33, 64]),
-                    rng.pick(&[1, 2, 3, 17, 33, 64, 95, 130]),
-                ));
-            }
+            let cases = expert_cases(&mut rng, x_per_slot);
             for c in cases {
                 let (chunks, w) = check_expert_matvec(&ctx, &mut rng, dtype, c);
                 worst = worst.max(w);
@@ -1496,9 +1472,16 @@ fn check_expert_down_combine(
     (w.chunks.len(), assert_close(&label, &got, &want, &tol))
 }
 
-/// Random expert cases; x_per_slot as given.
-fn expert_cases(rng: &mut Rng, x_per_slot: bool) -> Vec<ExpertCase> {
-    let case = |tokens, top_k, experts, rows, cols| ExpertCase {
+/// Expert cases: `fixed` (tokens, top_k, experts, rows, cols) and `randoms` more with K from
+/// `cols`; x_per_slot as given.
+fn expert_cases_with(
+    rng: &mut Rng,
+    x_per_slot: bool,
+    fixed: &[(usize, usize, usize, usize, usize)],
+    randoms: usize,
+    cols: &[usize],
+) -> Vec<ExpertCase> {
+    let case = |(tokens, top_k, experts, rows, cols)| ExpertCase {
         tokens,
         top_k,
         experts,
@@ -1506,24 +1489,30 @@ fn expert_cases(rng: &mut Rng, x_per_slot: bool) -> Vec<ExpertCase> {
         cols,
         x_per_slot,
     };
-    let mut cases = vec![
-        case(1, 1, 1, 1, 1),
-        case(1, 2, 4, 7, 17),
-        case(3, 2, 8, 17, 33),
-        case(2, 4, 8, 33, 95),
-        case(5, 2, 4, 64, 3),
-        case(1, 8, 16, 9, 130),
-    ];
-    for _ in 0..8 {
-        cases.push(case(
+    let mut cases: Vec<ExpertCase> = fixed.iter().copied().map(case).collect();
+    for _ in 0..randoms {
+        cases.push(case((
             rng.pick(&[1, 2, 3, 5, 9]),
             rng.pick(&[1, 2, 4]),
             rng.pick(&[1, 2, 4, 8]),
             rng.pick(&[1, 3, 7, 17, 33, 64]),
-            rng.pick(&[1, 2, 3, 17, 33, 64, 95, 130]),
-        ));
+            rng.pick(cols),
+        )));
     }
     cases
+}
+
+/// Random expert cases of any K; x_per_slot as given.
+fn expert_cases(rng: &mut Rng, x_per_slot: bool) -> Vec<ExpertCase> {
+    let fixed = [
+        (1, 1, 1, 1, 1),
+        (1, 2, 4, 7, 17),
+        (3, 2, 8, 17, 33),
+        (2, 4, 8, 33, 95),
+        (5, 2, 4, 64, 3),
+        (1, 8, 16, 9, 130),
+    ];
+    expert_cases_with(rng, x_per_slot, &fixed, 8, &[1, 2, 3, 17, 33, 64, 95, 130])
 }
 
 #[test]
@@ -1765,30 +1754,13 @@ fn q8_0_expert_matvec_matches_cpu() {
 
 /// Random expert cases of Q8_0 rows (K of whole blocks); x_per_slot as given.
 fn q8_expert_cases(rng: &mut Rng, x_per_slot: bool) -> Vec<ExpertCase> {
-    let case = |tokens, top_k, experts, rows, cols| ExpertCase {
-        tokens,
-        top_k,
-        experts,
-        rows,
-        cols,
-        x_per_slot,
-    };
-    let mut cases = vec![
-        case(1, 1, 1, 1, 32),
-        case(1, 2, 4, 7, 96),
-        case(3, 2, 8, 17, 160),
-        case(2, 4, 8, 33, 288),
+    let fixed = [
+        (1, 1, 1, 1, 32),
+        (1, 2, 4, 7, 96),
+        (3, 2, 8, 17, 160),
+        (2, 4, 8, 33, 288),
     ];
-    for _ in 0..6 {
-        cases.push(case(
-            rng.pick(&[1, 2, 3, 5, 9]),
-            rng.pick(&[1, 2, 4]),
-            rng.pick(&[1, 2, 4, 8]),
-            rng.pick(&[1, 3, 7, 17, 33, 64]),
-            rng.pick(&Q8_COLS[..6]),
-        ));
-    }
-    cases
+    expert_cases_with(rng, x_per_slot, &fixed, 6, &Q8_COLS[..6])
 }
 
 #[test]
