@@ -1515,43 +1515,38 @@ fn expert_cases(rng: &mut Rng, x_per_slot: bool) -> Vec<ExpertCase> {
     expert_cases_with(rng, x_per_slot, &fixed, 8, &[1, 2, 3, 17, 33, 64, 95, 130])
 }
 
-#[test]
-fn expert_swiglu_matches_cpu() {
+/// `check` over `expert_cases` in every layout and dtype, with 2000-byte bindings so stacks
+/// split mid-expert (between pairs where rows go in pairs).
+fn expert_kernel_matches_cpu(
+    name: &str,
+    seed: u64,
+    x_per_slot: bool,
+    check: impl Fn(&GpuContext, &mut Rng, WeightFormat, ExpertCase) -> (usize, f64),
+) {
     for layout in LAYOUTS {
-        // 2000-byte bindings: stacks split between pairs, mid-expert.
         let ctx = context_with(Some(2000), layout);
-        let mut rng = Rng::new(11);
+        let mut rng = Rng::new(seed);
         let (mut worst, mut split) = (0.0f64, 0);
         for dtype in DTYPES {
-            for c in expert_cases(&mut rng, false) {
-                let (chunks, w) = check_expert_swiglu(&ctx, &mut rng, dtype, c);
+            for c in expert_cases(&mut rng, x_per_slot) {
+                let (chunks, w) = check(&ctx, &mut rng, dtype, c);
                 worst = worst.max(w);
                 split += (chunks > 1) as usize;
             }
         }
-        assert!(split >= 6, "only {split} expert stacks were split");
-        eprintln!("expert_swiglu ({layout:?}): worst error/tolerance {worst:.3}, {split} split");
+        assert!(split >= 6, "{name}: only {split} expert stacks were split");
+        eprintln!("{name} ({layout:?}): worst error/tolerance {worst:.3}, {split} split");
     }
 }
 
 #[test]
+fn expert_swiglu_matches_cpu() {
+    expert_kernel_matches_cpu("expert_swiglu", 11, false, check_expert_swiglu);
+}
+
+#[test]
 fn expert_down_combine_matches_cpu() {
-    for layout in LAYOUTS {
-        let ctx = context_with(Some(2000), layout);
-        let mut rng = Rng::new(12);
-        let (mut worst, mut split) = (0.0f64, 0);
-        for dtype in DTYPES {
-            for c in expert_cases(&mut rng, true) {
-                let (chunks, w) = check_expert_down_combine(&ctx, &mut rng, dtype, c);
-                worst = worst.max(w);
-                split += (chunks > 1) as usize;
-            }
-        }
-        assert!(split >= 6, "only {split} expert stacks were split");
-        eprintln!(
-            "expert_down_combine ({layout:?}): worst error/tolerance {worst:.3}, {split} split"
-        );
-    }
+    expert_kernel_matches_cpu("expert_down_combine", 12, true, check_expert_down_combine);
 }
 
 // ---------------------------------------------------------------------------------------------
