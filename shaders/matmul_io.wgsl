@@ -22,6 +22,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// x and w again, read a vec4 at a time (row_dot's wide path).
+@group(0) @binding(5) var<storage, read> w_vec4: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> x_vec4: array<vec4<f32>>;
 
 // The fused gate/up projection (a pipeline constant): W holds gate and up rows interleaved,
 // row 2n gate n and row 2n + 1 up n (bias likewise), row_start and chunk_rows count pairs,

@@ -35,6 +35,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read> w: array<u32>;
 @group(0) @binding(6) var<storage, read> ids: array<u32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;       // [tokens·top_k, rows]
+// x and w again, read a vec4 at a time (row_dot's wide path).
+@group(0) @binding(12) var<storage, read> w_vec4: array<vec4<u32>>;
+@group(0) @binding(13) var<storage, read> x_vec4: array<vec4<f32>>;
 // expert_down_combine
 @group(0) @binding(9) var<storage, read> weights: array<f32>;       // [tokens·top_k]
 @group(0) @binding(10) var<storage, read_write> hidden: array<f32>; // [tokens, rows], += 

@@ -22,6 +22,16 @@ fn b(buffer: &wgpu::Buffer) -> Binding {
     Binding::from(buffer)
 }
 
+/// `buffer` bound again as an array of vec4s (row_dot's wide path); one too small to hold a
+/// vec4 cannot take that path, so the (16-byte) dummy stands in.
+fn wide(ctx: &super::GpuContext, buffer: &wgpu::Buffer) -> Binding {
+    b(if buffer.size() >= 16 {
+        buffer
+    } else {
+        &ctx.dummy
+    })
+}
+
 fn u(v: usize) -> u32 {
     v as u32
 }
@@ -186,15 +196,20 @@ fn project(
             _pad: [0; 2],
         };
         let groups = rows.div_ceil(group_rows) * tokens.div_ceil(group_tokens);
+        let mut bindings = vec![
+            (1, b(x)),
+            (2, b(&chunk.buffer)),
+            (3, b(bias.unwrap_or(&ctx.dummy))),
+            (4, b(y.buffer)),
+        ];
+        // The decode matvecs read x and w a vec4 at a time where they can (row_dot).
+        if !tiled {
+            bindings.extend([(5, wide(ctx, &chunk.buffer)), (6, wide(ctx, x))]);
+        }
         batch.dispatch(
             pipeline.clone(),
             bytemuck::bytes_of(&params),
-            vec![
-                (1, b(x)),
-                (2, b(&chunk.buffer)),
-                (3, b(bias.unwrap_or(&ctx.dummy))),
-                (4, b(y.buffer)),
-            ],
+            bindings,
             u(groups),
         );
     }
@@ -699,6 +714,8 @@ fn expert_projection(
                 (5, b(&chunk.buffer)),
                 (6, b(slots.ids)),
                 (7, b(y)),
+                (12, wide(batch.ctx(), &chunk.buffer)),
+                (13, wide(batch.ctx(), x)),
             ],
             u(rows_per_expert.div_ceil(rows_per_group) * slots.tokens * slots.top_k),
         );
@@ -755,6 +772,8 @@ pub fn expert_down_combine(
                 (6, b(ids)),
                 (9, b(weights)),
                 (10, b(hidden)),
+                (12, wide(batch.ctx(), &chunk.buffer)),
+                (13, wide(batch.ctx(), x)),
             ],
             u(rows_per_expert.div_ceil(rows_per_group) * tokens),
         );
