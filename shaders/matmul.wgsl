@@ -90,8 +90,13 @@ fn matmul_rows(
     let x1 = select(t0, t0 + 1u, t0 + 1u < p.tokens) * p.x_stride;
     let x2 = select(t0, t0 + 2u, t0 + 2u < p.tokens) * p.x_stride;
     let x3 = select(t0, t0 + 3u, t0 + 3u < p.tokens) * p.x_stride;
-    if (W_DTYPE == 3u) {
-        let sums = matmul_rows_q8(row, vec4<u32>(x0, x1, x2, x3));
+    if (W_DTYPE == 3u || wide(row, x0 | x1 | x2 | x3, p.cols)) {
+        var sums: vec4<f32>;
+        if (W_DTYPE == 3u) {
+            sums = matmul_rows_q8(row, vec4<u32>(x0, x1, x2, x3));
+        } else {
+            sums = matmul_rows_wide(row >> 2u, vec4<u32>(x0, x1, x2, x3) >> vec4<u32>(2u));
+        }
         for (var i = 0u; i < 4u; i++) {
             if (t0 + i < p.tokens) {
                 store(t0 + i, r, sums[i]);
@@ -122,6 +127,27 @@ fn matmul_rows(
             store(t0 + i, r, sums[i]);
         }
     }
+}
+
+// matmul_rows' dot products of a 16-bit row (from vec4 `row`) with four tokens' inputs (from
+// vec4s `xs`), eight weights a load: row_dot's wide path for four tokens.
+fn matmul_rows_wide(row: u32, xs: vec4<u32>) -> vec4<f32> {
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var j = 0u; j < (p.cols >> 3u); j++) {
+        let q = w_vec4[row + j];
+        let lo = low4(q);
+        let hi = high4(q);
+        let k = 2u * j;
+        a0 += lo * x_vec4[xs.x + k] + hi * x_vec4[xs.x + k + 1u];
+        a1 += lo * x_vec4[xs.y + k] + hi * x_vec4[xs.y + k + 1u];
+        a2 += lo * x_vec4[xs.z + k] + hi * x_vec4[xs.z + k + 1u];
+        a3 += lo * x_vec4[xs.w + k] + hi * x_vec4[xs.w + k + 1u];
+    }
+    let one = vec4<f32>(1.0);
+    return vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one));
 }
 
 // matmul_rows' dot products of a Q8_0 row with four tokens' inputs (starting at xs): four

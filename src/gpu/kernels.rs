@@ -202,8 +202,8 @@ fn project(
             (3, b(bias.unwrap_or(&ctx.dummy))),
             (4, b(y.buffer)),
         ];
-        // The decode matvecs read x and w a vec4 at a time where they can (row_dot).
-        if !tiled {
+        // The matvecs and matmul_rows read x and w a vec4 at a time where they can.
+        if entry != "matmul_tiled" {
             bindings.extend([(5, wide(ctx, &chunk.buffer)), (6, wide(ctx, x))]);
         }
         batch.dispatch(
