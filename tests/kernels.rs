@@ -1037,6 +1037,39 @@ fn matmul_swiglu_matches_cpu() {
 // ---------------------------------------------------------------------------------------------
 // embed
 
+/// One gather of `tokens` random rows (the last and, with more than two tokens, the first
+/// and a repeated one included) from a random table, against the table's rounded values
+/// exactly; 1 if the table was split into chunks.
+fn check_embed(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    format: WeightFormat,
+    (tokens, vocab, cols): (usize, usize, usize),
+    label: &str,
+) -> usize {
+    let (table, tv) = random_matrix(ctx, rng, format, vocab, cols);
+    let mut ids: Vec<u32> = (0..tokens).map(|_| rng.below(vocab) as u32).collect();
+    ids[0] = (vocab - 1) as u32;
+    if tokens > 2 {
+        ids[1] = 0;
+        ids[2] = ids[0]; // a repeated id
+    }
+    let out0 = rng.vec(tokens * cols + 3, 1.0);
+    let (ib, ob) = (ctx.upload_u32("ids", &ids), ctx.upload_f32("out", &out0));
+    let mut batch = Batch::new(ctx);
+    kernels::embed(&mut batch, &ib, &table, &ob, tokens);
+    batch.submit();
+    let got = read_f32(ctx, &ob, out0.len());
+    let mut want: Vec<f64> = out0.iter().map(|&v| v as f64).collect();
+    for (t, &id) in ids.iter().enumerate() {
+        for k in 0..cols {
+            want[t * cols + k] = tv[id as usize * cols + k] as f64;
+        }
+    }
+    assert_close(label, &got, &want, &vec![0.0; want.len()]);
+    (table.chunks.len() > 1) as usize
+}
+
 #[test]
 fn embed_matches_cpu() {
     // Small bindings: bigger tables are split into row chunks, smaller ones are not.
@@ -1060,27 +1093,7 @@ fn embed_matches_cpu() {
         }
         for (tokens, vocab, cols) in cases {
             let label = format!("embed {dtype:?} tokens {tokens} vocab {vocab} cols {cols}");
-            let (table, tv) = random_matrix(&ctx, &mut rng, dtype, vocab, cols);
-            split += (table.chunks.len() > 1) as usize;
-            let mut ids: Vec<u32> = (0..tokens).map(|_| rng.below(vocab) as u32).collect();
-            ids[0] = (vocab - 1) as u32;
-            if tokens > 2 {
-                ids[1] = 0;
-                ids[2] = ids[0]; // a repeated id
-            }
-            let out0 = rng.vec(tokens * cols + 3, 1.0);
-            let (ib, ob) = (ctx.upload_u32("ids", &ids), ctx.upload_f32("out", &out0));
-            let mut batch = Batch::new(&ctx);
-            kernels::embed(&mut batch, &ib, &table, &ob, tokens);
-            batch.submit();
-            let got = read_f32(&ctx, &ob, out0.len());
-            let mut want: Vec<f64> = out0.iter().map(|&v| v as f64).collect();
-            for (t, &id) in ids.iter().enumerate() {
-                for k in 0..cols {
-                    want[t * cols + k] = tv[id as usize * cols + k] as f64;
-                }
-            }
-            assert_close(&label, &got, &want, &vec![0.0; want.len()]);
+            split += check_embed(&ctx, &mut rng, dtype, (tokens, vocab, cols), &label);
         }
     }
     assert!(split >= 6, "only {split} tables were split");
@@ -1679,23 +1692,7 @@ fn q8_0_embed_is_the_exact_dequantization() {
     }
     for (tokens, vocab, cols) in cases {
         let label = format!("q8_0 embed tokens {tokens} vocab {vocab} cols {cols}");
-        let (table, tv) = random_matrix(&ctx, &mut rng, Q8, vocab, cols);
-        split += (table.chunks.len() > 1) as usize;
-        let mut ids: Vec<u32> = (0..tokens).map(|_| rng.below(vocab) as u32).collect();
-        ids[0] = (vocab - 1) as u32;
-        let out0 = rng.vec(tokens * cols + 3, 1.0);
-        let (ib, ob) = (ctx.upload_u32("ids", &ids), ctx.upload_f32("out", &out0));
-        let mut batch = Batch::new(&ctx);
-        kernels::embed(&mut batch, &ib, &table, &ob, tokens);
-        batch.submit();
-        let got = read_f32(&ctx, &ob, out0.len());
-        let mut want: Vec<f64> = out0.iter().map(|&v| v as f64).collect();
-        for (t, &id) in ids.iter().enumerate() {
-            for k in 0..cols {
-                want[t * cols + k] = tv[id as usize * cols + k] as f64;
-            }
-        }
-        assert_close(&label, &got, &want, &vec![0.0; want.len()]);
+        split += check_embed(&ctx, &mut rng, Q8, (tokens, vocab, cols), &label);
     }
     assert!(split >= 5, "only {split} tables were split");
 }
