@@ -24,6 +24,11 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // like q
 // [rows, splits, 2 + head_dim]: each split's running max, sum of exp and unnormalised output.
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+// q and the caches again, a vec4 at a time: with head_dim a multiple of 4 every row starts
+// 16-byte aligned, and a CPU adapter pays per load, not per byte.
+@group(0) @binding(6) var<storage, read> q_vec4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> k_vec4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> v_vec4: array<vec4<f32>>;
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -147,6 +152,32 @@ fn attend(qr: QueryRow, first: u32, end: u32, acc: ptr<function, array<f32, MAX_
     return vec2<f32>(m, l);
 }
 
+// `attend` with head_dim a multiple of 4, a vec4 at a time (acc holds head_dim / 4 vec4s).
+fn attend4(qr: QueryRow, first: u32, end: u32, acc: ptr<function, array<vec4<f32>, 64>>) -> vec2<f32> {
+    let quads = p.head_dim >> 2u;
+    let kv_stride = (p.kv_heads * p.head_dim) >> 2u;
+    let q0 = qr.q_base >> 2u;
+    var m = NEG;
+    var l = 0.0;
+    for (var kp = first; kp < end; kp++) {
+        let kb = kp * kv_stride + (qr.kv_base >> 2u);
+        var dots = vec4<f32>(0.0);
+        for (var d = 0u; d < quads; d++) {
+            dots += q_vec4[q0 + d] * k_vec4[kb + d];
+        }
+        let s = dot(dots, vec4<f32>(1.0)) * p.scale;
+        let m_new = max(m, s);
+        let correction = exp(m - m_new);
+        let pj = exp(s - m_new);
+        l = l * correction + pj;
+        for (var d = 0u; d < quads; d++) {
+            (*acc)[d] = (*acc)[d] * correction + pj * v_vec4[kb + d];
+        }
+        m = m_new;
+    }
+    return vec2<f32>(m, l);
+}
+
 @compute @workgroup_size(64)
 fn attention_rows(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -158,6 +189,14 @@ fn attention_rows(
         return;
     }
     let qr = query_row(i);
+    if ((p.head_dim & 3u) == 0u) {
+        var acc4: array<vec4<f32>, 64>;
+        let l = attend4(qr, qr.start, qr.pos + 1u, &acc4).y;
+        for (var d = 0u; d < p.head_dim; d++) {
+            out[qr.q_base + d] = acc4[d >> 2u][d & 3u] / l;
+        }
+        return;
+    }
     var acc: array<f32, MAX_HEAD_DIM>;
     let l = attend(qr, qr.start, qr.pos + 1u, &acc).y;
     for (var d = 0u; d < p.head_dim; d++) {
@@ -184,9 +223,19 @@ fn attention_split(
     let qr = query_row(row);
     let first = max(qr.start, split * SPLIT_KEYS);
     let end = min(qr.pos + 1u, (split + 1u) * SPLIT_KEYS);
+    let base = i * (p.head_dim + 2u);
+    if ((p.head_dim & 3u) == 0u) {
+        var acc4: array<vec4<f32>, 64>;
+        let ml = attend4(qr, first, end, &acc4);
+        partials[base] = ml.x;
+        partials[base + 1u] = ml.y;
+        for (var d = 0u; d < p.head_dim; d++) {
+            partials[base + 2u + d] = acc4[d >> 2u][d & 3u];
+        }
+        return;
+    }
     var acc: array<f32, MAX_HEAD_DIM>;
     let ml = attend(qr, first, end, &acc);
-    let base = i * (p.head_dim + 2u);
     partials[base] = ml.x;
     partials[base + 1u] = ml.y;
     for (var d = 0u; d < p.head_dim; d++) {

@@ -420,11 +420,17 @@ pub fn attention(
         splits: u(splits),
     };
     let params = bytemuck::bytes_of(&params);
-    let caches = [(1, b(q)), (2, b(k_cache)), (3, b(v_cache))];
     let ctx = batch.ctx();
+    let caches = [(1, b(q)), (2, b(k_cache)), (3, b(v_cache))];
+    // The one-invocation kernels read q and the caches a vec4 at a time where they can.
+    let wide_caches = [
+        (6, wide(ctx, q)),
+        (7, wide(ctx, k_cache)),
+        (8, wide(ctx, v_cache)),
+    ];
     if split {
         let pipeline = ctx.pipeline(key(Shader::Attention, "attention_split"));
-        let mut bindings = caches.to_vec();
+        let mut bindings = [caches, wide_caches].concat();
         bindings.push((5, b(partials)));
         batch.dispatch(pipeline, params, bindings, u((rows * splits).div_ceil(64)));
         let pipeline = ctx.pipeline(key(Shader::Attention, "attention_combine"));
@@ -437,12 +443,16 @@ pub fn attention(
         );
         return;
     }
-    let (entry, groups) = if ctx.layout == KernelLayout::Rows && fits_loop_budget(s) {
+    let rows_kernel = ctx.layout == KernelLayout::Rows && fits_loop_budget(s);
+    let (entry, groups) = if rows_kernel {
         ("attention_rows", rows.div_ceil(64))
     } else {
         ("attention", rows)
     };
     let mut bindings = caches.to_vec();
+    if rows_kernel {
+        bindings.extend(wide_caches);
+    }
     bindings.push((4, b(out)));
     batch.dispatch(
         ctx.pipeline(key(Shader::Attention, entry)),
