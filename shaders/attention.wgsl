@@ -1,10 +1,14 @@
 // Causal attention over the KV cache with grouped-query heads. Keys are visited with an online
-// softmax, so no score matrix is stored and any context length fits. `attention` gives each
+// softmax, so no score matrix is stored (but for the CPU adapters' decode passes below) and
+// any context length fits. `attention` gives each
 // (query token, head) a workgroup that scores 64 keys at a time; `attention_rows` (for CPU
 // adapters, see KernelLayout) gives it one invocation that visits the keys one by one.
 // Decoding has only a few (token, head) rows for many keys, so there `attention_split` gives
 // each row one invocation per SPLIT_KEYS keys — many more invocations, each with a short loop —
-// and `attention_combine` merges their partial softmaxes.
+// and `attention_combine` merges their partial softmaxes. On CPU adapters decoding instead
+// scores every (row, key) in one pass (`attention_scores`) and weighs the values in a second
+// (`attention_values`, one invocation per eight output dims): neither holds a per-invocation
+// array, which a CPU adapter indexes through memory lane by lane.
 
 struct Params {
     tokens: u32,
@@ -22,7 +26,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>; // [positions, kv_heads·head_dim]
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // like q
-// [rows, splits, 2 + head_dim]: each split's running max, sum of exp and unnormalised output.
+// attention_split: [rows, splits, 2 + head_dim], each split's running max, sum of exp and
+// unnormalised output. attention_scores/_values: [rows, keys], the scaled scores.
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 // q and the caches again, a vec4 at a time: with head_dim a multiple of 4 every row starts
 // 16-byte aligned, and a CPU adapter pays per load, not per byte.
@@ -271,4 +276,104 @@ fn attention_combine(
         o += w * partials[base + 2u + d];
     }
     out[query_row(row).q_base + d] = o / l;
+}
+
+// Scaled scores of row i / key_quads for keys 4c..4c + 4, c = i % key_quads (keys = pos0 +
+// tokens, key_quads = ⌈keys / 4⌉), those inside its causal window; head_dim a multiple of 4.
+// Four keys an invocation share each load of q.
+@compute @workgroup_size(64)
+fn attention_scores(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let keys = p.pos0 + p.tokens;
+    let key_quads = (keys + 3u) / 4u;
+    let row = i / key_quads;
+    if (row >= p.tokens * p.heads) {
+        return;
+    }
+    let qr = query_row(row);
+    let k0 = 4u * (i % key_quads);
+    if (k0 > qr.pos || k0 + 3u < qr.start) {
+        return;
+    }
+    let quads = p.head_dim >> 2u;
+    let q0 = qr.q_base >> 2u;
+    let kv_stride = (p.kv_heads * p.head_dim) >> 2u;
+    // Keys past the row's last read its last key again and are not stored.
+    let kb = min(vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(qr.pos)) * kv_stride
+        + vec4<u32>(qr.kv_base >> 2u);
+    var d0 = vec4<f32>(0.0);
+    var d1 = vec4<f32>(0.0);
+    var d2 = vec4<f32>(0.0);
+    var d3 = vec4<f32>(0.0);
+    for (var d = 0u; d < quads; d++) {
+        let qv = q_vec4[q0 + d];
+        d0 += qv * k_vec4[kb.x + d];
+        d1 += qv * k_vec4[kb.y + d];
+        d2 += qv * k_vec4[kb.z + d];
+        d3 += qv * k_vec4[kb.w + d];
+    }
+    let one = vec4<f32>(1.0);
+    let scores = vec4<f32>(dot(d0, one), dot(d1, one), dot(d2, one), dot(d3, one)) * p.scale;
+    let at = row * keys;
+    for (var j = 0u; j < 4u; j++) {
+        let kp = k0 + j;
+        if (kp >= qr.start && kp <= qr.pos) {
+            partials[at + kp] = scores[j];
+        }
+    }
+}
+
+// out[row, 8c..8c + 8] = softmax(row's scores) · V[.., 8c..8c + 8], row = i / ⌈head_dim / 8⌉,
+// c = i % ⌈head_dim / 8⌉ (the last four dims alone when head_dim / 4 is odd): one load of
+// each score serves eight dims.
+@compute @workgroup_size(16)
+fn attention_values(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * 16u + lid;
+    let quads = p.head_dim >> 2u;
+    let pairs = (quads + 1u) / 2u;
+    let row = i / pairs;
+    if (row >= p.tokens * p.heads) {
+        return;
+    }
+    let c0 = 2u * (i % pairs);
+    let c1 = min(c0 + 1u, quads - 1u);
+    let qr = query_row(row);
+    let scores = row * (p.pos0 + p.tokens);
+    let kv_stride = (p.kv_heads * p.head_dim) >> 2u;
+    let vb = qr.kv_base >> 2u;
+    // One pass, an online softmax: a second exp a key costs less here than a second load.
+    var m = NEG;
+    var l = 0.0;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    for (var kp = qr.start; kp <= qr.pos; kp++) {
+        let s = partials[scores + kp];
+        let m_new = max(m, s);
+        let correction = exp(m - m_new);
+        let e = exp(s - m_new);
+        l = l * correction + e;
+        let at = kp * kv_stride + vb;
+        acc0 = acc0 * correction + e * v_vec4[at + c0];
+        acc1 = acc1 * correction + e * v_vec4[at + c1];
+        m = m_new;
+    }
+    store_quad(qr.q_base + 4u * c0, acc0 / l);
+    if (c0 + 1u < quads) {
+        store_quad(qr.q_base + 4u * c1, acc1 / l);
+    }
+}
+
+fn store_quad(at: u32, o: vec4<f32>) {
+    out[at] = o.x;
+    out[at + 1u] = o.y;
+    out[at + 2u] = o.z;
+    out[at + 3u] = o.w;
 }

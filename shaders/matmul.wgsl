@@ -68,6 +68,42 @@ fn matvec_rows(
     store_row(t, r, row_dots(r, t * p.x_stride, 0u, 1u));
 }
 
+// matvec_rows for 16-bit rows that all take the wide path (the host checks): each invocation
+// owns four consecutive stored rows (two gate/up pairs when SWIGLU), so each load of x feeds
+// four rows. llvmpipe loads through a loop over the SIMD lanes, so fewer loads is what pays;
+// workgroups of 16 (64 rows) keep a small matrix spread over the CPU's threads.
+@compute @workgroup_size(16)
+fn matvec_rows4(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let stored_rows = select(p.chunk_rows, 2u * p.chunk_rows, SWIGLU);
+    let blocks = (stored_rows + 63u) / 64u;
+    let wid = wg.x + wg.y * nwg.x;
+    let r0 = ((wid % blocks) * 16u + lid) * 4u;
+    let t = wid / blocks;
+    if (t >= p.tokens || r0 >= stored_rows) {
+        return;
+    }
+    // Rows past the chunk's last read its last row again and are not stored.
+    let last = stored_rows - 1u;
+    let rows = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
+    let sums = row_dot4_wide(rows * p.row_words, t * p.x_stride, p.cols);
+    if (SWIGLU) {
+        store_swiglu(t, r0 / 2u, sums.xy);
+        if (r0 + 2u < stored_rows) {
+            store_swiglu(t, r0 / 2u + 1u, sums.zw);
+        }
+        return;
+    }
+    for (var i = 0u; i < 4u; i++) {
+        if (r0 + i < stored_rows) {
+            store(t, r0 + i, sums[i]);
+        }
+    }
+}
+
 // Prefill path for CPU adapters: each invocation owns one row for 4 tokens, reading the row
 // once and the tokens' inputs at addresses shared by all its lanes; no workgroup memory (on a
 // CPU it is the same cache), no barriers, and no private arrays (lanes index those through

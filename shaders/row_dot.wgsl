@@ -140,3 +140,29 @@ fn row_dot2_q8(row: u32, step: u32, two: bool, xb: u32, cols: u32, lane: u32, la
     }
     return acc;
 }
+
+// Four rows' dot products with x over whole vec4s (word offsets `rows`, each 16-byte
+// aligned), reading x once for all four.
+fn row_dot4_wide(rows: vec4<u32>, xb: u32, cols: u32) -> vec4<f32> {
+    let groups = cols >> 3u;
+    let a = rows >> vec4<u32>(2u);
+    let x0 = xb >> 2u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var j = 0u; j < groups; j++) {
+        let lo = x_vec4[x0 + 2u * j];
+        let hi = x_vec4[x0 + 2u * j + 1u];
+        let q0 = w_vec4[a.x + j];
+        acc0 += low4(q0) * lo + high4(q0) * hi;
+        let q1 = w_vec4[a.y + j];
+        acc1 += low4(q1) * lo + high4(q1) * hi;
+        let q2 = w_vec4[a.z + j];
+        acc2 += low4(q2) * lo + high4(q2) * hi;
+        let q3 = w_vec4[a.w + j];
+        acc3 += low4(q3) * lo + high4(q3) * hi;
+    }
+    let one = vec4<f32>(1.0);
+    return vec4<f32>(dot(acc0, one), dot(acc1, one), dot(acc2, one), dot(acc3, one));
+}

@@ -354,6 +354,18 @@ fn matmul_matches_cpu_with(ctx: GpuContext, kernels: &str) {
             MatmulCase::plain(40, 1, 1),
             MatmulCase::plain(1, 64, 4097), // hidden-size K, odd
             MatmulCase::plain(9, 40, 2049),
+            // 16-bit rows whose K is whole groups of eight: four rows an invocation on CPU
+            // adapters (`matvec_rows4`), row counts that leave the last invocation short.
+            MatmulCase::plain(1, 131, 64),
+            MatmulCase::plain(7, 6, 576),
+            MatmulCase {
+                bias: true,
+                accumulate: true,
+                x_stride: 140,
+                y_offset: 9,
+                y_stride: 70,
+                ..MatmulCase::plain(5, 65, 136)
+            },
             MatmulCase {
                 bias: true,
                 ..MatmulCase::plain(2, 5, 9)
@@ -403,6 +415,7 @@ fn matmul_split_matrix_matches_cpu_with(ctx: GpuContext, kernels: &str) {
     for dtype in DTYPES {
         let mut cases = vec![
             MatmulCase::plain(1, 130, 95),
+            MatmulCase::plain(1, 130, 64), // 31 f16 rows a chunk: four-row blocks straddle
             MatmulCase::plain(7, 300, 17),
             MatmulCase::plain(8, 130, 95),
             MatmulCase::plain(33, 200, 33),
@@ -1014,6 +1027,8 @@ fn matmul_swiglu_matches_cpu() {
         let (mut worst, mut split) = (0.0f64, 0);
         for dtype in DTYPES {
             let mut cases = vec![(1, 1, 1), (1, 3, 2), (7, 17, 33), (8, 9, 17)];
+            // Whole groups of eight: two gate/up pairs an invocation on CPU adapters.
+            cases.extend([(1, 33, 64), (3, 8, 128)]);
             if !kernels.contains("4004") {
                 cases.push((2, 64, 4097)); // hidden-size K, odd (two rows exceed 4004 bytes)
             }

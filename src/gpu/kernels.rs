@@ -5,8 +5,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::batch::{Batch, Binding};
 use super::shaders::{PipelineKey, Shader};
-use super::tensor::GpuMatrix;
+use super::tensor::{GpuMatrix, WeightFormat};
 use super::KernelLayout;
+use crate::checkpoint::DType;
 use crate::error::{Error, Result};
 
 fn key(shader: Shader, entry: &'static str) -> PipelineKey {
@@ -143,6 +144,16 @@ pub fn matmul_swiglu(
     );
 }
 
+/// Whether every row of `w` and every token's x can take row_dot's wide path (16-bit words and
+/// x quads starting 16-byte aligned, K whole groups of eight), so the CPU adapters' decode
+/// matvec can give each invocation four rows (`matvec_rows4`).
+fn wide_rows(w: &GpuMatrix, x_stride: usize) -> bool {
+    matches!(w.format, WeightFormat::Plain(DType::F16 | DType::BF16))
+        && w.row_words.is_multiple_of(4)
+        && w.cols.is_multiple_of(8)
+        && x_stride.is_multiple_of(4)
+}
+
 /// One projection's dispatches, one per weight chunk. `swiglu` (decode only) takes the rows
 /// in gate/up pairs and writes silu(gate) · up per pair.
 #[allow(clippy::too_many_arguments)]
@@ -158,6 +169,8 @@ fn project(
 ) {
     let ctx = batch.ctx();
     let tiled = tokens >= TILED_FROM_TOKENS;
+    // With swiglu the kernel's rows are gate/up pairs (chunks hold whole pairs).
+    let per_row = if swiglu { 2 } else { 1 };
     // (shader, entry point, rows per workgroup, tokens per workgroup). On CPU adapters
     // `matvec_rows` beats the subgroup matvec (BENCHMARKS.md), so subgroups serve the lanes
     // layout only.
@@ -165,6 +178,9 @@ fn project(
         match (tiled, ctx.layout == KernelLayout::Rows, ctx.subgroups) {
             (true, true, _) => (Shader::Matmul, "matmul_rows", 64, 4),
             (true, false, _) => (Shader::Matmul, "matmul_tiled", 32, 32),
+            (false, true, _) if wide_rows(w, x_stride) => {
+                (Shader::Matmul, "matvec_rows4", 64 / per_row, 1)
+            }
             (false, true, _) => (Shader::Matmul, "matvec_rows", 64, 1),
             (false, false, true) => (Shader::MatvecSubgroup, "matvec_subgroup", 8, 1),
             (false, false, false) => (Shader::Matmul, "matvec", 4, 1),
@@ -175,8 +191,6 @@ fn project(
         weight_format: Some(w.format),
         swiglu,
     });
-    // With swiglu the kernel's rows are pairs (chunks hold whole pairs).
-    let per_row = if swiglu { 2 } else { 1 };
     for chunk in &w.chunks {
         if chunk.rows == 0 {
             continue;
@@ -196,12 +210,11 @@ fn project(
             _pad: [0; 2],
         };
         let groups = rows.div_ceil(group_rows) * tokens.div_ceil(group_tokens);
-        let mut bindings = vec![
-            (1, b(x)),
-            (2, b(&chunk.buffer)),
-            (3, b(bias.unwrap_or(&ctx.dummy))),
-            (4, b(y.buffer)),
-        ];
+        let mut bindings = vec![(3, b(bias.unwrap_or(&ctx.dummy))), (4, b(y.buffer))];
+        // matvec_rows4 reads x and w only as vec4s.
+        if entry != "matvec_rows4" {
+            bindings.extend([(1, b(x)), (2, b(&chunk.buffer))]);
+        }
         // The matvecs and matmul_rows read x and w a vec4 at a time where they can.
         if entry != "matmul_tiled" {
             bindings.extend([(5, wide(ctx, &chunk.buffer)), (6, wide(ctx, x))]);
@@ -383,11 +396,28 @@ const ATTENTION_SPLIT_KEYS: usize = 64;
 /// chunks, whose few rows would otherwise leave most of the device idle.
 const ATTENTION_SPLIT_ROWS: usize = 64;
 
-/// f32 values of the partials buffer `attention` needs to split the keys of `rows` (query
-/// token, head) rows over `keys` cache positions (an attention call with more rows does not
-/// split).
+/// f32 values of the scratch `attention` needs for `rows` (query token, head) rows over
+/// `keys` cache positions: the partial softmaxes of split keys, or on CPU adapters the scores
+/// (an attention call with more rows needs none).
 pub fn attention_partials_len(rows: usize, keys: usize, head_dim: usize) -> usize {
-    rows.min(ATTENTION_SPLIT_ROWS) * keys.div_ceil(ATTENTION_SPLIT_KEYS) * (head_dim + 2)
+    let rows = rows.min(ATTENTION_SPLIT_ROWS);
+    split_partials_len(rows, keys, head_dim).max(rows * keys)
+}
+
+/// What `attention_split` writes: each range's max, sum of exp and head_dim outputs.
+fn split_partials_len(rows: usize, keys: usize, head_dim: usize) -> usize {
+    rows * keys.div_ceil(ATTENTION_SPLIT_KEYS) * (head_dim + 2)
+}
+
+/// Whether a call of few rows can take the CPU adapters' two passes (`attention_scores`, then
+/// `attention_values`): head_dim whole vec4s, and the values pass's loop over a row's keys
+/// within llvmpipe's loop budget (see `fits_loop_budget`).
+fn scores_then_values(s: AttentionShape) -> bool {
+    let mut keys = s.pos0 + s.tokens;
+    if s.window > 0 {
+        keys = keys.min(s.window);
+    }
+    s.head_dim.is_multiple_of(4) && keys < 60_000
 }
 
 /// out = softmax(q·Kᵀ/√d + causal mask)·V over cache positions 0..pos0+tokens. A call with
@@ -408,7 +438,7 @@ pub fn attention(
     let splits = keys.div_ceil(ATTENTION_SPLIT_KEYS);
     let split = rows <= ATTENTION_SPLIT_ROWS
         && splits > 1
-        && (attention_partials_len(rows, keys, s.head_dim) * 4) as u64 <= partials.size();
+        && (split_partials_len(rows, keys, s.head_dim) * 4) as u64 <= partials.size();
     let params = AttentionParams {
         tokens: u(s.tokens),
         pos0: u(s.pos0),
@@ -428,6 +458,26 @@ pub fn attention(
         (7, wide(ctx, k_cache)),
         (8, wide(ctx, v_cache)),
     ];
+    // On a CPU adapter every load costs a loop over the SIMD lanes, and the split kernel's
+    // per-invocation output array goes through memory: scoring every key in one pass and
+    // weighing the values in a second reads far less (BENCHMARKS.md).
+    let room_for_scores = (rows * keys * 4) as u64 <= partials.size();
+    let rows_kernels = ctx.layout == KernelLayout::Rows;
+    if rows <= ATTENTION_SPLIT_ROWS && rows_kernels && room_for_scores && scores_then_values(s) {
+        let pipeline = ctx.pipeline(key(Shader::Attention, "attention_scores"));
+        let bindings = vec![(5, b(partials)), (6, wide(ctx, q)), (7, wide(ctx, k_cache))];
+        batch.dispatch(
+            pipeline,
+            params,
+            bindings,
+            u((rows * keys.div_ceil(4)).div_ceil(64)),
+        );
+        let pipeline = ctx.pipeline(key(Shader::Attention, "attention_values"));
+        let bindings = vec![(4, b(out)), (5, b(partials)), (8, wide(ctx, v_cache))];
+        let groups = (rows * (s.head_dim / 4).div_ceil(2)).div_ceil(16);
+        batch.dispatch(pipeline, params, bindings, u(groups));
+        return;
+    }
     if split {
         let pipeline = ctx.pipeline(key(Shader::Attention, "attention_split"));
         let mut bindings = [caches, wide_caches].concat();
@@ -443,7 +493,7 @@ pub fn attention(
         );
         return;
     }
-    let rows_kernel = ctx.layout == KernelLayout::Rows && fits_loop_budget(s);
+    let rows_kernel = rows_kernels && fits_loop_budget(s);
     let (entry, groups) = if rows_kernel {
         ("attention_rows", rows.div_ceil(64))
     } else {
