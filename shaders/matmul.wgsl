@@ -165,6 +165,64 @@ fn matmul_rows(
     }
 }
 
+// matmul_rows for 16-bit rows that all take the wide path (the host checks): each invocation
+// owns four rows for four tokens, so each load of x serves four rows and each load of W four
+// tokens (matmul_rows' loads for four rows, a third as many).
+@compute @workgroup_size(16)
+fn matmul_rows4(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.chunk_rows + 63u) / 64u;
+    let wid = wg.x + wg.y * nwg.x;
+    let r0 = ((wid % blocks) * 16u + lid) * 4u;
+    let t0 = (wid / blocks) * 4u;
+    if (t0 >= p.tokens || r0 >= p.chunk_rows) {
+        return;
+    }
+    // Rows and tokens past the end read the last ones again and are not stored.
+    let rows = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.chunk_rows - 1u));
+    let w0 = rows * (p.row_words >> 2u);
+    let ts = min(vec4<u32>(t0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.tokens - 1u));
+    let xs = ts * (p.x_stride >> 2u);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var j = 0u; j < (p.cols >> 3u); j++) {
+        let k = 2u * j;
+        let x0 = array<vec4<f32>, 2>(x_vec4[xs.x + k], x_vec4[xs.x + k + 1u]);
+        let x1 = array<vec4<f32>, 2>(x_vec4[xs.y + k], x_vec4[xs.y + k + 1u]);
+        let x2 = array<vec4<f32>, 2>(x_vec4[xs.z + k], x_vec4[xs.z + k + 1u]);
+        let x3 = array<vec4<f32>, 2>(x_vec4[xs.w + k], x_vec4[xs.w + k + 1u]);
+        a0 += dots4(w_vec4[w0.x + j], x0, x1, x2, x3);
+        a1 += dots4(w_vec4[w0.y + j], x0, x1, x2, x3);
+        a2 += dots4(w_vec4[w0.z + j], x0, x1, x2, x3);
+        a3 += dots4(w_vec4[w0.w + j], x0, x1, x2, x3);
+    }
+    let sums = array<vec4<f32>, 4>(a0, a1, a2, a3);
+    for (var r = 0u; r < 4u; r++) {
+        for (var t = 0u; t < 4u; t++) {
+            if (r0 + r < p.chunk_rows && t0 + t < p.tokens) {
+                store(t0 + t, r0 + r, sums[r][t]);
+            }
+        }
+    }
+}
+
+// Eight weights (one vec4 of 16-bit words) against four tokens' eight inputs each.
+fn dots4(q: vec4<u32>, x0: array<vec4<f32>, 2>, x1: array<vec4<f32>, 2>, x2: array<vec4<f32>, 2>, x3: array<vec4<f32>, 2>) -> vec4<f32> {
+    let lo = low4(q);
+    let hi = high4(q);
+    return vec4<f32>(
+        dot(lo, x0[0]) + dot(hi, x0[1]),
+        dot(lo, x1[0]) + dot(hi, x1[1]),
+        dot(lo, x2[0]) + dot(hi, x2[1]),
+        dot(lo, x3[0]) + dot(hi, x3[1]),
+    );
+}
+
 // matmul_rows' dot products of a 16-bit row (from vec4 `row`) with four tokens' inputs (from
 // vec4s `xs`), eight weights a load: row_dot's wide path for four tokens.
 fn matmul_rows_wide(row: u32, xs: vec4<u32>) -> vec4<f32> {

@@ -358,6 +358,16 @@ fn matmul_matches_cpu_with(ctx: GpuContext, kernels: &str) {
             // adapters (`matvec_rows4`), row counts that leave the last invocation short.
             MatmulCase::plain(1, 131, 64),
             MatmulCase::plain(7, 6, 576),
+            // ... and four rows for four tokens in prefill (`matmul_rows4`).
+            MatmulCase::plain(9, 131, 64),
+            MatmulCase {
+                bias: true,
+                accumulate: true,
+                x_stride: 140,
+                y_offset: 9,
+                y_stride: 70,
+                ..MatmulCase::plain(35, 66, 136)
+            },
             MatmulCase {
                 bias: true,
                 accumulate: true,
@@ -416,6 +426,7 @@ fn matmul_split_matrix_matches_cpu_with(ctx: GpuContext, kernels: &str) {
         let mut cases = vec![
             MatmulCase::plain(1, 130, 95),
             MatmulCase::plain(1, 130, 64), // 31 f16 rows a chunk: four-row blocks straddle
+            MatmulCase::plain(10, 130, 64),
             MatmulCase::plain(7, 300, 17),
             MatmulCase::plain(8, 130, 95),
             MatmulCase::plain(33, 200, 33),

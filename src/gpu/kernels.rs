@@ -176,6 +176,7 @@ fn project(
     // layout only.
     let (shader, entry, group_rows, group_tokens) =
         match (tiled, ctx.layout == KernelLayout::Rows, ctx.subgroups) {
+            (true, true, _) if wide_rows(w, x_stride) => (Shader::Matmul, "matmul_rows4", 64, 4),
             (true, true, _) => (Shader::Matmul, "matmul_rows", 64, 4),
             (true, false, _) => (Shader::Matmul, "matmul_tiled", 32, 32),
             (false, true, _) if wide_rows(w, x_stride) => {
@@ -211,8 +212,8 @@ fn project(
         };
         let groups = rows.div_ceil(group_rows) * tokens.div_ceil(group_tokens);
         let mut bindings = vec![(3, b(bias.unwrap_or(&ctx.dummy))), (4, b(y.buffer))];
-        // matvec_rows4 reads x and w only as vec4s.
-        if entry != "matvec_rows4" {
+        // The four-row kernels read x and w only as vec4s.
+        if !entry.ends_with("rows4") {
             bindings.extend([(1, b(x)), (2, b(&chunk.buffer))]);
         }
         // The matvecs and matmul_rows read x and w a vec4 at a time where they can.
