@@ -195,6 +195,91 @@ fn expert_matvec_rows(
     }
 }
 
+// expert_matvec_rows for 16-bit rows that all take the wide path (the host checks): each
+// invocation owns four consecutive rows of its slot's expert (two gate/up pairs when SWIGLU),
+// so each load of x serves four rows (see matmul.wgsl's matvec_rows4).
+@compute @workgroup_size(16)
+fn expert_matvec_rows4(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let units = select(4u, 2u, SWIGLU);
+    let per_group = 16u * units;
+    let blocks = (p.rows + per_group - 1u) / per_group;
+    let wid = wg.x + wg.y * nwg.x;
+    let slot = wid / blocks;
+    let n0 = ((wid % blocks) * 16u + lid) * units;
+    if (slot >= p.tokens * p.top_k || n0 >= p.rows) {
+        return;
+    }
+    let chunk = chunk_units(ids[slot] * p.rows + n0);
+    let sums = row_dot4_wide(unit_rows(chunk.local), expert_input(slot), p.cols);
+    for (var i = 0u; i < units; i++) {
+        if (n0 + i < p.rows && chunk.mine[i]) {
+            if (SWIGLU) {
+                y[slot * p.rows + n0 + i] = silu(sums[2u * i]) * sums[2u * i + 1u];
+            } else {
+                y[slot * p.rows + n0 + i] = sums[i];
+            }
+        }
+    }
+}
+
+// Global units (rows, or gate/up pairs) g0..g0 + 3 against this dispatch's chunk: which lie
+// in it, and their chunk-local indices (clamped into it, so reads stay in the binding).
+struct ChunkUnits {
+    mine: vec4<bool>,
+    local: vec4<u32>,
+}
+
+fn chunk_units(g0: u32) -> ChunkUnits {
+    let g = vec4<u32>(g0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let start = vec4<u32>(p.chunk_row_start);
+    let mine = g >= start & g < start + vec4<u32>(p.chunk_rows);
+    let local = clamp(g, start, start + vec4<u32>(p.chunk_rows - 1u)) - start;
+    return ChunkUnits(mine, local);
+}
+
+// Word offsets of the four stored rows of chunk-local units `local`: rows, or the gate and up
+// rows of the first two pairs when SWIGLU.
+fn unit_rows(local: vec4<u32>) -> vec4<u32> {
+    if (SWIGLU) {
+        return vec4<u32>(2u * local.x, 2u * local.x + 1u, 2u * local.y, 2u * local.y + 1u) * p.row_words;
+    }
+    return local * p.row_words;
+}
+
+// expert_down_combine_rows with four rows an invocation (see expert_matvec_rows4).
+@compute @workgroup_size(16)
+fn expert_down_combine_rows4(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = (p.rows + 63u) / 64u;
+    let wid = wg.x + wg.y * nwg.x;
+    let t = wid / blocks;
+    let n0 = ((wid % blocks) * 16u + lid) * 4u;
+    if (t >= p.tokens || n0 >= p.rows) {
+        return;
+    }
+    var sum = vec4<f32>(0.0);
+    for (var s = 0u; s < p.top_k; s++) {
+        let slot = t * p.top_k + s;
+        let chunk = chunk_units(ids[slot] * p.rows + n0);
+        if (any(chunk.mine)) {
+            let rows = row_dot4_wide(chunk.local * p.row_words, expert_input(slot), p.cols);
+            sum += select(vec4<f32>(0.0), weights[slot] * rows, chunk.mine);
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        if (n0 + i < p.rows) {
+            hidden[t * p.rows + n0 + i] += sum[i];
+        }
+    }
+}
+
 // The down projection and the combine in one: hidden[t, n] += Σ_s weight[t, s] ·
 // (W_e · x_(t, s))[n] for e = ids[t, s], over the slots whose expert's row n lies in this
 // chunk (a later chunk's dispatch adds the others). No per-slot output is written or read.

@@ -1550,6 +1550,10 @@ fn expert_cases(rng: &mut Rng, x_per_slot: bool) -> Vec<ExpertCase> {
         (2, 4, 8, 33, 95),
         (5, 2, 4, 64, 3),
         (1, 8, 16, 9, 130),
+        // K whole groups of eight: four 16-bit rows an invocation on CPU adapters, the last
+        // group short, chunks ending inside a group.
+        (2, 2, 4, 33, 64),
+        (3, 2, 8, 17, 128),
     ];
     expert_cases_with(rng, x_per_slot, &fixed, 8, &[1, 2, 3, 17, 33, 64, 95, 130])
 }

@@ -154,6 +154,19 @@ fn wide_rows(w: &GpuMatrix, x_stride: usize) -> bool {
         && x_stride.is_multiple_of(4)
 }
 
+/// `rest` plus the per-word views of x and w (`plain`), which the four-row kernels (entry
+/// points ending in `rows4`) do not declare: they read both only as vec4s.
+fn four_row_bindings(
+    entry: &str,
+    plain: [(u32, Binding); 2],
+    mut rest: Vec<(u32, Binding)>,
+) -> Vec<(u32, Binding)> {
+    if !entry.ends_with("rows4") {
+        rest.extend(plain);
+    }
+    rest
+}
+
 /// One projection's dispatches, one per weight chunk. `swiglu` (decode only) takes the rows
 /// in gate/up pairs and writes silu(gate) · up per pair.
 #[allow(clippy::too_many_arguments)]
@@ -211,11 +224,11 @@ fn project(
             _pad: [0; 2],
         };
         let groups = rows.div_ceil(group_rows) * tokens.div_ceil(group_tokens);
-        let mut bindings = vec![(3, b(bias.unwrap_or(&ctx.dummy))), (4, b(y.buffer))];
-        // The four-row kernels read x and w only as vec4s.
-        if !entry.ends_with("rows4") {
-            bindings.extend([(1, b(x)), (2, b(&chunk.buffer))]);
-        }
+        let mut bindings = four_row_bindings(
+            entry,
+            [(1, b(x)), (2, b(&chunk.buffer))],
+            vec![(3, b(bias.unwrap_or(&ctx.dummy))), (4, b(y.buffer))],
+        );
         // The matvecs and matmul_rows read x and w a vec4 at a time where they can.
         if entry != "matmul_tiled" {
             bindings.extend([(5, wide(ctx, &chunk.buffer)), (6, wide(ctx, x))]);
@@ -739,10 +752,12 @@ fn expert_projection(
     swiglu: bool,
 ) {
     let rows = batch.ctx().layout == KernelLayout::Rows;
-    let (entry, rows_per_group) = if rows {
-        ("expert_matvec_rows", 64)
-    } else {
-        ("expert_matvec", 4)
+    // With swiglu the kernel's rows are gate/up pairs (chunks hold whole pairs).
+    let per_row = if swiglu { 2 } else { 1 };
+    let (entry, rows_per_group) = match (rows, wide_rows(w, w.cols)) {
+        (true, true) => ("expert_matvec_rows4", 64 / per_row),
+        (true, false) => ("expert_matvec_rows", 64),
+        (false, _) => ("expert_matvec", 4),
     };
     let pipeline = batch.ctx().pipeline(PipelineKey {
         shader: Shader::Moe,
@@ -750,8 +765,6 @@ fn expert_projection(
         weight_format: Some(w.format),
         swiglu,
     });
-    // With swiglu the kernel's rows are gate/up pairs (chunks hold whole pairs).
-    let per_row = if swiglu { 2 } else { 1 };
     for chunk in &w.chunks {
         if chunk.rows == 0 {
             continue;
@@ -770,14 +783,16 @@ fn expert_projection(
         batch.dispatch(
             pipeline.clone(),
             bytemuck::bytes_of(&params),
-            vec![
-                (4, b(x)),
-                (5, b(&chunk.buffer)),
-                (6, b(slots.ids)),
-                (7, b(y)),
-                (12, wide(batch.ctx(), &chunk.buffer)),
-                (13, wide(batch.ctx(), x)),
-            ],
+            four_row_bindings(
+                entry,
+                [(4, b(x)), (5, b(&chunk.buffer))],
+                vec![
+                    (6, b(slots.ids)),
+                    (7, b(y)),
+                    (12, wide(batch.ctx(), &chunk.buffer)),
+                    (13, wide(batch.ctx(), x)),
+                ],
+            ),
             u(rows_per_expert.div_ceil(rows_per_group) * slots.tokens * slots.top_k),
         );
     }
@@ -798,10 +813,11 @@ pub fn expert_down_combine(
     tokens: usize,
     top_k: usize,
 ) {
-    let (entry, rows_per_group) = if batch.ctx().layout == KernelLayout::Rows {
-        ("expert_down_combine_rows", 64)
-    } else {
-        ("expert_down_combine", 4)
+    let rows = batch.ctx().layout == KernelLayout::Rows;
+    let (entry, rows_per_group) = match (rows, wide_rows(w, w.cols)) {
+        (true, true) => ("expert_down_combine_rows4", 64),
+        (true, false) => ("expert_down_combine_rows", 64),
+        (false, _) => ("expert_down_combine", 4),
     };
     let pipeline = batch.ctx().pipeline(PipelineKey {
         shader: Shader::Moe,
@@ -827,15 +843,17 @@ pub fn expert_down_combine(
         batch.dispatch(
             pipeline.clone(),
             bytemuck::bytes_of(&params),
-            vec![
-                (4, b(x)),
-                (5, b(&chunk.buffer)),
-                (6, b(ids)),
-                (9, b(weights)),
-                (10, b(hidden)),
-                (12, wide(batch.ctx(), &chunk.buffer)),
-                (13, wide(batch.ctx(), x)),
-            ],
+            four_row_bindings(
+                entry,
+                [(4, b(x)), (5, b(&chunk.buffer))],
+                vec![
+                    (6, b(ids)),
+                    (9, b(weights)),
+                    (10, b(hidden)),
+                    (12, wide(batch.ctx(), &chunk.buffer)),
+                    (13, wide(batch.ctx(), x)),
+                ],
+            ),
             u(rows_per_expert.div_ceil(rows_per_group) * tokens),
         );
     }

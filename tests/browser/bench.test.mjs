@@ -135,7 +135,7 @@ describe('the benchmark page on the demo kit (WebGPU on SwiftShader)', { timeout
       positive(r.kernels.kernel_ms, 'kernel ms');
       assert.equal(r.kernels.context, 16 + 2, 'profiled after the first context\'s steps');
       const kernels = r.kernels.groups.map((g) => g.kernel);
-      assert.ok(kernels.includes('expert_matvec_rows') || kernels.includes('expert_matvec'), kernels.join());
+      assert.ok(kernels.some((k) => k.startsWith('expert_matvec')), kernels.join());
       const shares = r.kernels.groups.reduce((n, g) => n + g.share, 0);
       assert.ok(Math.abs(shares - 1) < 1e-9, `shares sum to ${shares}`);
       assert.equal(await page.isVisible('#bench-kernel-table'), true);
