@@ -87,8 +87,7 @@ fn matvec_rows4(
         return;
     }
     // Rows past the chunk's last read its last row again and are not stored.
-    let last = stored_rows - 1u;
-    let rows = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
+    let rows = four_up_to(r0, stored_rows - 1u);
     let sums = row_dot4_wide(rows * p.row_words, t * p.x_stride, p.cols);
     if (SWIGLU) {
         store_swiglu(t, r0 / 2u, sums.xy);
@@ -182,9 +181,8 @@ fn matmul_rows4(
         return;
     }
     // Rows and tokens past the end read the last ones again and are not stored.
-    let rows = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.chunk_rows - 1u));
-    let w0 = rows * (p.row_words >> 2u);
-    let ts = min(vec4<u32>(t0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.tokens - 1u));
+    let w0 = four_up_to(r0, p.chunk_rows - 1u) * (p.row_words >> 2u);
+    let ts = four_up_to(t0, p.tokens - 1u);
     let xs = ts * (p.x_stride >> 2u);
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);

@@ -166,3 +166,9 @@ fn row_dot4_wide(rows: vec4<u32>, xb: u32, cols: u32) -> vec4<f32> {
     let one = vec4<f32>(1.0);
     return vec4<f32>(dot(acc0, one), dot(acc1, one), dot(acc2, one), dot(acc3, one));
 }
+
+// first, first + 1, first + 2, first + 3, none past last: the four rows (or tokens) of a
+// four-row kernel's invocation, those past the end repeating the last.
+fn four_up_to(first: u32, last: u32) -> vec4<u32> {
+    return min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
+}
