@@ -236,7 +236,7 @@ struct ChunkUnits {
 fn chunk_units(g0: u32) -> ChunkUnits {
     let g = vec4<u32>(g0) + vec4<u32>(0u, 1u, 2u, 3u);
     let start = vec4<u32>(p.chunk_row_start);
-    let mine = g >= start & g < start + vec4<u32>(p.chunk_rows);
+    let mine = (g >= start) & (g < start + vec4<u32>(p.chunk_rows));
     let local = clamp(g, start, start + vec4<u32>(p.chunk_rows - 1u)) - start;
     return ChunkUnits(mine, local);
 }
