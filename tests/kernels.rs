@@ -86,6 +86,25 @@ fn context_with_subgroups(max_binding_override: Option<u64>) -> GpuContext {
     ctx
 }
 
+/// Every decode and prefill kernel (both layouts and the subgroup matvec), each on whole
+/// matrices and on matrices split into row chunks by 4004-byte bindings.
+fn every_matmul_context() -> Vec<(GpuContext, String)> {
+    let mut contexts = Vec::new();
+    for binding in [None, Some(4004)] {
+        for layout in LAYOUTS {
+            contexts.push((
+                context_with(binding, layout),
+                format!("{layout:?} {binding:?}"),
+            ));
+        }
+        contexts.push((
+            context_with_subgroups(binding),
+            format!("subgroups {binding:?}"),
+        ));
+    }
+    contexts
+}
+
 /// Both kernel layouts, each on its own context.
 const LAYOUTS: [KernelLayout; 2] = [KernelLayout::Lanes, KernelLayout::Rows];
 
@@ -1020,20 +1039,7 @@ fn check_matmul_swiglu(
 fn matmul_swiglu_matches_cpu() {
     // Decode (fused into the matvec, < 8 tokens) and prefill (projection, then pairs), on
     // every decode kernel, with matrices whole and split into chunks of whole pairs.
-    let mut contexts: Vec<(GpuContext, String)> = Vec::new();
-    for binding in [None, Some(4004)] {
-        for layout in LAYOUTS {
-            contexts.push((
-                context_with(binding, layout),
-                format!("{layout:?} {binding:?}"),
-            ));
-        }
-        contexts.push((
-            context_with_subgroups(binding),
-            format!("subgroups {binding:?}"),
-        ));
-    }
-    for (ctx, kernels) in contexts {
+    for (ctx, kernels) in every_matmul_context() {
         let mut rng = Rng::new(15);
         let (mut worst, mut split) = (0.0f64, 0);
         for dtype in DTYPES {
@@ -1600,28 +1606,9 @@ const Q8: WeightFormat = WeightFormat::Q8_0;
 /// K of the Q8_0 cases: 1, 2, 3, 5, 8, 9, 18 and 33 blocks.
 const Q8_COLS: [usize; 8] = [32, 64, 96, 160, 256, 288, 576, 1056];
 
-/// Every decode and prefill kernel (both layouts and the subgroup matvec), each on whole
-/// matrices and on matrices split into row chunks by 4004-byte bindings.
-fn q8_contexts() -> Vec<(GpuContext, String)> {
-    let mut contexts = Vec::new();
-    for binding in [None, Some(4004)] {
-        for layout in LAYOUTS {
-            contexts.push((
-                context_with(binding, layout),
-                format!("{layout:?} {binding:?}"),
-            ));
-        }
-        contexts.push((
-            context_with_subgroups(binding),
-            format!("subgroups {binding:?}"),
-        ));
-    }
-    contexts
-}
-
 #[test]
 fn q8_0_matmul_matches_cpu() {
-    for (ctx, kernels) in q8_contexts() {
+    for (ctx, kernels) in every_matmul_context() {
         let split_binding = kernels.contains("4004");
         let mut rng = Rng::new(21);
         let (mut worst, mut split) = (0.0f64, 0);
@@ -1667,7 +1654,7 @@ fn q8_0_matmul_matches_cpu() {
 
 #[test]
 fn q8_0_matmul_swiglu_matches_cpu() {
-    for (ctx, kernels) in q8_contexts() {
+    for (ctx, kernels) in every_matmul_context() {
         let mut rng = Rng::new(22);
         let (mut worst, mut split) = (0.0f64, 0);
         let mut cases = vec![

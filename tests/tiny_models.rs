@@ -9,6 +9,7 @@ use common::*;
 use moegraft::generate::{generate, GenerateOptions};
 use moegraft::gpu::GpuOptions;
 use moegraft::gpu::WeightFormat;
+use moegraft::model::open::OpenedModel;
 use moegraft::model::{LoadOptions, WeightChoice};
 use moegraft::tokenizer::ChatMessage;
 
@@ -124,6 +125,15 @@ fn memory_estimate_matches_what_loading_allocates() {
     }
 }
 
+/// A tiny model loaded with `--weights q8_0`.
+fn open_q8_0(dir: &std::path::Path) -> OpenedModel {
+    let options = LoadOptions {
+        weights: WeightChoice::Q8_0,
+        ..Default::default()
+    };
+    open_with(dir, options, GpuOptions::default())
+}
+
 /// With Q8_0 weights (every matrix but the router: their K are whole 32-element blocks, 96
 /// for tiny-llama's down_proj, not a multiple of 64) the next token stays transformers'
 /// float32 one and its distribution close: KL ≤ 0.05 nats (0.017 seen) and no logit moved by
@@ -133,14 +143,7 @@ fn memory_estimate_matches_what_loading_allocates() {
 fn tiny_models_with_q8_0_weights_stay_close_to_transformers() {
     let reference = json(&fixtures().join("tiny/reference.json"));
     for name in ["tiny-llama", "tiny-mistral", "tiny-mixtral"] {
-        let opened = open_with(
-            &fixtures().join("tiny").join(name),
-            LoadOptions {
-                weights: WeightChoice::Q8_0,
-                ..Default::default()
-            },
-            GpuOptions::default(),
-        );
+        let opened = open_q8_0(&fixtures().join("tiny").join(name));
         let model = &opened.model;
         let w = &model.weights;
         assert!(w.kept.is_empty(), "{name}: kept {:?}", w.kept);
@@ -171,14 +174,7 @@ fn tiny_models_with_q8_0_weights_stay_close_to_transformers() {
 #[test]
 fn q8_0_keeps_the_dtype_of_partial_block_matrices() {
     let reference = json(&fixtures().join("tiny/reference.json"));
-    let opened = open_with(
-        &fixtures().join("tiny/tiny-qwen2"),
-        LoadOptions {
-            weights: WeightChoice::Q8_0,
-            ..Default::default()
-        },
-        GpuOptions::default(),
-    );
+    let opened = open_q8_0(&fixtures().join("tiny/tiny-qwen2"));
     let model = &opened.model;
     let w = &model.weights;
     // The embedding, the (untied) LM head and each layer's q/k/v, o, gate/up and down.

@@ -145,8 +145,8 @@ pub fn matmul_swiglu(
 }
 
 /// Whether every row of `w` and every token's x can take row_dot's wide path (16-bit words and
-/// x quads starting 16-byte aligned, K whole groups of eight), so the CPU adapters' decode
-/// matvec can give each invocation four rows (`matvec_rows4`).
+/// x quads starting 16-byte aligned, K whole groups of eight), so the CPU adapters' kernels
+/// can give each invocation four rows (the entry points ending in `rows4`).
 fn wide_rows(w: &GpuMatrix, x_stride: usize) -> bool {
     matches!(w.format, WeightFormat::Plain(DType::F16 | DType::BF16))
         && w.row_words.is_multiple_of(4)
@@ -397,11 +397,17 @@ pub struct AttentionShape {
 /// `attention_rows` runs about keys · (2 · head_dim + 1) of them, so longer contexts take the
 /// workgroup kernel, whose invocations loop about 2 · keys times.
 fn fits_loop_budget(s: AttentionShape) -> bool {
-    let mut keys = s.pos0 + s.tokens;
+    visible_keys(s) * (2 * s.head_dim + 1) + s.head_dim < 60_000
+}
+
+/// The most keys one query row sees: the whole context, or its sliding window.
+fn visible_keys(s: AttentionShape) -> usize {
+    let keys = s.pos0 + s.tokens;
     if s.window > 0 {
-        keys = keys.min(s.window);
+        keys.min(s.window)
+    } else {
+        keys
     }
-    keys * (2 * s.head_dim + 1) + s.head_dim < 60_000
 }
 
 /// Keys one `attention_split` invocation visits (`SPLIT_KEYS` in `shaders/attention.wgsl`).
@@ -427,11 +433,7 @@ fn split_partials_len(rows: usize, keys: usize, head_dim: usize) -> usize {
 /// `attention_values`): head_dim whole vec4s, and the values pass's loop over a row's keys
 /// within llvmpipe's loop budget (see `fits_loop_budget`).
 fn scores_then_values(s: AttentionShape) -> bool {
-    let mut keys = s.pos0 + s.tokens;
-    if s.window > 0 {
-        keys = keys.min(s.window);
-    }
-    s.head_dim.is_multiple_of(4) && keys < 60_000
+    s.head_dim.is_multiple_of(4) && visible_keys(s) < 60_000
 }
 
 /// out = softmax(q·Kᵀ/√d + causal mask)·V over cache positions 0..pos0+tokens. A call with
