@@ -59,6 +59,7 @@ fn bench_reports_every_figure() {
         "/model/decode_weight_bytes",
         "/copy_bandwidth/gpu_fence_gbps/median",
         "/copy_bandwidth/host_gbps/median",
+        "/copy_bandwidth/shader_read_bytes",
         "/prefill/tokens_per_s/median",
         "/merge/input_bytes",
         "/merge/merge_gbps/median",
@@ -79,6 +80,26 @@ fn bench_reports_every_figure() {
         positive(d, "/weight_bound_tokens_per_s");
         positive(d, "/fraction_of_weight_bound");
         positive(d, "/fraction_of_weight_kv_bound");
+        positive(d, "/read_ceiling_tokens_per_s");
+        positive(d, "/fraction_of_read_ceiling");
+    }
+    // Both read patterns are timed; the ceiling is the faster one.
+    let reads = r["copy_bandwidth"]["shader_reads"]
+        .as_array()
+        .expect("shader reads");
+    let patterns: Vec<&str> = reads.iter().filter_map(|x| x["pattern"].as_str()).collect();
+    assert_eq!(patterns, ["strided", "blocks"]);
+    let fastest = reads
+        .iter()
+        .map(|x| positive(x, "/gbps/median"))
+        .fold(0.0, f64::max);
+    let weights = positive(&r, "/model/decode_weight_bytes");
+    for d in decode {
+        let ceiling = positive(d, "/read_ceiling_tokens_per_s");
+        assert!(
+            (ceiling - fastest * 1e9 / weights).abs() <= 1e-9 * ceiling,
+            "{d}"
+        );
     }
     // Kernel times where the adapter has timestamps, else a note saying why not.
     match r["kernels"].as_object() {

@@ -1,15 +1,19 @@
 //! The copy bandwidths the other figures are measured against: a GPU buffer-to-buffer copy
 //! (timed by waiting for the GPU, and by timestamps where the device has them) and a host
 //! memory copy. Bandwidth counts bytes read plus bytes written, as a copy of S bytes moves 2·S.
+//! Beside them the read ceiling: how fast a shader streams a buffer (bytes read only), which
+//! bounds every weight-reading kernel below the copy where the adapter's loads cost more than
+//! its copies.
 
 use serde::Serialize;
 
 use super::clock::Instant;
 use super::stats::Stat;
 use crate::error::{Error, Result};
+use crate::gpu::kernels::{self, ReadPattern};
 use crate::gpu::{timing, Batch, GpuContext};
 
-/// Copies recorded per timed submission (amortises the submit and wait).
+/// Copies (and read sweeps) recorded per timed submission (amortises the submit and wait).
 const COPIES_PER_SUBMIT: u64 = 8;
 
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +26,17 @@ pub struct CopyBandwidth {
     pub gpu_timestamp_gbps: Option<Stat>,
     /// GB/s of a host `memcpy` of the same size.
     pub host_gbps: Stat,
+    /// Bytes one read sweep reads (the copy's size, within the storage-binding limit).
+    pub shader_read_bytes: u64,
+    /// GB/s (bytes read only) of a shader streaming those bytes, by fence, for each way of
+    /// sharing them among invocations.
+    pub shader_reads: Vec<ShaderRead>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShaderRead {
+    pub pattern: ReadPattern,
+    pub gbps: Stat,
 }
 
 impl CopyBandwidth {
@@ -29,6 +44,17 @@ impl CopyBandwidth {
     pub fn gpu_bytes_per_s(&self) -> f64 {
         let ts = self.gpu_timestamp_gbps.as_ref().map_or(0.0, |s| s.median);
         self.gpu_fence_gbps.median.max(ts) * 1e9
+    }
+
+    /// The read ceiling: the faster pattern's median, bytes/s.
+    pub fn read_ceiling_bytes_per_s(&self) -> f64 {
+        self.fastest_read().map_or(0.0, |r| r.gbps.median * 1e9)
+    }
+
+    pub fn fastest_read(&self) -> Option<&ShaderRead> {
+        self.shader_reads
+            .iter()
+            .max_by(|a, b| a.gbps.median.total_cmp(&b.gbps.median))
     }
 }
 
@@ -38,7 +64,9 @@ pub async fn measure(ctx: &GpuContext, bytes: u64, repeats: usize) -> Result<Cop
         ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
-            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         })
     };
@@ -86,12 +114,60 @@ pub async fn measure(ctx: &GpuContext, bytes: u64, repeats: usize) -> Result<Cop
         }
     }
     ctx.check_device_error()?;
+    let shader_read_bytes = src.size().min(ctx.buffer_limit()) & !15;
+    let mut shader_reads = Vec::new();
+    for pattern in ReadPattern::ALL {
+        let gbps = shader_read(ctx, pattern, &src, shader_read_bytes, repeats).await?;
+        shader_reads.push(ShaderRead { pattern, gbps });
+    }
     Ok(CopyBandwidth {
         bytes,
         gpu_fence_gbps: Stat::of(&fence).ok_or_else(|| Error::gpu("no copy was timed"))?,
         gpu_timestamp_gbps: Stat::of(&stamped),
         host_gbps: host_copy(bytes as usize, repeats)?,
+        shader_read_bytes,
+        shader_reads,
     })
+}
+
+/// GB/s of `read_sweep` over the first `bytes` of `src`, timed by fence over a few sweeps per
+/// submission.
+async fn shader_read(
+    ctx: &GpuContext,
+    pattern: ReadPattern,
+    src: &wgpu::Buffer,
+    bytes: u64,
+    repeats: usize,
+) -> Result<Stat> {
+    if bytes == 0 {
+        return Err(Error::gpu(
+            "the read ceiling needs a buffer of at least 16 bytes",
+        ));
+    }
+    let invocations = kernels::read_sweep_invocations((bytes / 16) as usize);
+    let folds = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("read sweep folds"),
+        size: invocations as u64 * 4,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let mut rates = Vec::new();
+    // One untimed round first: it compiles the pipeline and touches the memory.
+    for round in 0..=repeats {
+        let mut batch = Batch::new(ctx);
+        for _ in 0..COPIES_PER_SUBMIT {
+            kernels::read_sweep(&mut batch, pattern, src, bytes, &folds);
+        }
+        let start = Instant::now();
+        batch.submit();
+        wait_idle(ctx, &folds).await?;
+        let seconds = start.elapsed().as_secs_f64();
+        if round > 0 {
+            rates.push((bytes * COPIES_PER_SUBMIT) as f64 / seconds / 1e9);
+        }
+    }
+    ctx.check_device_error()?;
+    Stat::of(&rates).ok_or_else(|| Error::gpu("no read sweep was timed"))
 }
 
 /// Resolves once the queue has finished everything submitted: a 4-byte read-back of `probe`

@@ -141,6 +141,11 @@ pub struct Decode {
     /// The same with the KV cache read at this context added to the bytes.
     pub kv_bytes: u64,
     pub fraction_of_weight_kv_bound: f64,
+    /// Shader read ceiling ÷ weight bytes per token: the most any kernel that reads each
+    /// weight once could reach on this adapter.
+    pub read_ceiling_tokens_per_s: f64,
+    /// Median speed ÷ that ceiling.
+    pub fraction_of_read_ceiling: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -236,11 +241,14 @@ pub async fn measure<O: OutputFiles>(
         }
         let kv_bytes = memory::kv_bytes(&model, context);
         let bound = bw / weight_bytes as f64;
+        let ceiling = copy.read_ceiling_bytes_per_s() / weight_bytes as f64;
         let entry = Decode {
             context,
             weight_bound_tokens_per_s: bound,
             fraction_of_weight_bound: speed.median / bound,
             fraction_of_weight_kv_bound: speed.median * (weight_bytes + kv_bytes) as f64 / bw,
+            read_ceiling_tokens_per_s: ceiling,
+            fraction_of_read_ceiling: speed.median / ceiling,
             kv_bytes,
             tokens_per_s: speed,
         };

@@ -77,6 +77,17 @@ pub fn table(r: &BenchReport) -> String {
         spread(&c.host_gbps, 1),
         gb(c.bytes)
     );
+    let reads: Vec<String> = c
+        .shader_reads
+        .iter()
+        .map(|r| format!("{} {} GB/s", r.pattern.name(), spread(&r.gbps, 1)))
+        .collect();
+    let _ = writeln!(
+        o,
+        "read      a shader streaming {} reads {} (read only counted; the faster is the ceiling of any kernel that reads weights)",
+        gb(c.shader_read_bytes),
+        reads.join(", ")
+    );
     let _ = writeln!(
         o,
         "prefill   {} tokens: {} tok/s",
@@ -86,13 +97,15 @@ pub fn table(r: &BenchReport) -> String {
     for d in &r.decode {
         let _ = writeln!(
             o,
-            "decode    context {}: {} tok/s — {} of the weight-bandwidth bound ({:.1} tok/s), {} with the KV cache's {}",
+            "decode    context {}: {} tok/s — {} of the weight-bandwidth bound ({:.1} tok/s), {} with the KV cache's {}; {} of the shader-read ceiling ({:.1} tok/s)",
             d.context,
             spread(&d.tokens_per_s, 2),
             pct(d.fraction_of_weight_bound),
             d.weight_bound_tokens_per_s,
             pct(d.fraction_of_weight_kv_bound),
-            gb(d.kv_bytes)
+            gb(d.kv_bytes),
+            pct(d.fraction_of_read_ceiling),
+            d.read_ceiling_tokens_per_s
         );
     }
     match (&r.merge, &r.merge_note) {

@@ -1051,3 +1051,78 @@ pub fn graft(
     );
     Ok(())
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReadSweepParams {
+    vec4s: u32,
+    invocations: u32,
+    _pad: [u32; 2],
+}
+
+/// How a read sweep shares the buffer among its invocations (see `shaders/bandwidth.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadPattern {
+    /// Neighbouring invocations read neighbouring vec4s (what a GPU coalesces).
+    Strided,
+    /// Each invocation reads one contiguous run (what a CPU adapter's lanes prefer).
+    Blocks,
+}
+
+impl ReadPattern {
+    pub const ALL: [ReadPattern; 2] = [ReadPattern::Strided, ReadPattern::Blocks];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadPattern::Strided => "strided",
+            ReadPattern::Blocks => "blocks",
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self {
+            ReadPattern::Strided => "read_strided",
+            ReadPattern::Blocks => "read_blocks",
+        }
+    }
+}
+
+/// Invocations of one read sweep: enough to fill a large GPU (about 64 vec4s each for a
+/// quarter-GiB buffer), never more than there are vec4s.
+pub fn read_sweep_invocations(vec4s: usize) -> usize {
+    const MOST: usize = 4096 * 64;
+    vec4s.clamp(1, MOST)
+}
+
+/// Reads the first `bytes` (a multiple of 16) of `src` once: invocation i folds its share of
+/// vec4s with xor into `folds[i]` (`read_sweep_invocations` words), so every word read counts.
+/// The read ceiling the benchmark measures.
+pub fn read_sweep(
+    batch: &mut Batch,
+    pattern: ReadPattern,
+    src: &wgpu::Buffer,
+    bytes: u64,
+    folds: &wgpu::Buffer,
+) {
+    let vec4s = (bytes / 16) as usize;
+    let invocations = read_sweep_invocations(vec4s);
+    let params = ReadSweepParams {
+        vec4s: u(vec4s),
+        invocations: u(invocations),
+        _pad: [0; 2],
+    };
+    let pipeline = batch
+        .ctx()
+        .pipeline(key(Shader::Bandwidth, pattern.entry()));
+    let src = Binding {
+        size: Some(bytes),
+        ..b(src)
+    };
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, src), (2, b(folds))],
+        u(invocations.div_ceil(64)),
+    );
+}

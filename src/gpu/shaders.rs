@@ -23,10 +23,12 @@ pub enum Shader {
     Moe,
     Sample,
     Graft,
+    /// The read ceiling the benchmark measures.
+    Bandwidth,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Matmul,
         Shader::MatvecSubgroup,
         Shader::Norm,
@@ -37,6 +39,7 @@ impl Shader {
         Shader::Moe,
         Shader::Sample,
         Shader::Graft,
+        Shader::Bandwidth,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Shader {
             Shader::Moe => "moe.wgsl",
             Shader::Sample => "sample.wgsl",
             Shader::Graft => "graft.wgsl",
+            Shader::Bandwidth => "bandwidth.wgsl",
         }
     }
 
@@ -66,6 +70,7 @@ impl Shader {
             Shader::Moe => include_str!("../../shaders/moe.wgsl"),
             Shader::Sample => include_str!("../../shaders/sample.wgsl"),
             Shader::Graft => include_str!("../../shaders/graft.wgsl"),
+            Shader::Bandwidth => include_str!("../../shaders/bandwidth.wgsl"),
         }
     }
 

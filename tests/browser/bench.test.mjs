@@ -75,6 +75,8 @@ describe('the benchmark page on the demo kit (WebGPU on SwiftShader)', { timeout
     positive(r.model.decode_weight_bytes, 'decode weight bytes');
     positive(r.copy_bandwidth.gpu_fence_gbps.median, 'GPU copy GB/s');
     positive(r.copy_bandwidth.host_gbps.median, 'host copy GB/s');
+    assert.deepEqual(r.copy_bandwidth.shader_reads.map((x) => x.pattern), ['strided', 'blocks']);
+    for (const x of r.copy_bandwidth.shader_reads) positive(x.gbps.median, `shader read GB/s, ${x.pattern}`);
     assert.equal(r.prefill.tokens, 8);
     positive(r.prefill.tokens_per_s.median, 'prefill tok/s');
     assert.deepEqual(r.decode.map((d) => d.context), [16, 64]);
@@ -108,6 +110,10 @@ describe('the benchmark page on the demo kit (WebGPU on SwiftShader)', { timeout
       // The table shows the same fractions as the report.
       close(row(`decode-${d.context}`).fraction, d.fraction_of_weight_bound, `row decode-${d.context}`);
       close(row(`decode-${d.context}-kv`).fraction, d.fraction_of_weight_kv_bound, `row decode-${d.context}-kv`);
+      const ceiling = Math.max(...c.shader_reads.map((x) => x.gbps.median)) * 1e9;
+      close(d.read_ceiling_tokens_per_s, ceiling / weights, `read ceiling at ${d.context}`);
+      close(d.fraction_of_read_ceiling, speed / (ceiling / weights), `fraction of the read ceiling at ${d.context}`);
+      close(row(`decode-${d.context}-read`).fraction, d.fraction_of_read_ceiling, `row decode-${d.context}-read`);
     }
     const m = r.merge;
     close(m.merge_gbps.median, m.input_bytes / m.merge_seconds.median / 1e9, 'merge GB/s');
@@ -116,7 +122,7 @@ describe('the benchmark page on the demo kit (WebGPU on SwiftShader)', { timeout
     close(m.fraction_of_gpu_copy, (m.merge_gbps.median * 1e9) / bw, 'merge ÷ GPU copy');
     close(row('merge-host').fraction, m.fraction_of_host_copy, 'row merge-host');
     close(row('merge-gpu').fraction, m.fraction_of_gpu_copy, 'row merge-gpu');
-    for (const id of ['copy-gpu-fence', 'copy-host', 'prefill', 'memory-gpu', 'memory-wasm']) positive(row(id).value, id);
+    for (const id of ['copy-gpu-fence', 'copy-host', 'read-strided', 'read-blocks', 'prefill', 'memory-gpu', 'memory-wasm']) positive(row(id).value, id);
     close(row('memory-gpu').value, r.memory.gpu_weight_bytes + r.memory.gpu_kv_cache_bytes, 'peak GPU memory');
     // What the page shows is what the rows hold.
     const shown = await page.$$eval('#bench-results tbody tr', (trs) => trs.map((tr) => ({ ...tr.dataset, cells: [...tr.cells].map((td) => td.textContent) })));

@@ -26,7 +26,15 @@ function copyRows(c) {
   const rows = [row('copy-gpu-fence', `GPU copy bandwidth, ${mb(c.bytes)} × 8, by fence`, 'GB/s', stat(c.gpu_fence_gbps))];
   if (c.gpu_timestamp_gbps) rows.push(row('copy-gpu-timestamps', 'GPU copy bandwidth, by timestamps', 'GB/s', stat(c.gpu_timestamp_gbps)));
   rows.push(row('copy-host', `host copy bandwidth (wasm copy_from_slice, ${mb(c.bytes)})`, 'GB/s', stat(c.host_gbps)));
+  for (const r of c.shader_reads ?? []) {
+    rows.push(row(`read-${r.pattern}`, `a shader reading ${mb(c.shader_read_bytes)}, ${r.pattern} (bytes read only)`, 'GB/s', stat(r.gbps)));
+  }
   return rows;
+}
+
+/** The read ceiling in bytes/s: the faster read pattern's median. */
+export function readCeilingBytesPerS(copy) {
+  return Math.max(0, ...(copy.shader_reads ?? []).map((r) => r.gbps.median)) * 1e9;
 }
 
 function decodeRows(r, d) {
@@ -40,6 +48,10 @@ function decodeRows(r, d) {
     row(`decode-${d.context}-kv`, `decode at context ${d.context}, with the KV cache read`, 'tok/s', stat(d.tokens_per_s), {
       value: bw / (weights + d.kv_bytes),
       label: `GPU copy ÷ (weights + ${mb(d.kv_bytes)} of KV cache) per token`,
+    }),
+    row(`decode-${d.context}-read`, `decode at context ${d.context}, against what a shader can read`, 'tok/s', stat(d.tokens_per_s), {
+      value: readCeilingBytesPerS(r.copy_bandwidth) / weights,
+      label: `shader read ceiling ÷ ${mb(weights)} of weights per token`,
     }),
   ];
 }
