@@ -5,10 +5,11 @@
 // adapters, see KernelLayout) gives it one invocation that visits the keys one by one.
 // Decoding has only a few (token, head) rows for many keys, so there `attention_split` gives
 // each row one invocation per SPLIT_KEYS keys — many more invocations, each with a short loop —
-// and `attention_combine` merges their partial softmaxes. On CPU adapters decoding instead
-// scores every (row, key) in one pass (`attention_scores`) and weighs the values in a second
-// (`attention_values`, one invocation per eight output dims): neither holds a per-invocation
-// array, which a CPU adapter indexes through memory lane by lane.
+// and `attention_combine` merges their partial softmaxes. On CPU adapters decoding and prefill
+// instead score every (row, key) in one pass (`attention_scores`) and weigh the values in a
+// second (`attention_values`, one invocation per eight output dims), a block of rows at a
+// time: neither holds a per-invocation array, which a CPU adapter indexes through memory lane
+// by lane.
 
 struct Params {
     tokens: u32,
@@ -19,6 +20,10 @@ struct Params {
     window: u32,      // sliding window (0 = unlimited)
     scale: f32,       // 1 / sqrt(head_dim)
     splits: u32,      // attention_split / _combine: key ranges per row
+    row0: u32,        // attention_scores / _values: the block of rows [row0, row_end) this
+    row_end: u32,     // pass handles; scores row r lives at (r - row0) · keys
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,7 +32,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // like q
 // attention_split: [rows, splits, 2 + head_dim], each split's running max, sum of exp and
-// unnormalised output. attention_scores/_values: [rows, keys], the scaled scores.
+// unnormalised output. attention_scores/_values: [row_end - row0, keys], the scaled scores of
+// one block of rows (a prefill chunk's rows pass through in blocks, so the scratch stays
+// small).
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 // q and the caches again, a vec4 at a time: with head_dim a multiple of 4 every row starts
 // 16-byte aligned, and a CPU adapter pays per load, not per byte.
@@ -278,8 +285,9 @@ fn attention_combine(
     out[query_row(row).q_base + d] = o / l;
 }
 
-// Scaled scores of row i / key_quads for keys 4c..4c + 4, c = i % key_quads (keys = pos0 +
-// tokens, key_quads = ⌈keys / 4⌉), those inside its causal window; head_dim a multiple of 4.
+// Scaled scores of row row0 + i / key_quads for keys 4c..4c + 4, c = i % key_quads (keys =
+// pos0 + tokens, key_quads = ⌈keys / 4⌉), those inside its causal window; head_dim a multiple
+// of 4.
 // Four keys an invocation share each load of q.
 @compute @workgroup_size(64)
 fn attention_scores(
@@ -290,8 +298,8 @@ fn attention_scores(
     let i = (wg.x + wg.y * nwg.x) * WG + lid;
     let keys = p.pos0 + p.tokens;
     let key_quads = (keys + 3u) / 4u;
-    let row = i / key_quads;
-    if (row >= p.tokens * p.heads) {
+    let row = p.row0 + i / key_quads;
+    if (row >= p.row_end) {
         return;
     }
     let qr = query_row(row);
@@ -318,7 +326,7 @@ fn attention_scores(
     }
     let one = vec4<f32>(1.0);
     let scores = vec4<f32>(dot(d0, one), dot(d1, one), dot(d2, one), dot(d3, one)) * p.scale;
-    let at = row * keys;
+    let at = (row - p.row0) * keys;
     for (var j = 0u; j < 4u; j++) {
         let kp = k0 + j;
         if (kp >= qr.start && kp <= qr.pos) {
@@ -327,7 +335,7 @@ fn attention_scores(
     }
 }
 
-// out[row, 8c..8c + 8] = softmax(row's scores) · V[.., 8c..8c + 8], row = i / ⌈head_dim / 8⌉,
+// out[row, 8c..8c + 8] = softmax(row's scores) · V[.., 8c..8c + 8], row = row0 + i / ⌈head_dim / 8⌉,
 // c = i % ⌈head_dim / 8⌉ (the last four dims alone when head_dim / 4 is odd): one load of
 // each score serves eight dims.
 @compute @workgroup_size(16)
@@ -339,14 +347,14 @@ fn attention_values(
     let i = (wg.x + wg.y * nwg.x) * 16u + lid;
     let quads = p.head_dim >> 2u;
     let pairs = (quads + 1u) / 2u;
-    let row = i / pairs;
-    if (row >= p.tokens * p.heads) {
+    let row = p.row0 + i / pairs;
+    if (row >= p.row_end) {
         return;
     }
     let c0 = 2u * (i % pairs);
     let c1 = min(c0 + 1u, quads - 1u);
     let qr = query_row(row);
-    let scores = row * (p.pos0 + p.tokens);
+    let scores = (row - p.row0) * (p.pos0 + p.tokens);
     let kv_stride = (p.kv_heads * p.head_dim) >> 2u;
     let vb = qr.kv_base >> 2u;
     // One pass, an online softmax: a second exp a key costs less here than a second load.

@@ -762,11 +762,22 @@ fn rope_qkv_matches_cpu() {
 // ---------------------------------------------------------------------------------------------
 // attention
 
-/// One attention call against the CPU; `split` gives it room to split the keys (which it
-/// does for few rows and more than 64 keys), else a partials buffer too small to.
-fn check_attention(ctx: &GpuContext, rng: &mut Rng, s: AttentionShape, split: bool) -> f64 {
+/// How much scratch an attention call gets.
+#[derive(Debug, Clone, Copy)]
+enum Room {
+    /// What `attention_partials_len` asks for: room to split the keys (few rows, more than 64
+    /// keys) and, on CPU adapters, for a block of up to 256 rows' scores.
+    Sized,
+    /// This many rows' scores: a prefill chunk's rows in several blocks, the last one short.
+    ScoreRows(usize),
+    /// Too little for either: the one-pass kernels.
+    None,
+}
+
+/// One attention call against the CPU, with `room` for its scratch.
+fn check_attention(ctx: &GpuContext, rng: &mut Rng, s: AttentionShape, room: Room) -> f64 {
     let label = format!(
-        "attention tokens {} pos0 {} heads {} kv_heads {} head_dim {} window {} split {split}",
+        "attention tokens {} pos0 {} heads {} kv_heads {} head_dim {} window {} room {room:?}",
         s.tokens, s.pos0, s.heads, s.kv_heads, s.head_dim, s.window
     );
     let (hd, kvd) = (s.head_dim, s.kv_heads * s.head_dim);
@@ -787,12 +798,12 @@ fn check_attention(ctx: &GpuContext, rng: &mut Rng, s: AttentionShape, split: bo
         ctx.upload_f32("out", &out0),
     );
     let rows = s.tokens * s.heads;
-    let room = if split {
-        kernels::attention_partials_len(rows, positions, hd)
-    } else {
-        1
+    let room = match room {
+        Room::Sized => kernels::attention_partials_len(rows, positions, hd, ctx.layout),
+        Room::ScoreRows(n) => n * positions,
+        Room::None => 1,
     };
-    // Poisoned: every value the split reads must be one it wrote.
+    // Poisoned: every value the split or the score pass reads must be one it wrote.
     let partials = ctx.upload_f32("partials", &vec![f32::NAN; room]);
     let mut batch = Batch::new(ctx);
     kernels::attention(&mut batch, &qb, &kb, &vb, &ob, &partials, s);
@@ -901,10 +912,17 @@ fn attention_matches_cpu_with(layout: KernelLayout) {
         shape(7, 190, 9, 3, 17, 0),   // 63 rows
         shape(3, 64, 2, 1, 64, 1),
     ]);
+    // Prefill chunks of more rows than the CPU adapters' score block (256).
+    cases.extend([
+        shape(40, 30, 8, 2, 64, 0),   // 320 rows: two blocks
+        shape(33, 100, 9, 3, 64, 48), // 297 rows, a window
+        shape(29, 0, 9, 3, 36, 0),    // 261 rows from position 0, head_dim / 4 odd
+    ]);
     let mut worst = 0.0f64;
     for s in cases {
-        for split in [true, false] {
-            worst = worst.max(check_attention(&ctx, &mut rng, s, split));
+        // 17 rows a block leaves most calls' last block short.
+        for room in [Room::Sized, Room::ScoreRows(17), Room::None] {
+            worst = worst.max(check_attention(&ctx, &mut rng, s, room));
         }
     }
     eprintln!("attention ({layout:?}): worst error/tolerance {worst:.3}");
@@ -2207,7 +2225,7 @@ fn large_grids_use_both_dimensions() {
             window: 2,
         };
         assert!(s.tokens * s.heads > limit);
-        check_attention(&ctx, &mut rng, s, false);
+        check_attention(&ctx, &mut rng, s, Room::None);
     }
     // swiglu and add: 256 values per workgroup.
     {

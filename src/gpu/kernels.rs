@@ -378,6 +378,9 @@ struct AttentionParams {
     window: u32,
     scale: f32,
     splits: u32,
+    row0: u32,
+    row_end: u32,
+    _pad: [u32; 2],
 }
 
 /// Shape of one attention call.
@@ -416,12 +419,28 @@ const ATTENTION_SPLIT_KEYS: usize = 64;
 /// chunks, whose few rows would otherwise leave most of the device idle.
 const ATTENTION_SPLIT_ROWS: usize = 64;
 
+/// Rows of scores the CPU adapters' two passes hold at once: a prefill chunk's rows go through
+/// in blocks of this many, so their scratch is this many rows of the context, not the chunk's.
+const SCORE_BLOCK_ROWS: usize = 256;
+/// The fewest rows a block of the two passes may hold (a smaller scratch, cut by the binding
+/// limit at a huge context, keeps to the one-pass kernels rather than run many tiny blocks).
+const SCORE_BLOCK_MIN_ROWS: usize = 16;
+
 /// f32 values of the scratch `attention` needs for `rows` (query token, head) rows over
-/// `keys` cache positions: the partial softmaxes of split keys, or on CPU adapters the scores
-/// (an attention call with more rows needs none).
-pub fn attention_partials_len(rows: usize, keys: usize, head_dim: usize) -> usize {
-    let rows = rows.min(ATTENTION_SPLIT_ROWS);
-    split_partials_len(rows, keys, head_dim).max(rows * keys)
+/// `keys` cache positions: the partial softmaxes of split keys (few rows), and on CPU adapters
+/// (`layout` Rows) a block of rows' scores.
+pub fn attention_partials_len(
+    rows: usize,
+    keys: usize,
+    head_dim: usize,
+    layout: KernelLayout,
+) -> usize {
+    let split_rows = rows.min(ATTENTION_SPLIT_ROWS);
+    let score_rows = match layout {
+        KernelLayout::Rows => rows.min(SCORE_BLOCK_ROWS),
+        _ => split_rows,
+    };
+    split_partials_len(split_rows, keys, head_dim).max(score_rows * keys)
 }
 
 /// What `attention_split` writes: each range's max, sum of exp and head_dim outputs.
@@ -464,8 +483,10 @@ pub fn attention(
         window: u(s.window),
         scale: 1.0 / (s.head_dim as f32).sqrt(),
         splits: u(splits),
+        row0: 0,
+        row_end: u(rows),
+        _pad: [0; 2],
     };
-    let params = bytemuck::bytes_of(&params);
     let ctx = batch.ctx();
     let caches = [(1, b(q)), (2, b(k_cache)), (3, b(v_cache))];
     // The one-invocation kernels read q and the caches a vec4 at a time where they can.
@@ -475,25 +496,33 @@ pub fn attention(
         (8, wide(ctx, v_cache)),
     ];
     // On a CPU adapter every load costs a loop over the SIMD lanes, and the split kernel's
-    // per-invocation output array goes through memory: scoring every key in one pass and
-    // weighing the values in a second reads far less (BENCHMARKS.md).
-    let room_for_scores = (rows * keys * 4) as u64 <= partials.size();
+    // and attention_rows' per-invocation output arrays go through memory: scoring every key in
+    // one pass and weighing the values in a second reads far less (BENCHMARKS.md), for
+    // decoding and prefill alike, a block of rows at a time.
+    let block_rows = (partials.size() / 4) as usize / keys;
     let rows_kernels = ctx.layout == KernelLayout::Rows;
-    if rows <= ATTENTION_SPLIT_ROWS && rows_kernels && room_for_scores && scores_then_values(s) {
-        let pipeline = ctx.pipeline(key(Shader::Attention, "attention_scores"));
-        let bindings = vec![(5, b(partials)), (6, wide(ctx, q)), (7, wide(ctx, k_cache))];
-        batch.dispatch(
-            pipeline,
-            params,
-            bindings,
-            u((rows * keys.div_ceil(4)).div_ceil(64)),
-        );
-        let pipeline = ctx.pipeline(key(Shader::Attention, "attention_values"));
-        let bindings = vec![(4, b(out)), (5, b(partials)), (8, wide(ctx, v_cache))];
-        let groups = (rows * (s.head_dim / 4).div_ceil(2)).div_ceil(16);
-        batch.dispatch(pipeline, params, bindings, u(groups));
+    if rows_kernels && block_rows >= rows.min(SCORE_BLOCK_MIN_ROWS) && scores_then_values(s) {
+        let scores = ctx.pipeline(key(Shader::Attention, "attention_scores"));
+        let values = ctx.pipeline(key(Shader::Attention, "attention_values"));
+        for row0 in (0..rows).step_by(block_rows) {
+            let row_end = (row0 + block_rows).min(rows);
+            let block = AttentionParams {
+                row0: u(row0),
+                row_end: u(row_end),
+                ..params
+            };
+            let block = bytemuck::bytes_of(&block);
+            let n = row_end - row0;
+            let bindings = vec![(5, b(partials)), (6, wide(ctx, q)), (7, wide(ctx, k_cache))];
+            let groups = (n * keys.div_ceil(4)).div_ceil(64);
+            batch.dispatch(scores.clone(), block, bindings, u(groups));
+            let bindings = vec![(4, b(out)), (5, b(partials)), (8, wide(ctx, v_cache))];
+            let groups = (n * (s.head_dim / 4).div_ceil(2)).div_ceil(16);
+            batch.dispatch(values.clone(), block, bindings, u(groups));
+        }
         return;
     }
+    let params = bytemuck::bytes_of(&params);
     if split {
         let pipeline = ctx.pipeline(key(Shader::Attention, "attention_split"));
         let mut bindings = [caches, wide_caches].concat();

@@ -101,8 +101,13 @@ impl Session {
             // Past the binding limit (a huge context) attention keeps its keys whole.
             attn_partials: s(
                 "attn_partials",
-                kernels::attention_partials_len(chunk * c.num_heads, max_context, c.head_dim)
-                    .min((ctx.buffer_limit() / 4) as usize),
+                kernels::attention_partials_len(
+                    chunk * c.num_heads,
+                    max_context,
+                    c.head_dim,
+                    ctx.layout,
+                )
+                .min((ctx.buffer_limit() / 4) as usize),
             )?,
             router_logits: s("router_logits", chunk * c.num_experts.max(1))?,
             route_ids: s("route_ids", slots)?,
