@@ -9,7 +9,8 @@
 // instead score every (row, key) in one pass (`attention_scores`) and weigh the values in a
 // second (`attention_values`, one invocation per eight output dims), a block of rows at a
 // time: neither holds a per-invocation array, which a CPU adapter indexes through memory lane
-// by lane.
+// by lane. Where query heads share a KV head, `_grouped` passes take four of them an
+// invocation, so each load of K or V serves four heads.
 
 struct Params {
     tokens: u32,
@@ -325,8 +326,109 @@ fn attention_scores(
         d3 += qv * k_vec4[kb.w + d];
     }
     let one = vec4<f32>(1.0);
-    let scores = vec4<f32>(dot(d0, one), dot(d1, one), dot(d2, one), dot(d3, one)) * p.scale;
-    let at = (row - p.row0) * keys;
+    let dots = vec4<f32>(dot(d0, one), dot(d1, one), dot(d2, one), dot(d3, one));
+    store_scores((row - p.row0) * keys, k0, qr, dots);
+}
+
+// attention_scores for grouped-query heads: one invocation per (token, KV head, four of its
+// query heads, four keys), so each load of K serves four heads and each load of q four keys.
+// A group of fewer heads repeats its last, not stored. The block [row0, row_end) holds whole
+// tokens.
+@compute @workgroup_size(64)
+fn attention_scores_grouped(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let keys = p.pos0 + p.tokens;
+    let key_quads = (keys + 3u) / 4u;
+    let group = p.heads / p.kv_heads;
+    let head_quads = (group + 3u) / 4u;
+    let per_token = p.kv_heads * head_quads * key_quads;
+    let t = p.row0 / p.heads + i / per_token;
+    if (t * p.heads >= p.row_end) {
+        return;
+    }
+    let rest = i % per_token;
+    let kvh = rest / (head_quads * key_quads);
+    let j0 = 4u * ((rest / key_quads) % head_quads);
+    let k0 = 4u * (rest % key_quads);
+    let heads = min(vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(group - 1u))
+        + vec4<u32>(kvh * group);
+    let qr = query_row(t * p.heads + heads.x);
+    if (k0 > qr.pos || k0 + 3u < qr.start) {
+        return;
+    }
+    let quads = p.head_dim >> 2u;
+    let qb = (vec4<u32>(t * p.heads) + heads) * quads;
+    let kv_stride = (p.kv_heads * p.head_dim) >> 2u;
+    let kb = min(vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(qr.pos)) * kv_stride
+        + vec4<u32>(qr.kv_base >> 2u);
+    // s_h: head h's four keys, each a vec4 of partial products.
+    var s0k0 = vec4<f32>(0.0);
+    var s0k1 = vec4<f32>(0.0);
+    var s0k2 = vec4<f32>(0.0);
+    var s0k3 = vec4<f32>(0.0);
+    var s1k0 = vec4<f32>(0.0);
+    var s1k1 = vec4<f32>(0.0);
+    var s1k2 = vec4<f32>(0.0);
+    var s1k3 = vec4<f32>(0.0);
+    var s2k0 = vec4<f32>(0.0);
+    var s2k1 = vec4<f32>(0.0);
+    var s2k2 = vec4<f32>(0.0);
+    var s2k3 = vec4<f32>(0.0);
+    var s3k0 = vec4<f32>(0.0);
+    var s3k1 = vec4<f32>(0.0);
+    var s3k2 = vec4<f32>(0.0);
+    var s3k3 = vec4<f32>(0.0);
+    for (var d = 0u; d < quads; d++) {
+        let k0v = k_vec4[kb.x + d];
+        let k1v = k_vec4[kb.y + d];
+        let k2v = k_vec4[kb.z + d];
+        let k3v = k_vec4[kb.w + d];
+        let q0 = q_vec4[qb.x + d];
+        s0k0 += q0 * k0v;
+        s0k1 += q0 * k1v;
+        s0k2 += q0 * k2v;
+        s0k3 += q0 * k3v;
+        let q1 = q_vec4[qb.y + d];
+        s1k0 += q1 * k0v;
+        s1k1 += q1 * k1v;
+        s1k2 += q1 * k2v;
+        s1k3 += q1 * k3v;
+        let q2 = q_vec4[qb.z + d];
+        s2k0 += q2 * k0v;
+        s2k1 += q2 * k1v;
+        s2k2 += q2 * k2v;
+        s2k3 += q2 * k3v;
+        let q3 = q_vec4[qb.w + d];
+        s3k0 += q3 * k0v;
+        s3k1 += q3 * k1v;
+        s3k2 += q3 * k2v;
+        s3k3 += q3 * k3v;
+    }
+    let one = vec4<f32>(1.0);
+    let at = (vec4<u32>(t * p.heads - p.row0) + heads) * keys;
+    let h0 = vec4<f32>(dot(s0k0, one), dot(s0k1, one), dot(s0k2, one), dot(s0k3, one));
+    let h1 = vec4<f32>(dot(s1k0, one), dot(s1k1, one), dot(s1k2, one), dot(s1k3, one));
+    let h2 = vec4<f32>(dot(s2k0, one), dot(s2k1, one), dot(s2k2, one), dot(s2k3, one));
+    let h3 = vec4<f32>(dot(s3k0, one), dot(s3k1, one), dot(s3k2, one), dot(s3k3, one));
+    store_scores(at.x, k0, qr, h0);
+    if (j0 + 1u < group) {
+        store_scores(at.y, k0, qr, h1);
+    }
+    if (j0 + 2u < group) {
+        store_scores(at.z, k0, qr, h2);
+    }
+    if (j0 + 3u < group) {
+        store_scores(at.w, k0, qr, h3);
+    }
+}
+
+// Scaled scores of keys k0..k0 + 4 inside the row's causal window, from `at` (its row) on.
+fn store_scores(at: u32, k0: u32, qr: QueryRow, dots: vec4<f32>) {
+    let scores = dots * p.scale;
     for (var j = 0u; j < 4u; j++) {
         let kp = k0 + j;
         if (kp >= qr.start && kp <= qr.pos) {
@@ -376,6 +478,90 @@ fn attention_values(
     store_quad(qr.q_base + 4u * c0, acc0 / l);
     if (c0 + 1u < quads) {
         store_quad(qr.q_base + 4u * c1, acc1 / l);
+    }
+}
+
+// attention_values for grouped-query heads: one invocation per (token, KV head, four of its
+// query heads, eight dims), so each load of V serves four heads (with a softmax each, the
+// four heads' running max and sum in the lanes of m and l). A group of fewer heads repeats its
+// last, not stored. The block [row0, row_end) holds whole tokens.
+@compute @workgroup_size(16)
+fn attention_values_grouped(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * 16u + lid;
+    let quads = p.head_dim >> 2u;
+    let pairs = (quads + 1u) / 2u;
+    let group = p.heads / p.kv_heads;
+    let head_quads = (group + 3u) / 4u;
+    let per_token = p.kv_heads * head_quads * pairs;
+    let t = p.row0 / p.heads + i / per_token;
+    if (t * p.heads >= p.row_end) {
+        return;
+    }
+    let rest = i % per_token;
+    let kvh = rest / (head_quads * pairs);
+    let j0 = 4u * ((rest / pairs) % head_quads);
+    let c0 = 2u * (rest % pairs);
+    let c1 = min(c0 + 1u, quads - 1u);
+    let heads = min(vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(group - 1u))
+        + vec4<u32>(kvh * group);
+    let qr = query_row(t * p.heads + heads.x);
+    let keys = p.pos0 + p.tokens;
+    let rows = vec4<u32>(t * p.heads - p.row0) + heads;
+    let scores = rows * keys;
+    let kv_stride = (p.kv_heads * p.head_dim) >> 2u;
+    let vb = qr.kv_base >> 2u;
+    var m = vec4<f32>(NEG);
+    var l = vec4<f32>(0.0);
+    var a0 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    for (var kp = qr.start; kp <= qr.pos; kp++) {
+        let s = vec4<f32>(partials[scores.x + kp], partials[scores.y + kp],
+                          partials[scores.z + kp], partials[scores.w + kp]);
+        let m_new = max(m, s);
+        let correction = exp(m - m_new);
+        let e = exp(s - m_new);
+        l = l * correction + e;
+        let at = kp * kv_stride + vb;
+        let v0 = v_vec4[at + c0];
+        let v1 = v_vec4[at + c1];
+        a0 = a0 * correction.x + e.x * v0;
+        b0 = b0 * correction.x + e.x * v1;
+        a1 = a1 * correction.y + e.y * v0;
+        b1 = b1 * correction.y + e.y * v1;
+        a2 = a2 * correction.z + e.z * v0;
+        b2 = b2 * correction.z + e.z * v1;
+        a3 = a3 * correction.w + e.w * v0;
+        b3 = b3 * correction.w + e.w * v1;
+        m = m_new;
+    }
+    let q_base = t * p.heads * p.head_dim;
+    store_pair(q_base + heads.x * p.head_dim, c0, c1, quads, a0 / l.x, b0 / l.x);
+    if (j0 + 1u < group) {
+        store_pair(q_base + heads.y * p.head_dim, c0, c1, quads, a1 / l.y, b1 / l.y);
+    }
+    if (j0 + 2u < group) {
+        store_pair(q_base + heads.z * p.head_dim, c0, c1, quads, a2 / l.z, b2 / l.z);
+    }
+    if (j0 + 3u < group) {
+        store_pair(q_base + heads.w * p.head_dim, c0, c1, quads, a3 / l.w, b3 / l.w);
+    }
+}
+
+// Dims 4·c0.. and 4·c1.. of the row at `at` (c1 only when it is a quad of its own).
+fn store_pair(at: u32, c0: u32, c1: u32, quads: u32, o0: vec4<f32>, o1: vec4<f32>) {
+    store_quad(at + 4u * c0, o0);
+    if (c0 + 1u < quads) {
+        store_quad(at + 4u * c1, o1);
     }
 }
 

@@ -499,11 +499,27 @@ pub fn attention(
     // and attention_rows' per-invocation output arrays go through memory: scoring every key in
     // one pass and weighing the values in a second reads far less (BENCHMARKS.md), for
     // decoding and prefill alike, a block of rows at a time.
-    let block_rows = (partials.size() / 4) as usize / keys;
+    // With grouped-query heads the values pass takes four heads of a group an invocation, so
+    // its blocks hold whole tokens.
+    let group = s.heads / s.kv_heads.max(1);
+    let grouped = group >= 2;
+    let mut block_rows = (partials.size() / 4) as usize / keys;
+    if grouped {
+        block_rows = block_rows / s.heads * s.heads;
+    }
     let rows_kernels = ctx.layout == KernelLayout::Rows;
-    if rows_kernels && block_rows >= rows.min(SCORE_BLOCK_MIN_ROWS) && scores_then_values(s) {
-        let scores = ctx.pipeline(key(Shader::Attention, "attention_scores"));
-        let values = ctx.pipeline(key(Shader::Attention, "attention_values"));
+    if rows_kernels
+        && block_rows > 0
+        && block_rows >= rows.min(SCORE_BLOCK_MIN_ROWS)
+        && scores_then_values(s)
+    {
+        let (scores_entry, values_entry) = match grouped {
+            true => ("attention_scores_grouped", "attention_values_grouped"),
+            false => ("attention_scores", "attention_values"),
+        };
+        let scores = ctx.pipeline(key(Shader::Attention, scores_entry));
+        let values = ctx.pipeline(key(Shader::Attention, values_entry));
+        let pairs = (s.head_dim / 4).div_ceil(2);
         for row0 in (0..rows).step_by(block_rows) {
             let row_end = (row0 + block_rows).min(rows);
             let block = AttentionParams {
@@ -514,11 +530,19 @@ pub fn attention(
             let block = bytemuck::bytes_of(&block);
             let n = row_end - row0;
             let bindings = vec![(5, b(partials)), (6, wide(ctx, q)), (7, wide(ctx, k_cache))];
-            let groups = (n * keys.div_ceil(4)).div_ceil(64);
-            batch.dispatch(scores.clone(), block, bindings, u(groups));
+            // Grouped: per token, each KV head's query heads four at a time.
+            let score_rows = match grouped {
+                true => n / s.heads * s.kv_heads * group.div_ceil(4),
+                false => n,
+            };
+            let invocations = score_rows * keys.div_ceil(4);
+            batch.dispatch(scores.clone(), block, bindings, u(invocations.div_ceil(64)));
             let bindings = vec![(4, b(out)), (5, b(partials)), (8, wide(ctx, v_cache))];
-            let groups = (n * (s.head_dim / 4).div_ceil(2)).div_ceil(16);
-            batch.dispatch(values.clone(), block, bindings, u(groups));
+            let invocations = match grouped {
+                true => n / s.heads * s.kv_heads * group.div_ceil(4) * pairs,
+                false => n * pairs,
+            };
+            batch.dispatch(values.clone(), block, bindings, u(invocations.div_ceil(16)));
         }
         return;
     }
