@@ -498,52 +498,11 @@ pub fn attention(
     // On a CPU adapter every load costs a loop over the SIMD lanes, and the split kernel's
     // and attention_rows' per-invocation output arrays go through memory: scoring every key in
     // one pass and weighing the values in a second reads far less (BENCHMARKS.md), for
-    // decoding and prefill alike, a block of rows at a time.
-    // With grouped-query heads the values pass takes four heads of a group an invocation, so
-    // its blocks hold whole tokens.
-    let group = s.heads / s.kv_heads.max(1);
-    let grouped = group >= 2;
-    let mut block_rows = (partials.size() / 4) as usize / keys;
-    if grouped {
-        block_rows = block_rows / s.heads * s.heads;
-    }
-    let rows_kernels = ctx.layout == KernelLayout::Rows;
-    if rows_kernels
-        && block_rows > 0
-        && block_rows >= rows.min(SCORE_BLOCK_MIN_ROWS)
+    // decoding and prefill alike.
+    if ctx.layout == KernelLayout::Rows
         && scores_then_values(s)
+        && scores_then_values_in_blocks(batch, [q, k_cache, v_cache, out, partials], s, params)
     {
-        let (scores_entry, values_entry) = match grouped {
-            true => ("attention_scores_grouped", "attention_values_grouped"),
-            false => ("attention_scores", "attention_values"),
-        };
-        let scores = ctx.pipeline(key(Shader::Attention, scores_entry));
-        let values = ctx.pipeline(key(Shader::Attention, values_entry));
-        let pairs = (s.head_dim / 4).div_ceil(2);
-        for row0 in (0..rows).step_by(block_rows) {
-            let row_end = (row0 + block_rows).min(rows);
-            let block = AttentionParams {
-                row0: u(row0),
-                row_end: u(row_end),
-                ..params
-            };
-            let block = bytemuck::bytes_of(&block);
-            let n = row_end - row0;
-            let bindings = vec![(5, b(partials)), (6, wide(ctx, q)), (7, wide(ctx, k_cache))];
-            // Grouped: per token, each KV head's query heads four at a time.
-            let score_rows = match grouped {
-                true => n / s.heads * s.kv_heads * group.div_ceil(4),
-                false => n,
-            };
-            let invocations = score_rows * keys.div_ceil(4);
-            batch.dispatch(scores.clone(), block, bindings, u(invocations.div_ceil(64)));
-            let bindings = vec![(4, b(out)), (5, b(partials)), (8, wide(ctx, v_cache))];
-            let invocations = match grouped {
-                true => n / s.heads * s.kv_heads * group.div_ceil(4) * pairs,
-                false => n * pairs,
-            };
-            batch.dispatch(values.clone(), block, bindings, u(invocations.div_ceil(16)));
-        }
         return;
     }
     let params = bytemuck::bytes_of(&params);
@@ -562,7 +521,7 @@ pub fn attention(
         );
         return;
     }
-    let rows_kernel = rows_kernels && fits_loop_budget(s);
+    let rows_kernel = ctx.layout == KernelLayout::Rows && fits_loop_budget(s);
     let (entry, groups) = if rows_kernel {
         ("attention_rows", rows.div_ceil(64))
     } else {
@@ -579,6 +538,59 @@ pub fn attention(
         bindings,
         u(groups),
     );
+}
+
+/// The CPU adapters' two attention passes over blocks of rows whose scores fit in `partials`
+/// ([q, k_cache, v_cache, out, partials]); false, recording nothing, where too few fit. Where
+/// query heads share a KV head both passes take four of a group an invocation (`_grouped`),
+/// so a block holds whole tokens.
+fn scores_then_values_in_blocks(
+    batch: &mut Batch,
+    [q, k_cache, v_cache, out, partials]: [&wgpu::Buffer; 5],
+    s: AttentionShape,
+    params: AttentionParams,
+) -> bool {
+    let ctx = batch.ctx();
+    let rows = s.tokens * s.heads;
+    let keys = s.pos0 + s.tokens;
+    let group = s.heads / s.kv_heads.max(1);
+    let grouped = group >= 2;
+    let mut block_rows = (partials.size() / 4) as usize / keys;
+    if grouped {
+        block_rows = block_rows / s.heads * s.heads;
+    }
+    if block_rows == 0 || block_rows < rows.min(SCORE_BLOCK_MIN_ROWS) {
+        return false;
+    }
+    let (scores_entry, values_entry) = match grouped {
+        true => ("attention_scores_grouped", "attention_values_grouped"),
+        false => ("attention_scores", "attention_values"),
+    };
+    let scores = ctx.pipeline(key(Shader::Attention, scores_entry));
+    let values = ctx.pipeline(key(Shader::Attention, values_entry));
+    let pairs = (s.head_dim / 4).div_ceil(2);
+    for row0 in (0..rows).step_by(block_rows) {
+        let row_end = (row0 + block_rows).min(rows);
+        let block = AttentionParams {
+            row0: u(row0),
+            row_end: u(row_end),
+            ..params
+        };
+        let block = bytemuck::bytes_of(&block);
+        // What one invocation's (token, head) rows are: one row, or four heads of a group.
+        let n = row_end - row0;
+        let units = match grouped {
+            true => n / s.heads * s.kv_heads * group.div_ceil(4),
+            false => n,
+        };
+        let bindings = vec![(5, b(partials)), (6, wide(ctx, q)), (7, wide(ctx, k_cache))];
+        let invocations = units * keys.div_ceil(4);
+        batch.dispatch(scores.clone(), block, bindings, u(invocations.div_ceil(64)));
+        let bindings = vec![(4, b(out)), (5, b(partials)), (8, wide(ctx, v_cache))];
+        let invocations = units * pairs;
+        batch.dispatch(values.clone(), block, bindings, u(invocations.div_ceil(16)));
+    }
+    true
 }
 
 #[repr(C)]
