@@ -330,6 +330,28 @@ fn attention_scores(
     store_scores((row - p.row0) * keys, k0, qr, dots);
 }
 
+// Where invocation i of a grouped pass works, `inner` invocations to each four heads: its
+// token t (past the block: none), its four query heads (one KV head's; a group of fewer
+// repeats its last), the first one's place in the group (j0), and its index among the inner.
+struct GroupedAt {
+    t: u32,
+    heads: vec4<u32>,
+    j0: u32,
+    inner: u32,
+}
+
+fn grouped_at(i: u32, inner: u32) -> GroupedAt {
+    let group = p.heads / p.kv_heads;
+    let head_quads = (group + 3u) / 4u;
+    let per_token = p.kv_heads * head_quads * inner;
+    let rest = i % per_token;
+    let kvh = rest / (head_quads * inner);
+    let j0 = 4u * ((rest / inner) % head_quads);
+    let heads = min(vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(group - 1u))
+        + vec4<u32>(kvh * group);
+    return GroupedAt(p.row0 / p.heads + i / per_token, heads, j0, rest % inner);
+}
+
 // attention_scores for grouped-query heads: one invocation per (token, KV head, four of its
 // query heads, four keys), so each load of K serves four heads and each load of q four keys.
 // A group of fewer heads repeats its last, not stored. The block [row0, row_end) holds whole
@@ -340,22 +362,17 @@ fn attention_scores_grouped(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
     let keys = p.pos0 + p.tokens;
     let key_quads = (keys + 3u) / 4u;
-    let group = p.heads / p.kv_heads;
-    let head_quads = (group + 3u) / 4u;
-    let per_token = p.kv_heads * head_quads * key_quads;
-    let t = p.row0 / p.heads + i / per_token;
-    if (t * p.heads >= p.row_end) {
+    let place = grouped_at((wg.x + wg.y * nwg.x) * WG + lid, key_quads);
+    if (place.t * p.heads >= p.row_end) {
         return;
     }
-    let rest = i % per_token;
-    let kvh = rest / (head_quads * key_quads);
-    let j0 = 4u * ((rest / key_quads) % head_quads);
-    let k0 = 4u * (rest % key_quads);
-    let heads = min(vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(group - 1u))
-        + vec4<u32>(kvh * group);
+    let t = place.t;
+    let heads = place.heads;
+    let j0 = place.j0;
+    let group = p.heads / p.kv_heads;
+    let k0 = 4u * place.inner;
     let qr = query_row(t * p.heads + heads.x);
     if (k0 > qr.pos || k0 + 3u < qr.start) {
         return;
@@ -491,23 +508,18 @@ fn attention_values_grouped(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wg.x + wg.y * nwg.x) * 16u + lid;
     let quads = p.head_dim >> 2u;
     let pairs = (quads + 1u) / 2u;
-    let group = p.heads / p.kv_heads;
-    let head_quads = (group + 3u) / 4u;
-    let per_token = p.kv_heads * head_quads * pairs;
-    let t = p.row0 / p.heads + i / per_token;
-    if (t * p.heads >= p.row_end) {
+    let place = grouped_at((wg.x + wg.y * nwg.x) * 16u + lid, pairs);
+    if (place.t * p.heads >= p.row_end) {
         return;
     }
-    let rest = i % per_token;
-    let kvh = rest / (head_quads * pairs);
-    let j0 = 4u * ((rest / pairs) % head_quads);
-    let c0 = 2u * (rest % pairs);
+    let t = place.t;
+    let heads = place.heads;
+    let j0 = place.j0;
+    let group = p.heads / p.kv_heads;
+    let c0 = 2u * place.inner;
     let c1 = min(c0 + 1u, quads - 1u);
-    let heads = min(vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(group - 1u))
-        + vec4<u32>(kvh * group);
     let qr = query_row(t * p.heads + heads.x);
     let keys = p.pos0 + p.tokens;
     let rows = vec4<u32>(t * p.heads - p.row0) + heads;
