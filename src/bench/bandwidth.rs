@@ -48,13 +48,8 @@ impl CopyBandwidth {
 
     /// The read ceiling: the faster pattern's median, bytes/s.
     pub fn read_ceiling_bytes_per_s(&self) -> f64 {
-        self.fastest_read().map_or(0.0, |r| r.gbps.median * 1e9)
-    }
-
-    pub fn fastest_read(&self) -> Option<&ShaderRead> {
-        self.shader_reads
-            .iter()
-            .max_by(|a, b| a.gbps.median.total_cmp(&b.gbps.median))
+        let fastest = self.shader_reads.iter().map(|r| r.gbps.median);
+        fastest.fold(0.0, f64::max) * 1e9
     }
 }
 
@@ -115,9 +110,20 @@ pub async fn measure(ctx: &GpuContext, bytes: u64, repeats: usize) -> Result<Cop
     }
     ctx.check_device_error()?;
     let shader_read_bytes = src.size().min(ctx.buffer_limit()) & !15;
+    if shader_read_bytes == 0 {
+        return Err(Error::gpu(
+            "the read ceiling needs a buffer of at least 16 bytes",
+        ));
+    }
+    let folds = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("read sweep folds"),
+        size: kernels::read_sweep_invocations((shader_read_bytes / 16) as usize) as u64 * 4,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
     let mut shader_reads = Vec::new();
     for pattern in ReadPattern::ALL {
-        let gbps = shader_read(ctx, pattern, &src, shader_read_bytes, repeats).await?;
+        let gbps = shader_read(ctx, pattern, &src, shader_read_bytes, &folds, repeats).await?;
         shader_reads.push(ShaderRead { pattern, gbps });
     }
     Ok(CopyBandwidth {
@@ -130,37 +136,26 @@ pub async fn measure(ctx: &GpuContext, bytes: u64, repeats: usize) -> Result<Cop
     })
 }
 
-/// GB/s of `read_sweep` over the first `bytes` of `src`, timed by fence over a few sweeps per
-/// submission.
+/// GB/s of `read_sweep` over the first `bytes` (a multiple of 16) of `src` into `folds`, timed
+/// by fence over a few sweeps per submission.
 async fn shader_read(
     ctx: &GpuContext,
     pattern: ReadPattern,
     src: &wgpu::Buffer,
     bytes: u64,
+    folds: &wgpu::Buffer,
     repeats: usize,
 ) -> Result<Stat> {
-    if bytes == 0 {
-        return Err(Error::gpu(
-            "the read ceiling needs a buffer of at least 16 bytes",
-        ));
-    }
-    let invocations = kernels::read_sweep_invocations((bytes / 16) as usize);
-    let folds = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("read sweep folds"),
-        size: invocations as u64 * 4,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
     let mut rates = Vec::new();
     // One untimed round first: it compiles the pipeline and touches the memory.
     for round in 0..=repeats {
         let mut batch = Batch::new(ctx);
         for _ in 0..COPIES_PER_SUBMIT {
-            kernels::read_sweep(&mut batch, pattern, src, bytes, &folds);
+            kernels::read_sweep(&mut batch, pattern, src, bytes, folds);
         }
         let start = Instant::now();
         batch.submit();
-        wait_idle(ctx, &folds).await?;
+        wait_idle(ctx, folds).await?;
         let seconds = start.elapsed().as_secs_f64();
         if round > 0 {
             rates.push((bytes * COPIES_PER_SUBMIT) as f64 / seconds / 1e9);

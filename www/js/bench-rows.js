@@ -32,10 +32,6 @@ function copyRows(c) {
   return rows;
 }
 
-/** The read ceiling in bytes/s: the faster read pattern's median. */
-export function readCeilingBytesPerS(copy) {
-  return Math.max(0, ...(copy.shader_reads ?? []).map((r) => r.gbps.median)) * 1e9;
-}
 
 function decodeRows(r, d) {
   const bw = gpuBytesPerS(r.copy_bandwidth);
@@ -50,7 +46,7 @@ function decodeRows(r, d) {
       label: `GPU copy ÷ (weights + ${mb(d.kv_bytes)} of KV cache) per token`,
     }),
     row(`decode-${d.context}-read`, `decode at context ${d.context}, against what a shader can read`, 'tok/s', stat(d.tokens_per_s), {
-      value: readCeilingBytesPerS(r.copy_bandwidth) / weights,
+      value: d.read_ceiling_tokens_per_s,
       label: `shader read ceiling ÷ ${mb(weights)} of weights per token`,
     }),
   ];
