@@ -68,7 +68,7 @@ fn matvec_rows(
     store_row(t, r, row_dots(r, t * p.x_stride, 0u, 1u));
 }
 
-// matvec_rows for 16-bit rows that all take the wide path (the host checks): each invocation
+// matvec_rows for 16-bit or Q8_0 rows that all take the wide path (the host checks): each invocation
 // owns four consecutive stored rows (two gate/up pairs when SWIGLU), so each load of x feeds
 // four rows. llvmpipe loads through a loop over the SIMD lanes, so fewer loads is what pays;
 // workgroups of 16 (64 rows) keep a small matrix spread over the CPU's threads.
@@ -164,7 +164,7 @@ fn matmul_rows(
     }
 }
 
-// matmul_rows for 16-bit rows that all take the wide path (the host checks): each invocation
+// matmul_rows for 16-bit or Q8_0 rows that all take the wide path (the host checks): each invocation
 // owns four rows for four tokens, so each load of x serves four rows and each load of W four
 // tokens (matmul_rows' loads for four rows, a third as many).
 @compute @workgroup_size(16)
@@ -183,6 +183,19 @@ fn matmul_rows4(
     // Rows and tokens past the end read the last ones again and are not stored.
     let w0 = four_up_to(r0, p.chunk_rows - 1u) * (p.row_words >> 2u);
     let ts = four_up_to(t0, p.tokens - 1u);
+    if (W_DTYPE == 3u) {
+        // Q8_0: the four rows against each token in turn (row_dot4_q8's vec4 loads).
+        let rows = four_up_to(r0, p.chunk_rows - 1u) * p.row_words;
+        for (var t = 0u; t < 4u; t++) {
+            let sums = row_dot4_q8(rows, ts[t] * p.x_stride, p.cols);
+            for (var r = 0u; r < 4u; r++) {
+                if (r0 + r < p.chunk_rows && t0 + t < p.tokens) {
+                    store(t0 + t, r0 + r, sums[r]);
+                }
+            }
+        }
+        return;
+    }
     let xs = ts * (p.x_stride >> 2u);
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
@@ -248,8 +261,7 @@ fn matmul_rows_wide(row: u32, xs: vec4<u32>) -> vec4<f32> {
 fn matmul_rows_q8(row: u32, xs: vec4<u32>) -> vec4<f32> {
     var sums = vec4<f32>(0.0);
     for (var j = 0u; j < (p.cols >> 2u); j++) {
-        let at = row + (j >> 3u) * Q8_BLOCK_WORDS;
-        let q = q8_word(w[at + 1u + (j & 7u)]) * bitcast<f32>(w[at]);
+        let q = q8_word(w[q8_quants_at(row, j)]) * bitcast<f32>(w[q8_scale_at(row, j)]);
         let k = 4u * j;
         sums += vec4<f32>(dot(q, x4(xs.x + k)), dot(q, x4(xs.y + k)),
                           dot(q, x4(xs.z + k)), dot(q, x4(xs.w + k)));

@@ -195,7 +195,7 @@ fn expert_matvec_rows(
     }
 }
 
-// expert_matvec_rows for 16-bit rows that all take the wide path (the host checks): each
+// expert_matvec_rows for 16-bit or Q8_0 rows that all take the wide path (the host checks): each
 // invocation owns four consecutive rows of its slot's expert (two gate/up pairs when SWIGLU),
 // so each load of x serves four rows (see matmul.wgsl's matvec_rows4).
 @compute @workgroup_size(16)

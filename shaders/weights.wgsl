@@ -2,15 +2,27 @@
 // Weights live in u32 words so the baseline needs no shader-f16: f32 is one element per
 // word; f16 and bf16 are two per word, element 2i in the low half. Rows of 16-bit matrices
 // are padded to a whole word, so a row always starts on a word boundary.
-// Q8_0 rows are blocks of 32 elements, 9 words each: the scale d as f32 bits, then 32 int8
-// q, four to a word, element 4i + b in byte b of word 1 + i; the element is d · q.
+// Q8_0 rows are blocks of 32 elements in superblocks of four (see q8_0.rs), 36 words each:
+// the four scales d as f32 bits, then the four blocks' quants, 8 words a block, four int8 q to
+// a word (element 4i + b of a block in byte b of its word i); the element is d · q. Every
+// superblock starts 16-byte aligned; a row's short last one keeps its four scale words.
 // The including shader declares `w: array<u32>`.
 
 // 0 = f32, 1 = f16, 2 = bf16, 3 = q8_0 (a pipeline constant: each format gets its own
 // pipeline).
 override W_DTYPE: u32 = 0u;
 
-const Q8_BLOCK_WORDS: u32 = 9u;
+const Q8_SUPER_WORDS: u32 = 36u;
+
+// Word offsets, in the Q8_0 row at `row`, of quant word j (elements 4j..4j + 3) and of its
+// block's scale.
+fn q8_quants_at(row: u32, j: u32) -> u32 {
+    return row + Q8_SUPER_WORDS * (j >> 5u) + 4u + (j & 31u);
+}
+
+fn q8_scale_at(row: u32, j: u32) -> u32 {
+    return row + Q8_SUPER_WORDS * (j >> 5u) + ((j >> 3u) & 3u);
+}
 
 // Byte b of a word as a signed int8, in f32. Shifts, not unpack4xI8 (not in the baseline):
 // the byte to the top, then an arithmetic shift back.
@@ -30,9 +42,8 @@ fn load_w(row: u32, k: u32) -> f32 {
         return bitcast<f32>(w[row + k]);
     }
     if (W_DTYPE == 3u) {
-        let block = row + (k >> 5u) * Q8_BLOCK_WORDS;
-        let q = k & 31u;
-        return bitcast<f32>(w[block]) * q8_at(w[block + 1u + (q >> 2u)], q & 3u);
+        let j = k >> 2u;
+        return bitcast<f32>(w[q8_scale_at(row, j)]) * q8_at(w[q8_quants_at(row, j)], k & 3u);
     }
     let word = w[row + (k >> 1u)];
     let high = (k & 1u) == 1u;
@@ -49,11 +60,10 @@ fn load_w2(row: u32, k: u32) -> vec2<f32> {
         return vec2<f32>(bitcast<f32>(w[row + k]), bitcast<f32>(w[row + k + 1u]));
     }
     if (W_DTYPE == 3u) {
-        let block = row + (k >> 5u) * Q8_BLOCK_WORDS;
-        let q = k & 31u;
-        let word = w[block + 1u + (q >> 2u)];
-        let b = q & 3u;
-        return bitcast<f32>(w[block]) * vec2<f32>(q8_at(word, b), q8_at(word, b + 1u));
+        let j = k >> 2u;
+        let word = w[q8_quants_at(row, j)];
+        let b = k & 3u;
+        return bitcast<f32>(w[q8_scale_at(row, j)]) * vec2<f32>(q8_at(word, b), q8_at(word, b + 1u));
     }
     let word = w[row + (k >> 1u)];
     if (W_DTYPE == 1u) {

@@ -154,17 +154,18 @@ fn bench_says_the_weight_format_and_counts_its_bytes() {
     assert_eq!(stored["model"]["weight_format"], "f16", "{stored}");
     assert_eq!(q8["model"]["weight_format"], "q8_0", "{q8}");
     assert!(q8["model"]["weight_format_note"].is_null(), "{q8}");
-    // 36 bytes per 32 weights instead of 64, plus the same f32 norms.
+    // Rows of 64 (two blocks, one short superblock with four scale words) take 80 bytes
+    // instead of 128, rows of 96 take 112 instead of 192, plus the same f32 norms.
     let ratio = positive(&q8, "/model/decode_weight_bytes")
         / positive(&stored, "/model/decode_weight_bytes");
     assert!(
-        (0.56..0.6).contains(&ratio),
+        (0.6..0.63).contains(&ratio),
         "q8_0 / f16 bytes per token: {ratio}"
     );
     let memory =
         positive(&q8, "/memory/gpu_weight_bytes") / positive(&stored, "/memory/gpu_weight_bytes");
     assert!(
-        (0.56..0.6).contains(&memory),
+        (0.6..0.63).contains(&memory),
         "q8_0 / f16 GPU memory: {memory}"
     );
 }

@@ -158,7 +158,7 @@ fn weights(format: WeightFormat, cols: usize, values: &[f32]) -> (DType, Vec<u8>
             let (bytes, _) = quantize(DType::F32, values);
             let words: Vec<u32> =
                 bytemuck::pod_collect_to_vec(&q8_0::quantize_rows(DType::F32, &bytes, cols));
-            (DType::F32, bytes, q8_0::dequantize_row(&words))
+            (DType::F32, bytes, q8_0::dequantize_rows(&words, cols))
         }
     }
 }

@@ -144,12 +144,15 @@ pub fn matmul_swiglu(
     );
 }
 
-/// Whether every row of `w` and every token's x can take row_dot's wide path (16-bit words and
-/// x quads starting 16-byte aligned, K whole groups of eight), so the CPU adapters' kernels
-/// can give each invocation four rows (the entry points ending in `rows4`).
+/// Whether every row of `w` and every token's x can take row_dot's wide path (16-bit or Q8_0
+/// words and x quads starting 16-byte aligned, K whole groups of eight; Q8_0 rows always
+/// are), so the CPU adapters' kernels can give each invocation four rows (the entry points
+/// ending in `rows4`).
 fn wide_rows(w: &GpuMatrix, x_stride: usize) -> bool {
-    matches!(w.format, WeightFormat::Plain(DType::F16 | DType::BF16))
-        && w.row_words.is_multiple_of(4)
+    matches!(
+        w.format,
+        WeightFormat::Plain(DType::F16 | DType::BF16) | WeightFormat::Q8_0
+    ) && w.row_words.is_multiple_of(4)
         && w.cols.is_multiple_of(8)
         && x_stride.is_multiple_of(4)
 }

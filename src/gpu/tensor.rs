@@ -26,7 +26,8 @@ pub struct MatrixChunk {
 pub enum WeightFormat {
     /// As the checkpoint stores it: f32 one per word, f16/bf16 two per word.
     Plain(DType),
-    /// llama.cpp's Q8_0 in 9-word blocks (see `q8_0`); rows of whole 32-element blocks.
+    /// llama.cpp's Q8_0 in superblocks of four 32-element blocks (see `q8_0`); rows of whole
+    /// blocks.
     Q8_0,
 }
 
