@@ -103,6 +103,46 @@ fn matvec_rows4(
     }
 }
 
+// matvec_rows4 for Q8_0 with eight rows an invocation (the host picks it for Q8_0 only): each
+// load of x serves eight rows, where x's loads were half of row_dot4_q8's. On lavapipe that
+// decodes about 10 % faster; f16 with eight rows was slower (BENCHMARKS.md).
+@compute @workgroup_size(16)
+fn matvec_rows8(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let stored_rows = select(p.chunk_rows, 2u * p.chunk_rows, SWIGLU);
+    let blocks = (stored_rows + 127u) / 128u;
+    let wid = wg.x + wg.y * nwg.x;
+    let r0 = ((wid % blocks) * 16u + lid) * 8u;
+    let t = wid / blocks;
+    if (t >= p.tokens || r0 >= stored_rows) {
+        return;
+    }
+    let last = stored_rows - 1u;
+    let sums = row_dot8_q8(four_up_to(r0, last) * p.row_words, four_up_to(r0 + 4u, last) * p.row_words,
+                           t * p.x_stride, p.cols);
+    for (var half = 0u; half < 2u; half++) {
+        let r = r0 + 4u * half;
+        if (r >= stored_rows) {
+            break;
+        }
+        if (SWIGLU) {
+            store_swiglu(t, r / 2u, sums[half].xy);
+            if (r + 2u < stored_rows) {
+                store_swiglu(t, r / 2u + 1u, sums[half].zw);
+            }
+            continue;
+        }
+        for (var i = 0u; i < 4u; i++) {
+            if (r + i < stored_rows) {
+                store(t, r + i, sums[half][i]);
+            }
+        }
+    }
+}
+
 // Prefill path for CPU adapters: each invocation owns one row for 4 tokens, reading the row
 // once and the tokens' inputs at addresses shared by all its lanes; no workgroup memory (on a
 // CPU it is the same cache), no barriers, and no private arrays (lanes index those through

@@ -174,33 +174,78 @@ fn row_dot4_wide(rows: vec4<u32>, xb: u32, cols: u32) -> vec4<f32> {
 // row_dot4_wide of Q8_0 rows: a vec4 of four scales a superblock and two vec4s of quants a
 // block for each row, and the block's 32 inputs as eight vec4s for all four. On llvmpipe,
 // which loads a lane at a time, that is 17 loads per 128 weights where loading a word at a
-// time took 36.
+// time took 36. The block's sums are one vec4 across the rows: four vec4 accumulators a row
+// left llvmpipe more live registers and were slower.
 fn row_dot4_q8(rows: vec4<u32>, xb: u32, cols: u32) -> vec4<f32> {
     let a = rows >> vec4<u32>(2u);
     let blocks = cols >> 5u;
     var acc = vec4<f32>(0.0);
     for (var b0 = 0u; b0 < blocks; b0 += 4u) {
         let superblock = 9u * (b0 >> 2u);
-        let d0 = bitcast<vec4<f32>>(w_vec4[a.x + superblock]);
-        let d1 = bitcast<vec4<f32>>(w_vec4[a.y + superblock]);
-        let d2 = bitcast<vec4<f32>>(w_vec4[a.z + superblock]);
-        let d3 = bitcast<vec4<f32>>(w_vec4[a.w + superblock]);
+        let d = q8_scales4(a, superblock);
         for (var i = 0u; i < min(4u, blocks - b0); i++) {
             let q = superblock + 1u + 2u * i;
             let xk = (xb >> 2u) + 8u * (b0 + i);
             var s = vec4<f32>(0.0);
             for (var h = 0u; h < 2u; h++) {
-                let xs = mat4x4<f32>(x_vec4[xk + 4u * h], x_vec4[xk + 4u * h + 1u],
-                                     x_vec4[xk + 4u * h + 2u], x_vec4[xk + 4u * h + 3u]);
-                s += vec4<f32>(q8_dot16(w_vec4[a.x + q + h], xs), q8_dot16(w_vec4[a.y + q + h], xs),
-                               q8_dot16(w_vec4[a.z + q + h], xs), q8_dot16(w_vec4[a.w + q + h], xs));
+                let xs = x16(xk + 4u * h);
+                s += q8_dots4(a, q + h, xs);
             }
-            // This block's scale: component i of each row's scale vec4.
-            let pick = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(i) == vec4<u32>(0u, 1u, 2u, 3u));
-            acc += vec4<f32>(dot(d0, pick), dot(d1, pick), dot(d2, pick), dot(d3, pick)) * s;
+            acc += (q8_pick(i) * d) * s;
         }
     }
     return acc;
+}
+
+// row_dot4_q8 for eight rows (vec4 offsets `a` and `b`), which share each load of x.
+fn row_dot8_q8(rows_a: vec4<u32>, rows_b: vec4<u32>, xb: u32, cols: u32) -> array<vec4<f32>, 2> {
+    let a = rows_a >> vec4<u32>(2u);
+    let b = rows_b >> vec4<u32>(2u);
+    let blocks = cols >> 5u;
+    var acc_a = vec4<f32>(0.0);
+    var acc_b = vec4<f32>(0.0);
+    for (var b0 = 0u; b0 < blocks; b0 += 4u) {
+        let superblock = 9u * (b0 >> 2u);
+        let da = q8_scales4(a, superblock);
+        let db = q8_scales4(b, superblock);
+        for (var i = 0u; i < min(4u, blocks - b0); i++) {
+            let q = superblock + 1u + 2u * i;
+            let xk = (xb >> 2u) + 8u * (b0 + i);
+            var sa = vec4<f32>(0.0);
+            var sb = vec4<f32>(0.0);
+            for (var h = 0u; h < 2u; h++) {
+                let xs = x16(xk + 4u * h);
+                sa += q8_dots4(a, q + h, xs);
+                sb += q8_dots4(b, q + h, xs);
+            }
+            let pick = q8_pick(i);
+            acc_a += (pick * da) * sa;
+            acc_b += (pick * db) * sb;
+        }
+    }
+    return array<vec4<f32>, 2>(acc_a, acc_b);
+}
+
+// The scale vec4s of four rows' superblock (vec4 offset `at` in each row), one column a row.
+fn q8_scales4(a: vec4<u32>, at: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(bitcast<vec4<f32>>(w_vec4[a.x + at]), bitcast<vec4<f32>>(w_vec4[a.y + at]),
+                       bitcast<vec4<f32>>(w_vec4[a.z + at]), bitcast<vec4<f32>>(w_vec4[a.w + at]));
+}
+
+// Picks block i's scales: (q8_pick(i) * d)[r] is component i of row r's scales.
+fn q8_pick(i: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(i) == vec4<u32>(0u, 1u, 2u, 3u));
+}
+
+// Sixteen inputs from vec4 offset k, as the columns of a matrix.
+fn x16(k: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(x_vec4[k], x_vec4[k + 1u], x_vec4[k + 2u], x_vec4[k + 3u]);
+}
+
+// Four rows' sixteen int8 at vec4 offset `at` against sixteen inputs.
+fn q8_dots4(a: vec4<u32>, at: u32, xs: mat4x4<f32>) -> vec4<f32> {
+    return vec4<f32>(q8_dot16(w_vec4[a.x + at], xs), q8_dot16(w_vec4[a.y + at], xs),
+                     q8_dot16(w_vec4[a.z + at], xs), q8_dot16(w_vec4[a.w + at], xs));
 }
 
 // Sixteen int8 (four words) against sixteen inputs (the columns of xs).

@@ -157,14 +157,14 @@ fn wide_rows(w: &GpuMatrix, x_stride: usize) -> bool {
         && x_stride.is_multiple_of(4)
 }
 
-/// `rest` plus the per-word views of x and w (`plain`), which the four-row kernels (entry
-/// points ending in `rows4`) do not declare: they read both only as vec4s.
+/// `rest` plus the per-word views of x and w (`plain`), which the four- and eight-row kernels
+/// (entry points ending in `rows4` or `rows8`) do not declare: they read both only as vec4s.
 fn four_row_bindings(
     entry: &str,
     plain: [(u32, Binding); 2],
     mut rest: Vec<(u32, Binding)>,
 ) -> Vec<(u32, Binding)> {
-    if !entry.ends_with("rows4") {
+    if !entry.ends_with("rows4") && !entry.ends_with("rows8") {
         rest.extend(plain);
     }
     rest
@@ -195,6 +195,9 @@ fn project(
             (true, true, _) if wide_rows(w, x_stride) => (Shader::Matmul, "matmul_rows4", 64, 4),
             (true, true, _) => (Shader::Matmul, "matmul_rows", 64, 4),
             (true, false, _) => (Shader::Matmul, "matmul_tiled", 32, 32),
+            (false, true, _) if wide_rows(w, x_stride) && w.format == WeightFormat::Q8_0 => {
+                (Shader::Matmul, "matvec_rows8", 128 / per_row, 1)
+            }
             (false, true, _) if wide_rows(w, x_stride) => {
                 (Shader::Matmul, "matvec_rows4", 64 / per_row, 1)
             }
