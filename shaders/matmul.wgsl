@@ -223,20 +223,18 @@ fn matmul_rows4(
     // Rows and tokens past the end read the last ones again and are not stored.
     let w0 = four_up_to(r0, p.chunk_rows - 1u) * (p.row_words >> 2u);
     let ts = four_up_to(t0, p.tokens - 1u);
+    let xs = ts * (p.x_stride >> 2u);
     if (W_DTYPE == 3u) {
-        // Q8_0: the four rows against each token in turn (row_dot4_q8's vec4 loads).
-        let rows = four_up_to(r0, p.chunk_rows - 1u) * p.row_words;
-        for (var t = 0u; t < 4u; t++) {
-            let sums = row_dot4_q8(rows, ts[t] * p.x_stride, p.cols);
-            for (var r = 0u; r < 4u; r++) {
+        let sums = matmul4_q8(w0, xs, p.cols);
+        for (var r = 0u; r < 4u; r++) {
+            for (var t = 0u; t < 4u; t++) {
                 if (r0 + r < p.chunk_rows && t0 + t < p.tokens) {
-                    store(t0 + t, r0 + r, sums[r]);
+                    store(t0 + t, r0 + r, sums[r][t]);
                 }
             }
         }
         return;
     }
-    let xs = ts * (p.x_stride >> 2u);
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
@@ -260,6 +258,50 @@ fn matmul_rows4(
             }
         }
     }
+}
+
+// matmul_rows4's Q8_0 dot products: four rows (vec4 offsets `a`) against four tokens' inputs
+// (vec4 offsets `xs`), each load of quants unpacked once for the four tokens and each load of
+// x serving the four rows; column r holds row r's sums for the four tokens.
+fn matmul4_q8(a: vec4<u32>, xs: vec4<u32>, cols: u32) -> mat4x4<f32> {
+    let blocks = cols >> 5u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var b0 = 0u; b0 < blocks; b0 += 4u) {
+        let superblock = 9u * (b0 >> 2u);
+        let scales = q8_scales4(a, superblock);
+        for (var i = 0u; i < min(4u, blocks - b0); i++) {
+            let q = superblock + 1u + 2u * i;
+            let xk = 8u * (b0 + i);
+            var s0 = vec4<f32>(0.0);
+            var s1 = vec4<f32>(0.0);
+            var s2 = vec4<f32>(0.0);
+            var s3 = vec4<f32>(0.0);
+            for (var h = 0u; h < 2u; h++) {
+                let k = xk + 4u * h;
+                let x0 = x16(xs.x + k);
+                let x1 = x16(xs.y + k);
+                let x2 = x16(xs.z + k);
+                let x3 = x16(xs.w + k);
+                let u0 = q8_unpack16(w_vec4[a.x + q + h]);
+                s0 += vec4<f32>(dot16(u0, x0), dot16(u0, x1), dot16(u0, x2), dot16(u0, x3));
+                let u1 = q8_unpack16(w_vec4[a.y + q + h]);
+                s1 += vec4<f32>(dot16(u1, x0), dot16(u1, x1), dot16(u1, x2), dot16(u1, x3));
+                let u2 = q8_unpack16(w_vec4[a.z + q + h]);
+                s2 += vec4<f32>(dot16(u2, x0), dot16(u2, x1), dot16(u2, x2), dot16(u2, x3));
+                let u3 = q8_unpack16(w_vec4[a.w + q + h]);
+                s3 += vec4<f32>(dot16(u3, x0), dot16(u3, x1), dot16(u3, x2), dot16(u3, x3));
+            }
+            let d = q8_pick(i) * scales;
+            acc0 += d.x * s0;
+            acc1 += d.y * s1;
+            acc2 += d.z * s2;
+            acc3 += d.w * s3;
+        }
+    }
+    return mat4x4<f32>(acc0, acc1, acc2, acc3);
 }
 
 // Eight weights (one vec4 of 16-bit words) against four tokens' eight inputs each.

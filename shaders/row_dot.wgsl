@@ -250,7 +250,17 @@ fn q8_dots4(a: vec4<u32>, at: u32, xs: mat4x4<f32>) -> vec4<f32> {
 
 // Sixteen int8 (four words) against sixteen inputs (the columns of xs).
 fn q8_dot16(q: vec4<u32>, xs: mat4x4<f32>) -> f32 {
-    return dot(q8_word(q.x), xs[0]) + dot(q8_word(q.y), xs[1]) + dot(q8_word(q.z), xs[2]) + dot(q8_word(q.w), xs[3]);
+    return dot16(q8_unpack16(q), xs);
+}
+
+// Sixteen int8 (four words) as the columns of a matrix, four a column.
+fn q8_unpack16(q: vec4<u32>) -> mat4x4<f32> {
+    return mat4x4<f32>(q8_word(q.x), q8_word(q.y), q8_word(q.z), q8_word(q.w));
+}
+
+// Σ of the sixteen products of two matrices' elements.
+fn dot16(a: mat4x4<f32>, b: mat4x4<f32>) -> f32 {
+    return dot(a[0], b[0]) + dot(a[1], b[1]) + dot(a[2], b[2]) + dot(a[3], b[3]);
 }
 
 // first, first + 1, first + 2, first + 3, none past last: the four rows (or tokens) of a
