@@ -78,27 +78,40 @@ fn matvec_rows4(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let stored_rows = select(p.chunk_rows, 2u * p.chunk_rows, SWIGLU);
-    let blocks = (stored_rows + 63u) / 64u;
-    let wid = wg.x + wg.y * nwg.x;
-    let r0 = ((wid % blocks) * 16u + lid) * 4u;
-    let t = wid / blocks;
+    let at = rows_grid(wg, nwg, lid, 4u);
+    let stored_rows = at.x;
+    let r0 = at.y;
+    let t = at.z;
     if (t >= p.tokens || r0 >= stored_rows) {
         return;
     }
     // Rows past the chunk's last read its last row again and are not stored.
     let rows = four_up_to(r0, stored_rows - 1u);
-    let sums = row_dot4_wide(rows * p.row_words, t * p.x_stride, p.cols);
+    store_four(t, r0, stored_rows, row_dot4_wide(rows * p.row_words, t * p.x_stride, p.cols));
+}
+
+// The grid of the CPU adapters' matvecs with `per` stored rows an invocation, 16 invocations
+// a workgroup: (stored rows, the invocation's first, its token).
+fn rows_grid(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, per: u32) -> vec3<u32> {
+    let stored_rows = select(p.chunk_rows, 2u * p.chunk_rows, SWIGLU);
+    let blocks = (stored_rows + 16u * per - 1u) / (16u * per);
+    let wid = wg.x + wg.y * nwg.x;
+    return vec3<u32>(stored_rows, ((wid % blocks) * 16u + lid) * per, wid / blocks);
+}
+
+// Stores the sums of stored rows r..r + 3 for token t, none past stored_rows: the two gate/up
+// pairs' silu(gate) · up when SWIGLU.
+fn store_four(t: u32, r: u32, stored_rows: u32, sums: vec4<f32>) {
     if (SWIGLU) {
-        store_swiglu(t, r0 / 2u, sums.xy);
-        if (r0 + 2u < stored_rows) {
-            store_swiglu(t, r0 / 2u + 1u, sums.zw);
+        store_swiglu(t, r / 2u, sums.xy);
+        if (r + 2u < stored_rows) {
+            store_swiglu(t, r / 2u + 1u, sums.zw);
         }
         return;
     }
     for (var i = 0u; i < 4u; i++) {
-        if (r0 + i < stored_rows) {
-            store(t, r0 + i, sums[i]);
+        if (r + i < stored_rows) {
+            store(t, r + i, sums[i]);
         }
     }
 }
@@ -112,34 +125,19 @@ fn matvec_rows8(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let stored_rows = select(p.chunk_rows, 2u * p.chunk_rows, SWIGLU);
-    let blocks = (stored_rows + 127u) / 128u;
-    let wid = wg.x + wg.y * nwg.x;
-    let r0 = ((wid % blocks) * 16u + lid) * 8u;
-    let t = wid / blocks;
+    let at = rows_grid(wg, nwg, lid, 8u);
+    let stored_rows = at.x;
+    let r0 = at.y;
+    let t = at.z;
     if (t >= p.tokens || r0 >= stored_rows) {
         return;
     }
     let last = stored_rows - 1u;
     let sums = row_dot8_q8(four_up_to(r0, last) * p.row_words, four_up_to(r0 + 4u, last) * p.row_words,
                            t * p.x_stride, p.cols);
-    for (var half = 0u; half < 2u; half++) {
-        let r = r0 + 4u * half;
-        if (r >= stored_rows) {
-            break;
-        }
-        if (SWIGLU) {
-            store_swiglu(t, r / 2u, sums[half].xy);
-            if (r + 2u < stored_rows) {
-                store_swiglu(t, r / 2u + 1u, sums[half].zw);
-            }
-            continue;
-        }
-        for (var i = 0u; i < 4u; i++) {
-            if (r + i < stored_rows) {
-                store(t, r + i, sums[half][i]);
-            }
-        }
+    store_four(t, r0, stored_rows, sums[0]);
+    if (r0 + 4u < stored_rows) {
+        store_four(t, r0 + 4u, stored_rows, sums[1]);
     }
 }
 
