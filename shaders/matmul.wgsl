@@ -222,33 +222,12 @@ fn matmul_rows4(
     let w0 = four_up_to(r0, p.chunk_rows - 1u) * (p.row_words >> 2u);
     let ts = four_up_to(t0, p.tokens - 1u);
     let xs = ts * (p.x_stride >> 2u);
+    var sums: mat4x4<f32>;
     if (W_DTYPE == 3u) {
-        let sums = matmul4_q8(w0, xs, p.cols);
-        for (var r = 0u; r < 4u; r++) {
-            for (var t = 0u; t < 4u; t++) {
-                if (r0 + r < p.chunk_rows && t0 + t < p.tokens) {
-                    store(t0 + t, r0 + r, sums[r][t]);
-                }
-            }
-        }
-        return;
+        sums = matmul4_q8(w0, xs, p.cols);
+    } else {
+        sums = matmul4_wide(w0, xs, p.cols);
     }
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    for (var j = 0u; j < (p.cols >> 3u); j++) {
-        let k = 2u * j;
-        let x0 = array<vec4<f32>, 2>(x_vec4[xs.x + k], x_vec4[xs.x + k + 1u]);
-        let x1 = array<vec4<f32>, 2>(x_vec4[xs.y + k], x_vec4[xs.y + k + 1u]);
-        let x2 = array<vec4<f32>, 2>(x_vec4[xs.z + k], x_vec4[xs.z + k + 1u]);
-        let x3 = array<vec4<f32>, 2>(x_vec4[xs.w + k], x_vec4[xs.w + k + 1u]);
-        a0 += dots4(w_vec4[w0.x + j], x0, x1, x2, x3);
-        a1 += dots4(w_vec4[w0.y + j], x0, x1, x2, x3);
-        a2 += dots4(w_vec4[w0.z + j], x0, x1, x2, x3);
-        a3 += dots4(w_vec4[w0.w + j], x0, x1, x2, x3);
-    }
-    let sums = array<vec4<f32>, 4>(a0, a1, a2, a3);
     for (var r = 0u; r < 4u; r++) {
         for (var t = 0u; t < 4u; t++) {
             if (r0 + r < p.chunk_rows && t0 + t < p.tokens) {
@@ -256,6 +235,28 @@ fn matmul_rows4(
             }
         }
     }
+}
+
+// matmul_rows4's dot products of 16-bit rows: four rows (vec4 offsets `a`) against four
+// tokens' inputs (vec4 offsets `xs`), eight weights a load; column r holds row r's sums for
+// the four tokens.
+fn matmul4_wide(a: vec4<u32>, xs: vec4<u32>, cols: u32) -> mat4x4<f32> {
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var j = 0u; j < (cols >> 3u); j++) {
+        let k = 2u * j;
+        let x0 = array<vec4<f32>, 2>(x_vec4[xs.x + k], x_vec4[xs.x + k + 1u]);
+        let x1 = array<vec4<f32>, 2>(x_vec4[xs.y + k], x_vec4[xs.y + k + 1u]);
+        let x2 = array<vec4<f32>, 2>(x_vec4[xs.z + k], x_vec4[xs.z + k + 1u]);
+        let x3 = array<vec4<f32>, 2>(x_vec4[xs.w + k], x_vec4[xs.w + k + 1u]);
+        a0 += dots4(w_vec4[a.x + j], x0, x1, x2, x3);
+        a1 += dots4(w_vec4[a.y + j], x0, x1, x2, x3);
+        a2 += dots4(w_vec4[a.z + j], x0, x1, x2, x3);
+        a3 += dots4(w_vec4[a.w + j], x0, x1, x2, x3);
+    }
+    return mat4x4<f32>(a0, a1, a2, a3);
 }
 
 // matmul_rows4's Q8_0 dot products: four rows (vec4 offsets `a`) against four tokens' inputs
@@ -268,10 +269,10 @@ fn matmul4_q8(a: vec4<u32>, xs: vec4<u32>, cols: u32) -> mat4x4<f32> {
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var b0 = 0u; b0 < blocks; b0 += 4u) {
-        let superblock = 9u * (b0 >> 2u);
+        let superblock = q8_scales_vec4(b0 >> 2u);
         let scales = q8_scales4(a, superblock);
         for (var i = 0u; i < min(4u, blocks - b0); i++) {
-            let q = superblock + 1u + 2u * i;
+            let q = q8_quants_vec4(b0 + i);
             let xk = 8u * (b0 + i);
             var s0 = vec4<f32>(0.0);
             var s1 = vec4<f32>(0.0);

@@ -181,10 +181,10 @@ fn row_dot4_q8(rows: vec4<u32>, xb: u32, cols: u32) -> vec4<f32> {
     let blocks = cols >> 5u;
     var acc = vec4<f32>(0.0);
     for (var b0 = 0u; b0 < blocks; b0 += 4u) {
-        let superblock = 9u * (b0 >> 2u);
+        let superblock = q8_scales_vec4(b0 >> 2u);
         let d = q8_scales4(a, superblock);
         for (var i = 0u; i < min(4u, blocks - b0); i++) {
-            let q = superblock + 1u + 2u * i;
+            let q = q8_quants_vec4(b0 + i);
             let xk = (xb >> 2u) + 8u * (b0 + i);
             var s = vec4<f32>(0.0);
             for (var h = 0u; h < 2u; h++) {
@@ -205,11 +205,11 @@ fn row_dot8_q8(rows_a: vec4<u32>, rows_b: vec4<u32>, xb: u32, cols: u32) -> arra
     var acc_a = vec4<f32>(0.0);
     var acc_b = vec4<f32>(0.0);
     for (var b0 = 0u; b0 < blocks; b0 += 4u) {
-        let superblock = 9u * (b0 >> 2u);
+        let superblock = q8_scales_vec4(b0 >> 2u);
         let da = q8_scales4(a, superblock);
         let db = q8_scales4(b, superblock);
         for (var i = 0u; i < min(4u, blocks - b0); i++) {
-            let q = superblock + 1u + 2u * i;
+            let q = q8_quants_vec4(b0 + i);
             let xk = (xb >> 2u) + 8u * (b0 + i);
             var sa = vec4<f32>(0.0);
             var sb = vec4<f32>(0.0);

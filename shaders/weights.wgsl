@@ -24,6 +24,16 @@ fn q8_scale_at(row: u32, j: u32) -> u32 {
     return row + Q8_SUPER_WORDS * (j >> 5u) + ((j >> 3u) & 3u);
 }
 
+// The same in vec4s from a row's start, for the kernels that read whole vec4s: superblock s's
+// vec4 of scales, and the first of block b's two vec4s of quants.
+fn q8_scales_vec4(s: u32) -> u32 {
+    return (Q8_SUPER_WORDS / 4u) * s;
+}
+
+fn q8_quants_vec4(b: u32) -> u32 {
+    return q8_scales_vec4(b >> 2u) + 1u + 2u * (b & 3u);
+}
+
 // Byte b of a word as a signed int8, in f32. Shifts, not unpack4xI8 (not in the baseline):
 // the byte to the top, then an arithmetic shift back.
 fn q8_at(word: u32, b: u32) -> f32 {

@@ -21,6 +21,8 @@ pub const BLOCK: usize = 32;
 pub const SUPERBLOCK_BLOCKS: usize = 4;
 /// u32 words of a block's quants.
 const QUANT_WORDS: usize = BLOCK / 4;
+/// u32 words of a whole superblock: its scales, then its blocks' quants.
+const SUPERBLOCK_WORDS: usize = SUPERBLOCK_BLOCKS * (1 + QUANT_WORDS);
 
 /// Whether a row of `cols` elements can be held as Q8_0 (whole blocks only).
 pub fn fits(cols: usize) -> bool {
@@ -85,7 +87,7 @@ pub fn blocks(words: &[u32], cols: usize) -> impl Iterator<Item = (f32, &[u32])>
         .chunks_exact(row_words(cols).max(1))
         .flat_map(move |row| {
             (0..blocks_per_row).map(move |b| {
-                let superblock = b / SUPERBLOCK_BLOCKS * (SUPERBLOCK_BLOCKS * (1 + QUANT_WORDS));
+                let superblock = b / SUPERBLOCK_BLOCKS * SUPERBLOCK_WORDS;
                 let quants = superblock + SUPERBLOCK_BLOCKS + b % SUPERBLOCK_BLOCKS * QUANT_WORDS;
                 (
                     f32::from_bits(row[superblock + b % SUPERBLOCK_BLOCKS]),
