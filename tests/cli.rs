@@ -541,3 +541,17 @@ fn delta_stats_text_and_json() {
         "{err}"
     );
 }
+
+/// On a headless machine without XDG_RUNTIME_DIR, Mesa's Vulkan loader would print
+/// "XDG_RUNTIME_DIR is invalid or not set"; a user sees only moegraft's own output.
+#[test]
+fn headless_runs_print_only_moegraft_output() {
+    let out = Command::new(env!("CARGO_BIN_EXE_moegraft"))
+        .args(["adapter"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("run moegraft");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+}

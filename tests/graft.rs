@@ -1020,7 +1020,7 @@ fn deltamoe_routed_to_expert_zero_is_the_instruct_model() {
     // The paper's preservation property: an MoE-CPT whose attention, norms, embeddings and
     // expert 0 equal the base's (experts 1..3 trained further, routers learned), grafted
     // with α = 1 and forced onto expert 0, computes θ_inst.
-    use moegraft::graft::router::RouterMode;
+    use moegraft::model::routing::RouterMode;
     let d = Dirs::new();
     let b = base();
     let i = b.perturbed(8, 0.02);

@@ -15,6 +15,7 @@ use moegraft::gpu::{GpuContext, GpuOptions};
 use moegraft::graft::plan::GraftOptions;
 use moegraft::graft::run::{graft_dirs, GraftInputs};
 use moegraft::graft::stats::{delta_stats, delta_stats_sliced, DeltaStats};
+use moegraft::graft::stats_rows::token_row_deltas;
 use moegraft::graft::upcycle::{upcycle, ExpertSource, UpcycleOptions, UpcycleRouter};
 use serde_json::Value;
 
@@ -441,4 +442,68 @@ fn mismatched_models_are_refused_with_the_mismatches_listed() {
         "{e}"
     );
     assert!(!e.contains('\n'), "{e}");
+}
+
+/// `delta-stats --text`: Δ over each language's own embedding rows. An instruct that moved
+/// rows 10 and 12 only; en's own tokens are 10 and 11, de's 12 (13 is too rare to count):
+/// the sums over exactly those rows, taken here.
+#[test]
+fn token_row_deltas_cover_each_languages_own_rows() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_dir = tiny("tiny-llama");
+    let base = Model::read(&base_dir);
+    let name = "model.embed_tokens.weight";
+    let (_, shape, _) = base
+        .tensors
+        .iter()
+        .find(|t| t.0 == name)
+        .expect("embedding");
+    let width = shape[1];
+    let mut inst = base.clone();
+    for (n, _, v) in inst.tensors.iter_mut() {
+        if n == name {
+            for row in [10, 12] {
+                for (k, x) in v[row * width..(row + 1) * width].iter_mut().enumerate() {
+                    *x += 0.01 * (k as f32 + 1.0);
+                }
+            }
+        }
+    }
+    let inst_dir = tmp.path().join("inst");
+    inst.write(&inst_dir, DType::F32, &base_dir);
+    let texts = vec![
+        ("en".to_string(), [vec![10u32; 6], vec![11; 5]].concat()),
+        (
+            "de".to_string(),
+            [vec![12u32; 9], vec![13; 4], vec![10; 1]].concat(),
+        ),
+    ];
+    let rows = pollster::block_on(token_row_deltas(
+        &checkpoint(&base_dir),
+        &checkpoint(&inst_dir),
+        &texts,
+    ))
+    .expect("token rows");
+    let rows_of = |lang_rows: &[usize]| {
+        let (b, i) = (base.get(name), inst.get(name));
+        let pick = |v: &[f32]| -> Vec<f32> {
+            lang_rows
+                .iter()
+                .flat_map(|&r| v[r * width..(r + 1) * width].to_vec())
+                .collect()
+        };
+        sums(&pick(b), &pick(i))
+    };
+    for (l, (lang, own, tokens)) in [("en", vec![10, 11], 11), ("de", vec![12], 14)]
+        .into_iter()
+        .enumerate()
+    {
+        let got = &rows.languages[l];
+        assert_eq!(
+            (got.lang.as_str(), got.rows, got.tokens),
+            (lang, own.len(), tokens)
+        );
+        let entry = serde_json::to_value(&got.tensors[name]).expect("json");
+        check(&entry, rows_of(&own), &format!("{lang} rows"));
+    }
 }

@@ -8,13 +8,13 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
+use moegraft::checkpoint::moegraft_section::RouterChoice;
 use moegraft::checkpoint::writer::{
     write_dir_atomically, write_file, write_json, ModelWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES,
 };
 use moegraft::checkpoint::{Checkpoint, ModelFiles};
 use moegraft::generate::{self, GenerateOptions};
 use moegraft::gpu::GpuOptions;
-use moegraft::graft::router::RouterChoice;
 use moegraft::model::{LoadOptions, LogitsWanted};
 
 fn tiny_mixtral() -> std::path::PathBuf {

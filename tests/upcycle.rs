@@ -8,15 +8,16 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use moegraft::checkpoint::moegraft_section::RouterChoice;
 use moegraft::checkpoint::writer::{
     write_dir_atomically, write_file, write_json, ModelWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES,
 };
 use moegraft::checkpoint::{Checkpoint, DType, ModelFiles};
 use moegraft::gpu::GpuOptions;
 use moegraft::graft::centroid::centroid_row;
-use moegraft::graft::router::{RouterChoice, RouterMode};
-use moegraft::graft::script::{text_script, Script};
 use moegraft::graft::upcycle::{upcycle, ExpertSource, UpcycleOptions, UpcycleRouter};
+use moegraft::model::routing::RouterMode;
+use moegraft::model::script::{text_script, Script};
 use moegraft::model::{LoadOptions, LogitsWanted};
 
 fn tiny_llama() -> PathBuf {

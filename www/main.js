@@ -20,7 +20,9 @@
 //   clearCache(); loseDevice() (destroys the active model's GPU device, for tests);
 //   crashWorker(message) (a panic in the worker, for tests);
 //   kit (its manifest, or null), kitState ('none' | 'loading' | 'loaded' | 'error'), kitModel,
-//   loadKitModel(name) (what its buttons run).
+//   loadKitModel(name) (what its buttons run); showcaseState ('running' | 'done' | 'error') and
+//   showcase ({lang, task, prompt, answer, models, results: [{label, text, stop_reason,
+//   correct}]}): the first view's side-by-side answers; runShowcase() asks them again.
 
 import { request, startWorker, whenModelLost, whenWorkerCrashes } from './js/worker-client.js';
 import { $, dropZone, mib, pickedFiles } from './js/ui.js';
@@ -31,7 +33,7 @@ import { runCompare } from './js/compare.js';
 import { runPerplexity } from './js/perplexity.js';
 import { graftEntries, graftFileBase64, graftLabel, runGraft, saveGraftTo, updateGraftControls } from './js/graft.js';
 import * as cache from './js/cache.js';
-import { fillUpcycleFromKit, loadKitModel, openKit } from './js/kit.js';
+import { fillUpcycleFromKit, loadKitModel, openKit, runShowcase } from './js/kit.js';
 import { runUpcycle, upcycleEntries } from './js/upcycle.js';
 
 const hook = state.hook;
@@ -83,6 +85,7 @@ Object.assign(hook, {
     return models.loadModel(entries, label);
   },
   loadKitModel,
+  runShowcase,
 });
 
 // ---- adapter ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use moegraft::bench::{BenchModel, BenchOptions};
 use moegraft::checkpoint::import::import_gguf;
+use moegraft::checkpoint::moegraft_section::RouterChoice;
 use moegraft::checkpoint::summary::summarize;
 use moegraft::checkpoint::{Checkpoint, DType, ModelFiles};
 use moegraft::eval::kit::kit_models;
@@ -15,9 +16,9 @@ use moegraft::generate::{self, GenerateOptions, SampleSettings};
 use moegraft::gpu::{GpuContext, GpuOptions, KernelLayout};
 use moegraft::graft::centroid;
 use moegraft::graft::plan::GraftOptions;
-use moegraft::graft::router::RouterChoice;
 use moegraft::graft::run::{graft_dirs, GraftInputs};
 use moegraft::graft::stats::delta_stats;
+use moegraft::graft::stats_rows::token_row_deltas;
 use moegraft::graft::upcycle::{self, ExpertSource, UpcycleOptions, UpcycleRouter};
 use moegraft::model::open::{open_dir, OpenedModel};
 use moegraft::model::{LoadOptions, Model, WeightChoice};
@@ -111,6 +112,10 @@ struct DeltaStatsArgs {
     /// The base's instruct/chat version.
     #[arg(long)]
     instruct: PathBuf,
+    /// Text in a language (repeatable): also measure Δ on the embedding rows of that
+    /// language's own tokens (the base's tokenizer), e.g. --text de=german.txt.
+    #[arg(long = "text", value_name = "LANG=FILE")]
+    texts: Vec<String>,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
@@ -370,6 +375,7 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
+    quiet_headless_vulkan();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
@@ -384,6 +390,30 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" (twice) on a
+/// headless machine without one; give this process a private one, as a login session would.
+/// Runs first in `main`, while the process has one thread.
+fn quiet_headless_vulkan() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let valid = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .is_some_and(|d| d.is_absolute() && d.is_dir());
+        if valid {
+            return;
+        }
+        let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+        let dir = std::env::temp_dir().join(format!("moegraft-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let ours = std::fs::metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+        if ours {
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
         }
     }
 }
@@ -417,7 +447,23 @@ async fn run(cli: Cli) -> Result<()> {
             let base = open_checkpoint(&a.base).await?;
             let instruct = open_checkpoint(&a.instruct).await?;
             let stats = delta_stats(&base, &instruct).await?;
-            print_report(&stats, a.json, || Some(stats.to_json()));
+            if a.texts.is_empty() {
+                print_report(&stats, a.json, || Some(stats.to_json()));
+                return Ok(());
+            }
+            let tokenizer = Tokenizer::from_files(&base.files).await?;
+            let mut texts = Vec::new();
+            for spec in &a.texts {
+                let (lang, file) = spec.split_once('=').ok_or_else(|| {
+                    Error::InvalidArgument(format!("--text {spec}: give LANG=FILE"))
+                })?;
+                let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+                texts.push((lang.to_string(), tokenizer.encode(&text, false)?));
+            }
+            let rows = token_row_deltas(&base, &instruct, &texts).await?;
+            let mut json = stats.to_json();
+            json["token_rows"] = serde_json::to_value(&rows).unwrap_or(Value::Null);
+            print_report(&format!("{stats}{rows}"), a.json, || Some(json));
             Ok(())
         }
         Command::Upcycle(a) => {

@@ -8,6 +8,8 @@ pub mod dtype;
 pub mod gguf;
 mod gguf_tokenizer;
 pub mod import;
+pub mod moegraft_section;
+pub mod provenance;
 pub mod safetensors;
 pub mod source;
 pub mod summary;
@@ -137,6 +139,12 @@ impl Tensor {
             dtype::from_f32(to, &self.to_f32())
         }
     }
+}
+
+/// The tensors whose rows are token ids: a continued-pretrained model may have more of them
+/// than the base (an enlarged vocabulary), and only the overlapping rows get Δ.
+pub fn is_vocab_tensor(name: &str) -> bool {
+    name == "model.embed_tokens.weight" || name == "lm_head.weight"
 }
 
 /// An opened model directory: its configuration and where every tensor lives.

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::is_vocab_tensor;
+use super::moegraft_section::{MoegraftSection, RouterChoice};
+use super::provenance::{read_provenance, Provenance};
 use super::Checkpoint;
 use crate::error::Result;
-use crate::graft::delta::is_vocab_tensor;
-use crate::graft::manifest::{read_provenance, Provenance};
-use crate::graft::router::{MoegraftSection, RouterChoice};
 
 /// Everything `inspect` reports; serialized as is by `inspect --json`.
 #[derive(Debug, Clone, Serialize)]

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
+use super::provenance::Provenance;
 use super::summary::{ModelSummary, MoeSummary};
-use crate::graft::manifest::Provenance;
 
 /// `1234567` → `1,234,567 (1.23M)`: exact for scripts that grep, short for people.
 pub(crate) fn count_text(n: u64) -> String {

@@ -11,6 +11,7 @@ use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    pub set: String,
     pub lang: String,
     pub task: String,
     pub prompt: String,
@@ -48,6 +49,7 @@ pub async fn answer_all(
             generate::generate(model, Some(tokenizer), &prompt, &options, &mut |_, _| true).await?;
         let stopped = g.stop_reason == StopReason::EndOfSequence;
         out.push(Outcome {
+            set: item.set.clone(),
             lang: item.lang.clone(),
             task: item.task.clone(),
             prompt: item.prompt.clone(),

@@ -33,24 +33,35 @@ impl Tally {
     }
 }
 
+/// Tallies by instruction set, then language.
+pub type SetTallies = BTreeMap<String, BTreeMap<String, Tally>>;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelScore {
     pub model: String,
     pub perplexity: BTreeMap<String, Perplexity>,
-    /// Per language.
-    pub instructions: BTreeMap<String, Tally>,
-    /// Per language, then task.
-    pub tasks: BTreeMap<String, BTreeMap<String, Tally>>,
+    /// Per instruction set, then language.
+    pub instructions: SetTallies,
+    /// Per instruction set, then language, then task.
+    pub tasks: BTreeMap<String, BTreeMap<String, BTreeMap<String, Tally>>>,
     pub outcomes: Vec<Outcome>,
 }
 
 impl ModelScore {
     pub fn new(model: &str, perplexity: Vec<(String, Perplexity)>, outcomes: Vec<Outcome>) -> Self {
-        let mut instructions: BTreeMap<String, Tally> = BTreeMap::new();
-        let mut tasks: BTreeMap<String, BTreeMap<String, Tally>> = BTreeMap::new();
+        let mut instructions = SetTallies::new();
+        let mut tasks: BTreeMap<String, BTreeMap<String, BTreeMap<String, Tally>>> =
+            BTreeMap::new();
         for o in &outcomes {
-            instructions.entry(o.lang.clone()).or_default().add(o);
+            instructions
+                .entry(o.set.clone())
+                .or_default()
+                .entry(o.lang.clone())
+                .or_default()
+                .add(o);
             tasks
+                .entry(o.set.clone())
+                .or_default()
                 .entry(o.lang.clone())
                 .or_default()
                 .entry(o.task.clone())
@@ -66,10 +77,10 @@ impl ModelScore {
         }
     }
 
-    /// All instructions of the languages of one kind ("original" or "new") together.
-    pub fn instructions_of(&self, suite: &Suite, kind: &str) -> Tally {
+    /// One set's instructions of the languages of one kind ("original" or "new") together.
+    pub fn instructions_of(&self, suite: &Suite, set: &str, kind: &str) -> Tally {
         let mut t = Tally::default();
-        for (lang, tally) in &self.instructions {
+        for (lang, tally) in self.instructions.get(set).into_iter().flatten() {
             if suite.languages.get(lang).map(String::as_str) == Some(kind) {
                 t.correct += tally.correct;
                 t.stopped += tally.stopped;
@@ -104,8 +115,21 @@ impl Report {
             .collect()
     }
 
+    /// The instruction sets scored, in name order.
+    fn sets(&self) -> Vec<&str> {
+        let mut sets: Vec<&str> = self
+            .models
+            .iter()
+            .flat_map(|m| m.instructions.keys().map(String::as_str))
+            .collect();
+        sets.sort_unstable();
+        sets.dedup();
+        sets
+    }
+
     /// A Markdown table: perplexity per language, then instruction accuracy (right/asked)
-    /// per language, original languages first.
+    /// per instruction set and language, original languages first. A suite of one set heads
+    /// its columns "instr."; several sets are headed by their names.
     pub fn markdown(&self) -> String {
         let langs: Vec<&str> = self
             .langs("original")
@@ -119,15 +143,25 @@ impl Report {
                 "*"
             }
         };
+        let sets = self.sets();
+        let heading = |set: &str| {
+            if sets.len() == 1 {
+                "instr.".to_string()
+            } else {
+                set.to_string()
+            }
+        };
         let mut out = String::from("| model |");
         for l in &langs {
             let _ = write!(out, " ppl {l}{} |", kind(l));
         }
-        for l in &langs {
-            let _ = write!(out, " instr. {l}{} |", kind(l));
+        for set in &sets {
+            for l in &langs {
+                let _ = write!(out, " {} {l}{} |", heading(set), kind(l));
+            }
         }
         out.push_str(" stops with end token |\n|---|");
-        out.push_str(&"---:|".repeat(2 * langs.len() + 1));
+        out.push_str(&"---:|".repeat((1 + sets.len()) * langs.len() + 1));
         out.push('\n');
         for m in &self.models {
             let _ = write!(out, "| {} |", m.model);
@@ -140,21 +174,23 @@ impl Report {
                 }
             }
             let mut all = Tally::default();
-            for l in &langs {
-                match m.instructions.get(*l) {
-                    Some(t) => {
-                        let _ = write!(
-                            out,
-                            " {:.0}% ({}/{}) |",
-                            100.0 * t.accuracy(),
-                            t.correct,
-                            t.total
-                        );
-                        all.correct += t.correct;
-                        all.stopped += t.stopped;
-                        all.total += t.total;
+            for set in &sets {
+                for l in &langs {
+                    match m.instructions.get(*set).and_then(|t| t.get(*l)) {
+                        Some(t) => {
+                            let _ = write!(
+                                out,
+                                " {:.0}% ({}/{}) |",
+                                100.0 * t.accuracy(),
+                                t.correct,
+                                t.total
+                            );
+                            all.correct += t.correct;
+                            all.stopped += t.stopped;
+                            all.total += t.total;
+                        }
+                        None => out.push_str(" – |"),
                     }
-                    None => out.push_str(" – |"),
                 }
             }
             let stops = if all.total == 0 {

@@ -18,13 +18,26 @@ struct SuiteJson {
     /// Language code → held-out text file.
     #[serde(default)]
     perplexity: BTreeMap<String, String>,
-    /// JSON-lines file of {lang, task, prompt, answer}.
+    /// JSON-lines file of {lang, task, prompt, answer}, or several such files by set name.
     #[serde(default)]
-    instructions: Option<String>,
+    instructions: Option<InstructionFiles>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum InstructionFiles {
+    One(String),
+    Sets(BTreeMap<String, String>),
+}
+
+/// The set name of a suite whose `instructions` is one file.
+pub const SINGLE_SET: &str = "held-out";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instruction {
+    /// Which instruction set of the suite it belongs to (filled in from suite.json).
+    #[serde(default)]
+    pub set: String,
     pub lang: String,
     pub task: String,
     pub prompt: String,
@@ -38,6 +51,7 @@ pub struct Suite {
     pub languages: BTreeMap<String, String>,
     /// Language code → held-out text.
     pub perplexity: BTreeMap<String, String>,
+    /// Every set's instructions, sets in name order, each in file order.
     pub instructions: Vec<Instruction>,
 }
 
@@ -66,8 +80,13 @@ impl Suite {
             })?;
             perplexity.insert(lang.clone(), text);
         }
+        let sets: Vec<(String, String)> = match json.instructions {
+            None => Vec::new(),
+            Some(InstructionFiles::One(file)) => vec![(SINGLE_SET.to_string(), file)],
+            Some(InstructionFiles::Sets(map)) => map.into_iter().collect(),
+        };
         let mut instructions = Vec::new();
-        if let Some(file) = &json.instructions {
+        for (set, file) in &sets {
             let shown = files.display_name(file);
             let text = files
                 .read_text(file)
@@ -78,8 +97,9 @@ impl Suite {
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
             {
-                let item: Instruction = serde_json::from_str(line)
+                let mut item: Instruction = serde_json::from_str(line)
                     .map_err(|e| Error::format(&shown, format!("line {}: {e}", n + 1)))?;
+                item.set = set.clone();
                 instructions.push(item);
             }
         }
@@ -101,16 +121,16 @@ impl Suite {
         })
     }
 
-    /// The first `per_task` instructions of every (language, task), in file order.
+    /// The first `per_task` instructions of every (set, language, task), in file order.
     pub fn instructions_per_task(&self, per_task: Option<usize>) -> Vec<Instruction> {
         let Some(limit) = per_task else {
             return self.instructions.clone();
         };
-        let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        let mut seen: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
         self.instructions
             .iter()
             .filter(|i| {
-                let n = seen.entry((&i.lang, &i.task)).or_default();
+                let n = seen.entry((&i.set, &i.lang, &i.task)).or_default();
                 *n += 1;
                 *n <= limit
             })

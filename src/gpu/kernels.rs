@@ -714,7 +714,7 @@ struct MoeParams {
     _pad: [u32; 3],
 }
 
-/// How routing departs from the router's own choice (see `graft::router::RouterMode`).
+/// How routing departs from the router's own choice (see `model::routing::RouterMode`).
 #[derive(Clone, Copy, Default)]
 pub struct RouteSteer<'a> {
     /// [tokens, experts] added to the router logits before the softmax.

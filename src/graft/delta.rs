@@ -77,12 +77,6 @@ fn add(tensor: &str, scale: Scale) -> DeltaSource {
     }
 }
 
-/// The tensors whose rows are token ids: a continued-pretrained model may have more of them
-/// than the base (an enlarged vocabulary), and only the overlapping rows get Δ.
-pub fn is_vocab_tensor(name: &str) -> bool {
-    name == "model.embed_tokens.weight" || name == "lm_head.weight"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

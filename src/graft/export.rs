@@ -7,9 +7,10 @@
 use std::fmt;
 
 use super::gpu::{DeltaSources, GraftStream, OutputTensor, Source};
-use super::manifest::{describe_inputs, manifest, InputFile, InputModel, MANIFEST_FILE};
+use super::manifest::{describe_inputs, manifest, InputFile, InputModel};
 use super::plan::{GraftPlan, Method};
 use super::sidecar::sidecar_files;
+use crate::checkpoint::provenance::MANIFEST_FILE;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter};
 use crate::checkpoint::{Checkpoint, ModelFiles};
 use crate::error::Result;

@@ -9,11 +9,10 @@ pub mod export;
 pub mod gpu;
 pub mod manifest;
 pub mod plan;
-pub mod router;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;
-pub mod script;
 pub mod sidecar;
 pub mod stats;
+pub mod stats_rows;
 mod stats_text;
 pub mod upcycle;

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::delta::{delta_source, is_vocab_tensor, DeltaSource, Scale};
-use super::router::{MoegraftSection, RouterChoice};
+use super::delta::{delta_source, DeltaSource, Scale};
+use crate::checkpoint::is_vocab_tensor;
+use crate::checkpoint::moegraft_section::{MoegraftSection, RouterChoice};
 use crate::checkpoint::writer::TensorSpec;
 use crate::checkpoint::{Architecture, Checkpoint, DType, ModelConfig};
 use crate::error::{Error, Result};

@@ -9,8 +9,8 @@ use crate::checkpoint::writer::pretty_json;
 use crate::checkpoint::{ModelFiles, INDEX_FILE};
 use crate::error::{Error, Result};
 
-use super::manifest::MANIFEST_FILE;
 use super::plan::GraftPlan;
+use crate::checkpoint::provenance::MANIFEST_FILE;
 
 /// Files taken from the instruct side when it has them.
 const FROM_INSTRUCT: [&str; 3] = [

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::delta::is_vocab_tensor;
 use super::plan::{check_twins, Mismatches};
+use crate::checkpoint::is_vocab_tensor;
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 

@@ -12,14 +12,15 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use super::centroid::{self, centroid_row, mean_router_inputs};
-use super::router::{MoegraftSection, DEFAULT_PRIOR_STRENGTH};
-use super::script::language_scripts;
 use crate::checkpoint::dtype::{from_f32, to_f32};
+use crate::checkpoint::moegraft_section::MoegraftSection;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES};
 use crate::checkpoint::{Architecture, Checkpoint, DType, ModelFiles};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::model::open::largest_tensor_bytes;
+use crate::model::routing::DEFAULT_PRIOR_STRENGTH;
+use crate::model::script::language_scripts;
 use crate::model::{LoadOptions, Model};
 use crate::tokenizer::Tokenizer;
 

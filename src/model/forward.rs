@@ -2,12 +2,12 @@
 //! Llama/Mistral/Qwen2 and, for Mixtral-layout MoE layers, router → GPU top-k → the chosen
 //! experts' projections → weighted combine.
 
+use super::routing::RouterMode;
 use super::session::Session;
 use super::weights::{DenseFfn, Ffn, LayerWeights, MoeFfn};
 use super::Model;
 use crate::gpu::kernels::{self, AttentionShape, Output, QkvSplit, RouteSteer};
 use crate::gpu::Batch;
-use crate::graft::router::RouterMode;
 
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,8 @@
 pub mod estimate;
 pub mod forward;
 pub mod open;
+pub mod routing;
+pub mod script;
 pub mod session;
 pub mod weight_choice;
 pub mod weights;
@@ -14,11 +16,12 @@ pub use forward::LogitsWanted;
 pub use session::Session;
 pub use weight_choice::WeightChoice;
 
+use crate::checkpoint::moegraft_section::RouterChoice;
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, SampleSettings};
 use crate::gpu::{Batch, GpuContext};
-use crate::graft::router::{RouterChoice, RouterMode};
+use routing::RouterMode;
 use weights::ModelWeights;
 
 /// Options for loading a model.

@@ -4,11 +4,12 @@
 
 use std::rc::Rc;
 
+use super::routing::RouterMode;
 use super::{weights::Progress, LoadOptions, Model};
+use crate::checkpoint::moegraft_section::{MoegraftSection, RouterChoice};
 use crate::checkpoint::{Checkpoint, ModelFiles};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuOptions};
-use crate::graft::router::{MoegraftSection, RouterChoice, RouterMode};
 use crate::tokenizer::Tokenizer;
 
 pub struct OpenedModel {

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use crate::gpu::batch::{readback_buffer, Reuse};
 use crate::gpu::{kernels, GpuContext};
-use crate::graft::script::Script;
+use crate::model::script::Script;
 
 pub struct Scratch {
     /// Tokens one pass processes at most (prompts are fed in chunks of this size).

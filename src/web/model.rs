@@ -8,11 +8,11 @@ use wasm_bindgen::prelude::*;
 
 use super::files::picked_files;
 use super::{from_js, init, js_error, js_text, to_js};
+use crate::checkpoint::moegraft_section::{MoegraftSection, RouterChoice};
 use crate::error::Result;
 use crate::eval::perplexity::perplexity;
 use crate::generate::{self, GenerateOptions, Generation, SampleSettings};
 use crate::gpu::{AdapterSummary, GpuOptions};
-use crate::graft::router::{MoegraftSection, RouterChoice};
 use crate::model::open::open_files;
 use crate::model::weights::main_format;
 use crate::model::{LoadOptions, Model, WeightChoice};

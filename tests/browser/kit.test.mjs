@@ -1,7 +1,9 @@
 // The demo kit as the page's default: with demo/ served beside www/, the page fetches
-// demo/manifest.json, grafts DeltaMoE in the worker (instruct − base onto cpt-moe) and loads
-// it without any pick; DeltaMoE then answers the kit's new-language instructions in the chat
-// format and stops with the end token. The kit's buttons load the other models.
+// demo/manifest.json, loads instruct, grafts ParamΔ and DeltaMoE in the worker and opens on
+// the showcase: one new-language instruction answered by the three side by side, beside the
+// kit's table; DeltaMoE answers it right. DeltaMoE then answers the kit's new-language
+// instructions in the chat format and stops with the end token. The kit's buttons load the
+// other models.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -50,10 +52,29 @@ describe('the demo kit, loaded by default (WebGPU on SwiftShader)', { timeout: 4
     const buttons = await page.$$eval('#kit-models button', (bs) => bs.map((b) => b.textContent));
     assert.deepEqual(buttons, manifest.models.map((m) => m.name));
     assert.equal(await page.getAttribute('#kit-models button[data-name="DeltaMoE"]', 'aria-pressed'), 'true');
-    // The prompt box starts with a new-language instruction, in chat mode.
-    const first = manifest.examples.find((ex) => manifest.languages[ex.lang] === 'new');
-    assert.equal(await page.inputValue('#prompt'), first.prompt);
+    // The prompt box starts with the showcase's new-language instruction, in chat mode.
+    assert.equal(await page.inputValue('#prompt'), manifest.showcase.prompt);
     assert.equal(await page.isChecked('#chat'), true);
+  });
+
+  test('opens on the showcase: instruct, ParamΔ and DeltaMoE side by side, DeltaMoE right', async () => {
+    await page.waitForFunction(() => ['done', 'error'].includes(window.__moegraft.showcaseState), null, { timeout: 120_000 });
+    const show = await hook(() => window.__moegraft.showcase);
+    assert.ok(show, await hook(() => window.__moegraft.lastError));
+    // A new language where the table shows DeltaMoE ahead of both there, else its lead over ParamΔ.
+    if (show.gain.startsWith('over instruct')) assert.equal(manifest.languages[show.lang], 'new');
+    assert.deepEqual(show.results.map((r) => r.label), ['instruct', 'ParamΔ', 'DeltaMoE']);
+    const deltamoe = show.results.find((r) => r.label === 'DeltaMoE');
+    assert.equal(deltamoe.correct, true, `DeltaMoE answered ${JSON.stringify(deltamoe)} to ${show.prompt}`);
+    assert.equal(await page.isVisible('#kit-showcase'), true);
+    const columns = await page.$$eval('#kit-showcase-columns .column', (cs) =>
+      cs.map((c) => ({ label: c.dataset.label, correct: c.dataset.correct, figures: c.querySelectorAll('.figures li').length })),
+    );
+    assert.deepEqual(columns.map((c) => c.label), ['instruct', 'ParamΔ', 'DeltaMoE']);
+    assert.equal(columns[2].correct, 'true');
+    // Each column carries the table's lines: one per instruction set, and perplexity.
+    assert.ok(columns.every((c) => c.figures === 3), JSON.stringify(columns));
+    await page.screenshot({ path: path.join(artifacts, 'kit-showcase.png') });
   });
 
   test('DeltaMoE answers new-language instructions in the chat format and stops', async () => {

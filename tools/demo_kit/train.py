@@ -111,11 +111,13 @@ def chat_batch(tok, examples, rng: random.Random, batch: int, max_len: int = 112
 
 
 def finetune_chat(model, tok, examples, steps: int, lr: float, seed: int, batch: int = 32,
-                  replay=None, replay_every: int = 4):
-    """Chat fine-tuning; every `replay_every`-th step is plain LM on `replay` streams so the
-    model keeps its language modelling."""
+                  replay=None, replay_every: int = 4, replay_mix=None):
+    """Chat fine-tuning; every `replay_every`-th step is plain LM on `replay` streams (in the
+    proportions of `replay_mix`) so the model keeps its language modelling: replaying every
+    language the base knows keeps the tied embedding rows of tokens the chat tasks never
+    target from being pushed down, which Δ would otherwise carry into every graft."""
     rng = random.Random(seed)
-    lm = windows(replay, batch, 128, random.Random(seed + 1)) if replay else None
+    lm = windows(replay, batch, 128, random.Random(seed + 1), replay_mix) if replay else None
 
     def loss_fn(step):
         if lm is not None and step % replay_every == replay_every - 1:
@@ -130,13 +132,31 @@ def finetune_chat(model, tok, examples, steps: int, lr: float, seed: int, batch:
     optimise(model, list(model.parameters()), steps, lr, loss_fn, "chat", weight_decay=0.01)
 
 
-def freeze_for_new_experts(moe) -> list:
+def own_token_rows(streams: dict[str, torch.Tensor], langs, vocab: int, min_count: int = 20) -> torch.Tensor:
+    """A mask of the tokens that belong to `langs`: used at least `min_count` times in their
+    text and at least half of all their uses there (as `moegraft delta-stats --text` counts)."""
+    counts = {lang: torch.bincount(s, minlength=vocab).double() for lang, s in streams.items()}
+    mine = sum(counts[lang] for lang in langs)
+    return (mine >= min_count) & (mine >= 0.5 * sum(counts.values()))
+
+
+def freeze_for_new_experts(moe, token_rows: torch.Tensor | None = None) -> list:
     """Stage 1 of MoE-LPR: only the new experts and the routers learn; expert 0 (the base
     FFN) is kept exactly by zeroing its slice of the fused expert gradients (train with no
-    weight decay, which would move it anyway)."""
+    weight decay, which would move it anyway). With `token_rows`, the (tied) embedding rows
+    of the new languages' own tokens learn too, every other row stays the base's: at this
+    scale the base saw too little of the new languages for their rows to be usable, which a
+    real base's are (MoE-LPR freezes all embeddings)."""
     trainable = []
+    if token_rows is not None:
+        emb = moe.get_input_embeddings().weight
+        emb.requires_grad_(True)
+        keep = token_rows.to(emb.dtype)[:, None]
+        emb.register_hook(lambda g: g * keep)
     for name, p in moe.named_parameters():
-        if ".mlp.experts." in name:
+        if token_rows is not None and p is moe.get_input_embeddings().weight:
+            trainable.append(p)
+        elif ".mlp.experts." in name:
             p.requires_grad_(True)
             p.register_hook(lambda g: torch.cat([torch.zeros_like(g[:1]), g[1:]], 0))
             trainable.append(p)
@@ -197,3 +217,20 @@ def expert0_share(moe, stream: torch.Tensor, seq: int = 128, windows_: int = 8) 
             hits += (top == 0).any(-1).sum().item()
             total += top.shape[0]
     return hits / max(1, total)
+
+
+@torch.no_grad()
+def delta_on_token_rows(base, instruct, streams: dict[str, torch.Tensor], min_count: int = 20) -> dict:
+    """‖Δ‖/‖θ_base‖ of the (tied) embedding over each language's own tokens: those seen at
+    least `min_count` times, at least half of the time in that language. Small for the new
+    languages means Δ carries the chat skill and not damage to their rows."""
+    vocab = base.config.vocab_size
+    counts = {lang: torch.bincount(s, minlength=vocab).double() for lang, s in streams.items()}
+    total = sum(counts.values())
+    e_base = base.get_input_embeddings().weight.double()
+    delta = instruct.get_input_embeddings().weight.double() - e_base
+    out = {}
+    for lang, c in counts.items():
+        rows = (c >= min_count) & (c >= 0.5 * total)
+        out[lang] = round((delta[rows].norm() / e_base[rows].norm()).item(), 4)
+    return out

@@ -39,8 +39,10 @@ onModelsChange(render);
 /**
  * Answers `prompt` with each chosen model (labels, or the ticked ones); resolves to
  * `[{label, result}]`. A model that fails shows its error in its column; the others go on.
+ * The columns go into `into` (the Compare section's, unless the kit's first view asks);
+ * `decorate(column, label)` may add to each column before it runs.
  */
-export async function runCompare(prompt, overrides, labels) {
+export async function runCompare(prompt, overrides, labels, { into = ui.results, decorate } = {}) {
   const hook = state.hook;
   if (hook.generating) throw new Error('a generation is already running');
   showError(ui.error, '');
@@ -63,7 +65,8 @@ export async function runCompare(prompt, overrides, labels) {
     const stats = el('p', { className: 'status' }, 'waiting…');
     return { m, output, stats, node: el('div', { className: 'column', dataset: { label: m.label } }, el('h3', {}, m.label), output, stats) };
   });
-  ui.results.replaceChildren(...columns.map((c) => c.node));
+  for (const c of columns) decorate?.(c.node, c.m.label);
+  into.replaceChildren(...columns.map((c) => c.node));
   const out = [];
   try {
     for (const c of columns) {

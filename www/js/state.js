@@ -23,6 +23,8 @@ export const state = {
     kit: null,
     kitState: 'none',
     kitModel: null,
+    showcaseState: 'none',
+    showcase: null,
   },
   activeModel: null,
   /** Limits lowered through the address (?max_binding=BYTES), to try a small device. */

@@ -56,7 +56,7 @@ function slotRow(i) {
     type: 'text',
     size: 10,
     value: slot.languages.join(', '),
-    placeholder: 'e.g. de, ru',
+    placeholder: 'e.g. it, ru',
     className: 'languages',
     onchange: (e) => {
       slot.languages = e.target.value.split(',').map((l) => l.trim()).filter(Boolean);
@@ -118,7 +118,7 @@ export async function runUpcycle(overrides = {}) {
   try {
     if (slots.length < 2 || !slots.every((s) => s.entries)) throw new Error('pick the base and at least one expert folder');
     const bad = slots.findIndex((s) => s.languages.length === 0);
-    if (bad >= 0) throw new Error(`${bad === 0 ? 'the base' : `expert ${bad}`}: give its languages (e.g. en or de, ru)`);
+    if (bad >= 0) throw new Error(`${bad === 0 ? 'the base' : `expert ${bad}`}: give its languages (e.g. en or it, ru)`);
   } catch (e) {
     showError(ui.error, e.message);
     hook.lastError = e.message;
