@@ -503,7 +503,7 @@ fn token_row_deltas_cover_each_languages_own_rows() {
             (got.lang.as_str(), got.rows, got.tokens),
             (lang, own.len(), tokens)
         );
-        let entry = serde_json::to_value(&got.tensors[name]).expect("json");
+        let entry = serde_json::to_value(got.tensors[name]).expect("json");
         check(&entry, rows_of(&own), &format!("{lang} rows"));
     }
 }
