@@ -225,12 +225,10 @@ def delta_on_token_rows(base, instruct, streams: dict[str, torch.Tensor], min_co
     least `min_count` times, at least half of the time in that language. Small for the new
     languages means Δ carries the chat skill and not damage to their rows."""
     vocab = base.config.vocab_size
-    counts = {lang: torch.bincount(s, minlength=vocab).double() for lang, s in streams.items()}
-    total = sum(counts.values())
     e_base = base.get_input_embeddings().weight.double()
     delta = instruct.get_input_embeddings().weight.double() - e_base
     out = {}
-    for lang, c in counts.items():
-        rows = (c >= min_count) & (c >= 0.5 * total)
+    for lang in streams:
+        rows = own_token_rows(streams, [lang], vocab, min_count)
         out[lang] = round((delta[rows].norm() / e_base[rows].norm()).item(), 4)
     return out
