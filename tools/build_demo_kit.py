@@ -109,8 +109,8 @@ SHOWCASE_MODELS = ["instruct", "ParamΔ", "DeltaMoE"]
 
 def table_and_showcase(results: dict, suite: dict) -> tuple[dict, dict | None]:
     """From eval/results.json (`moegraft eval --kit demo --json`): every model's figures for
-    the page, and the showcase, the first view's instruction. The rule, fixed before the
-    kit's table was read: on the everyday set, the (new language, task) where DeltaMoE's
+    the page, and the showcase, the first view's instruction. The rule, written before the
+    kit's full table was read (the fallback after a quick probe showed no clear gain): on the everyday set, the (new language, task) where DeltaMoE's
     accuracy most exceeds the better of instruct's and ParamΔ's; where DeltaMoE gains in no
     new language, what the table does support, the (language, task) where it most exceeds
     ParamΔ's (new languages first, then the original ones; ties: language, then task order);
