@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod graft;
 pub mod model;
 pub mod tokenizer;
+pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

@@ -25,10 +25,24 @@ pub enum Shader {
     Graft,
     /// The read ceiling the benchmark measures.
     Bandwidth,
+    /// Training: the strided matmul for forward, dX and dW.
+    Gemm,
+    /// Training: fused softmax + cross-entropy, loss and dlogits.
+    CrossEntropy,
+    /// Training: RMSNorm's input gradient.
+    NormGrad,
+    /// Training: SwiGLU's gradient on the fused gate/up layout.
+    SwigluGrad,
+    /// Training: dense routing, the combine and their gradients, the routing losses.
+    MoeGrad,
+    /// Training: gradient norm, clipping and AdamW.
+    Adamw,
+    /// Training: causal attention forward (keeping the log-sum-exp) and backward.
+    AttentionGrad,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 18] = [
         Shader::Matmul,
         Shader::MatvecSubgroup,
         Shader::Norm,
@@ -40,6 +54,13 @@ impl Shader {
         Shader::Sample,
         Shader::Graft,
         Shader::Bandwidth,
+        Shader::Gemm,
+        Shader::CrossEntropy,
+        Shader::NormGrad,
+        Shader::SwigluGrad,
+        Shader::MoeGrad,
+        Shader::Adamw,
+        Shader::AttentionGrad,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -55,6 +76,13 @@ impl Shader {
             Shader::Sample => "sample.wgsl",
             Shader::Graft => "graft.wgsl",
             Shader::Bandwidth => "bandwidth.wgsl",
+            Shader::Gemm => "gemm.wgsl",
+            Shader::CrossEntropy => "cross_entropy.wgsl",
+            Shader::NormGrad => "norm_grad.wgsl",
+            Shader::SwigluGrad => "swiglu_grad.wgsl",
+            Shader::MoeGrad => "moe_grad.wgsl",
+            Shader::Adamw => "adamw.wgsl",
+            Shader::AttentionGrad => "attention_grad.wgsl",
         }
     }
 
@@ -71,6 +99,13 @@ impl Shader {
             Shader::Sample => include_str!("../../shaders/sample.wgsl"),
             Shader::Graft => include_str!("../../shaders/graft.wgsl"),
             Shader::Bandwidth => include_str!("../../shaders/bandwidth.wgsl"),
+            Shader::Gemm => include_str!("../../shaders/gemm.wgsl"),
+            Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
+            Shader::NormGrad => include_str!("../../shaders/norm_grad.wgsl"),
+            Shader::SwigluGrad => include_str!("../../shaders/swiglu_grad.wgsl"),
+            Shader::MoeGrad => include_str!("../../shaders/moe_grad.wgsl"),
+            Shader::Adamw => include_str!("../../shaders/adamw.wgsl"),
+            Shader::AttentionGrad => include_str!("../../shaders/attention_grad.wgsl"),
         }
     }
 

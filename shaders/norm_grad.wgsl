@@ -1,0 +1,57 @@
+// RMSNorm backward, the input's gradient only (the trainer never trains a norm): with
+// y = x · r · w and r = 1 / sqrt(mean(x²) + eps),
+//   dx_i = r · w_i · dy_i − x_i · r³ · mean_j(x_j · w_j · dy_j),
+// added to dx when `accumulate` (the residual stream's gradient). r is recomputed from x,
+// the saved input, instead of being kept. One workgroup per token.
+
+struct Params {
+    tokens: u32,
+    dim: u32,
+    eps: f32,
+    accumulate: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+
+var<workgroup> sums: array<vec2<f32>, 64>;
+
+@compute @workgroup_size(64)
+fn rms_norm_backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let t = wg.x + wg.y * nwg.x;
+    if (t >= p.tokens) {
+        return;
+    }
+    let base = t * p.dim;
+    // (Σ x², Σ x·w·dy)
+    var s = vec2<f32>(0.0);
+    for (var i = lid; i < p.dim; i += 64u) {
+        let v = x[base + i];
+        s += vec2<f32>(v * v, v * weight[i] * dy[base + i]);
+    }
+    sums[lid] = s;
+    workgroupBarrier();
+    for (var half = 32u; half > 0u; half >>= 1u) {
+        if (lid < half) {
+            sums[lid] += sums[lid + half];
+        }
+        workgroupBarrier();
+    }
+    let dim = f32(p.dim);
+    let r = inverseSqrt(sums[0].x / dim + p.eps);
+    let c = r * r * r * sums[0].y / dim;
+    for (var i = lid; i < p.dim; i += 64u) {
+        var g = r * weight[i] * dy[base + i] - x[base + i] * c;
+        if (p.accumulate != 0u) {
+            g += dx[base + i];
+        }
+        dx[base + i] = g;
+    }
+}

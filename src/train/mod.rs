@@ -1,0 +1,5 @@
+//! Training on the GPU, natively and in the page: the kernels' launchers so far (the
+//! backward twins of the runtime's, the routing losses and AdamW). The trainer itself, MoE-LPR's
+//! two stages over these, is built on them.
+
+pub mod kernels;
