@@ -196,6 +196,12 @@ def main() -> int:
     ap.add_argument("--stage1-token-rows", action="store_true",
                     help="cpt-moe stage 1 also trains the new languages' own embedding rows (a lever tried; "
                          "MoE-LPR freezes every embedding)")
+    ap.add_argument("--parallel", action="store_true",
+                    help="the base's mix also holds debian-reference's aligned paragraphs, each beside its "
+                         "translation (English, Spanish, Italian): a lever tried")
+    ap.add_argument("--stage1-steps", type=int, metavar="N",
+                    help="cpt-moe's stage 1 takes N steps instead of cpt-dense's count (a lever tried: more "
+                         "stage-1 tokens at the same rate)")
     ap.add_argument("--reuse", type=Path, metavar="KIT",
                     help="take base, instruct and cpt-dense as KIT holds them (its BUILD.json for their figures) "
                          "and build only cpt-moe: for trying stage-1 recipes")
@@ -240,7 +246,7 @@ def dense_family(args, c, tokenizer, streams, mix, steps, report, stage, losses)
     train.finetune_chat(instruct, tokenizer, chat, steps(INSTRUCT_STEPS), INSTRUCT_LR, SEED + 3, replay=streams,
                         replay_every=5, replay_mix=mix)
     losses["instruct"] = report("instruct", instruct)
-    delta_rows = train.delta_on_token_rows(base, instruct, streams)
+    delta_rows = train.delta_on_token_rows(base, instruct, {lang: streams[lang] for lang in corpus.LANGUAGES})
     print(f"   instruct − base on each language's own token rows (‖Δ‖/‖θ‖): {delta_rows}", flush=True)
     stage("instruct")
 
@@ -250,6 +256,24 @@ def dense_family(args, c, tokenizer, streams, mix, steps, report, stage, losses)
     losses["cpt-dense"] = report("cpt-dense", cpt)
     stage("cpt-dense")
     return base, instruct, cpt, delta_rows
+
+
+def parallel_documents(groups: list[tuple[str, ...]], seed: int, max_chars: int = 200) -> list[str]:
+    """The parallel-text lever: each short aligned paragraph in every pair of its languages,
+    in a random order, as one document, so that most 128-token windows hold a paragraph
+    beside its translation."""
+    rng = random.Random(seed)
+    docs = []
+    for group in groups:
+        if max(map(len, group)) > max_chars:
+            continue
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                pair = [group[i], group[j]]
+                rng.shuffle(pair)
+                docs.append("\n".join(pair))
+    rng.shuffle(docs)
+    return docs
 
 
 def reuse(kit: Path, tok_dir: Path):
@@ -293,6 +317,11 @@ def build(args) -> int:
 
     losses = {}
     mix = ["en"] * 10 + ["es"] * 10 + list(corpus.NEW)
+    if args.parallel:
+        streams["par"] = train.encode_stream(tokenizer, parallel_documents(c.parallel, SEED + 8))
+        # Five slots in 44 are translation pairs (a third of their tokens Italian): English and
+        # Spanish keep their shares, Italian's grows from 4.5 % to 6 %.
+        mix = ["en"] * 18 + ["es"] * 18 + ["it"] + ["ru"] * 2 + ["par"] * 5
     if args.reuse:
         base, instruct, cpt, earlier = reuse(args.reuse, tok_dir)
         losses.update({k: earlier["heldout_loss"][k] for k in ("base", "instruct", "cpt-dense")})
@@ -308,7 +337,8 @@ def build(args) -> int:
     if new_rows is not None:
         print(f"   the new languages' own token rows (trained in stage 1): {int(new_rows.sum())} of {VOCAB}", flush=True)
     trainable = train.freeze_for_new_experts(moe, token_rows=new_rows)
-    train.pretrain(moe, news, steps(CPT_STEPS), STAGE1_ROWS_LR if args.stage1_token_rows else STAGE1_LR,
+    stage1_steps = args.stage1_steps or steps(CPT_STEPS)
+    train.pretrain(moe, news, stage1_steps, STAGE1_ROWS_LR if args.stage1_token_rows else STAGE1_LR,
                    SEED + 6, params=trainable, log="cpt-moe stage 1", aux=True, weight_decay=0.0)
     replay = {lang: streams[lang][: len(streams[lang]) // 20] for lang in corpus.ORIGINAL}
     train.review_router(moe, replay, steps(REVIEW_STEPS), 1e-3, SEED + 7)
@@ -337,8 +367,9 @@ def build(args) -> int:
         "heldout_loss": losses,
         "delta_on_token_rows": delta_rows,
         "stage1_token_rows": None if new_rows is None else int(new_rows.sum()),
+        "parallel_documents": None if "par" not in streams else {"mix": mix, "tokens": len(streams["par"])},
         "reused": None if args.reuse is None else f"base, instruct and cpt-dense from {args.reuse}",
-        "steps": {"base": steps(BASE_STEPS), "instruct": steps(INSTRUCT_STEPS), "cpt": steps(CPT_STEPS),
+        "steps": {"base": steps(BASE_STEPS), "instruct": steps(INSTRUCT_STEPS), "cpt": steps(CPT_STEPS), "stage 1": stage1_steps,
                   "review": steps(REVIEW_STEPS)},
         "learning_rates": {"base": 3e-3, "instruct": INSTRUCT_LR, "cpt-dense": 2e-3,
                            "cpt-moe stage 1": STAGE1_ROWS_LR if args.stage1_token_rows else STAGE1_LR,
