@@ -129,8 +129,14 @@ pub fn matmul_swiglu(
     }
     let pairs = Output::new(scratch, gate_up.rows);
     project(batch, x, tokens, x_stride, gate_up, bias, pairs, false);
+    swiglu_pairs(batch, scratch, y, tokens * n);
+}
+
+/// out[i] = silu(gate_up[2i]) · gate_up[2i + 1] for `pairs` values: the SwiGLU of a fused
+/// gate/up projection's output.
+pub fn swiglu_pairs(batch: &mut Batch, gate_up: &wgpu::Buffer, out: &wgpu::Buffer, pairs: usize) {
     let params = CountParams {
-        count: u(tokens * n),
+        count: u(pairs),
         _pad: [0; 3],
     };
     let pipeline = batch
@@ -139,8 +145,8 @@ pub fn matmul_swiglu(
     batch.dispatch(
         pipeline,
         bytemuck::bytes_of(&params),
-        vec![(1, b(scratch)), (3, b(y))],
-        u((tokens * n).div_ceil(256)),
+        vec![(1, b(gate_up)), (3, b(out))],
+        u(pairs.div_ceil(256)),
     );
 }
 

@@ -325,7 +325,7 @@ fn check_kv_cache(ctx: &GpuContext, c: &ModelConfig, max_context: usize) -> Resu
 /// cos/sin of position × inverse frequency for every position < max_context, computed like
 /// transformers (f32 angle) but with an accurate cosine, since GPU trig loses precision on
 /// large angles.
-fn rope_tables(c: &ModelConfig, max_context: usize) -> (Vec<f32>, Vec<f32>) {
+pub fn rope_tables(c: &ModelConfig, max_context: usize) -> (Vec<f32>, Vec<f32>) {
     let inv_freq = c.rope_inv_freq();
     let mut cos = Vec::with_capacity(max_context * inv_freq.len());
     let mut sin = Vec::with_capacity(max_context * inv_freq.len());

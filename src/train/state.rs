@@ -1,0 +1,185 @@
+//! What a training run keeps on the GPU: the trained tensors with their gradients and AdamW
+//! moments, and the activations the forward pass saves for the backward one.
+
+use crate::checkpoint::{Checkpoint, ModelConfig};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+
+/// One trained tensor: its values, gradient and AdamW moments, all f32 and the same length.
+pub struct Trained {
+    pub name: String,
+    pub len: usize,
+    pub param: wgpu::Buffer,
+    pub grad: wgpu::Buffer,
+    pub m: wgpu::Buffer,
+    pub v: wgpu::Buffer,
+}
+
+impl Trained {
+    fn new(ctx: &GpuContext, name: String, values: &[f32]) -> Result<Self> {
+        Ok(Self {
+            len: values.len(),
+            param: ctx.upload_f32(&name, values),
+            grad: ctx.create_storage(&format!("{name}.grad"), values.len())?,
+            m: ctx.create_storage(&format!("{name}.m"), values.len())?,
+            v: ctx.create_storage(&format!("{name}.v"), values.len())?,
+            name,
+        })
+    }
+}
+
+/// One MoE layer's learnable part: the router [experts, hidden] and the new experts (1…),
+/// their gate/up rows interleaved as the model holds them ([(experts − 1) · 2I, hidden]) and
+/// their down projections ([(experts − 1) · hidden, I]). Expert 0 stays in the model.
+pub struct LayerTensors {
+    pub router: Trained,
+    pub gate_up: Trained,
+    pub down: Trained,
+}
+
+/// The checkpoint's Mixtral tensors of layer `l` as f32, in `LayerTensors`' layout.
+async fn read_layer(ckpt: &Checkpoint, l: usize) -> Result<[Vec<f32>; 3]> {
+    let c = &ckpt.config;
+    let m = format!("model.layers.{l}.block_sparse_moe");
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let read = |name: String, shape: [usize; 2]| async move {
+        ckpt.expect_shape(&name, &shape)?;
+        Ok::<_, Error>(ckpt.read(&name).await?.to_f32())
+    };
+    let router = read(format!("{m}.gate.weight"), [c.num_experts, h]).await?;
+    let mut gate_up = Vec::with_capacity((c.num_experts - 1) * 2 * i * h);
+    let mut down = Vec::with_capacity((c.num_experts - 1) * h * i);
+    for e in 1..c.num_experts {
+        let w1 = read(format!("{m}.experts.{e}.w1.weight"), [i, h]).await?;
+        let w3 = read(format!("{m}.experts.{e}.w3.weight"), [i, h]).await?;
+        for (g, u) in w1.chunks_exact(h).zip(w3.chunks_exact(h)) {
+            gate_up.extend_from_slice(g);
+            gate_up.extend_from_slice(u);
+        }
+        down.extend(read(format!("{m}.experts.{e}.w2.weight"), [h, i]).await?);
+    }
+    Ok([router, gate_up, down])
+}
+
+pub async fn layer_tensors(ctx: &GpuContext, ckpt: &Checkpoint) -> Result<Vec<LayerTensors>> {
+    let mut out = Vec::with_capacity(ckpt.config.num_layers);
+    for l in 0..ckpt.config.num_layers {
+        let [router, gate_up, down] = read_layer(ckpt, l).await?;
+        let m = format!("model.layers.{l}.block_sparse_moe");
+        out.push(LayerTensors {
+            router: Trained::new(ctx, format!("{m}.gate.weight"), &router)?,
+            gate_up: Trained::new(ctx, format!("{m}.experts.{{1..}}.{{w1,w3}}"), &gate_up)?,
+            down: Trained::new(ctx, format!("{m}.experts.{{1..}}.w2"), &down)?,
+        });
+    }
+    Ok(out)
+}
+
+/// What one layer's forward pass keeps for the backward one (N = batch · seq tokens).
+pub struct SavedLayer {
+    /// The residual stream entering the layer and after its attention (the norms' inputs).
+    pub res_in: wgpu::Buffer,
+    pub res_mid: wgpu::Buffer,
+    /// q | k | v per token, after RoPE.
+    pub qkv: wgpu::Buffer,
+    pub attn_out: wgpu::Buffer,
+    pub lse: wgpu::Buffer,
+    /// The post-attention norm's output: the router's and the experts' input.
+    pub xn2: wgpu::Buffer,
+    pub probs: wgpu::Buffer,
+    pub gates: wgpu::Buffer,
+    pub chosen: wgpu::Buffer,
+    /// Per expert: the gate/up projection [N, 2I] and its SwiGLU [N, I].
+    pub gate_up: Vec<wgpu::Buffer>,
+    pub hidden: Vec<wgpu::Buffer>,
+    /// Every expert's output, [experts, N, hidden].
+    pub expert_out: wgpu::Buffer,
+}
+
+/// Buffers one step uses once: the inputs, the residual stream, the logits, and the
+/// backward pass's scratch, shared by every layer.
+pub struct Scratch {
+    pub ids: wgpu::Buffer,
+    pub targets: wgpu::Buffer,
+    pub lpr_weight: wgpu::Buffer,
+    pub x: wgpu::Buffer,
+    pub xn: wgpu::Buffer,
+    pub final_in: wgpu::Buffer,
+    pub logits: wgpu::Buffer,
+    pub losses: wgpu::Buffer,
+    pub router_logits: wgpu::Buffer,
+    pub d_res: wgpu::Buffer,
+    pub d_xn: wgpu::Buffer,
+    pub d_attn_out: wgpu::Buffer,
+    pub delta: wgpu::Buffer,
+    pub dq: wgpu::Buffer,
+    pub dk: wgpu::Buffer,
+    pub dv: wgpu::Buffer,
+    pub d_expert_out: wgpu::Buffer,
+    pub d_gates: wgpu::Buffer,
+    pub d_hidden: wgpu::Buffer,
+    pub d_gate_up: wgpu::Buffer,
+    pub d_router: wgpu::Buffer,
+    pub fractions: wgpu::Buffer,
+    pub partials: wgpu::Buffer,
+    pub norm: wgpu::Buffer,
+}
+
+pub fn saved_layers(ctx: &GpuContext, c: &ModelConfig, n: usize) -> Result<Vec<SavedLayer>> {
+    let (h, i, e) = (c.hidden_size, c.intermediate_size, c.num_experts);
+    let qkv = c.q_dim() + 2 * c.kv_dim();
+    (0..c.num_layers)
+        .map(|l| {
+            let s = |what: &str, len: usize| ctx.create_storage(&format!("{what}.{l}"), len);
+            Ok(SavedLayer {
+                res_in: s("res_in", n * h)?,
+                res_mid: s("res_mid", n * h)?,
+                qkv: s("qkv", n * qkv)?,
+                attn_out: s("attn_out", n * c.q_dim())?,
+                lse: s("lse", n * c.num_heads)?,
+                xn2: s("xn2", n * h)?,
+                probs: s("probs", n * e)?,
+                gates: s("gates", n * e)?,
+                chosen: s("chosen", n)?,
+                gate_up: (0..e)
+                    .map(|x| s(&format!("gate_up.{x}"), n * 2 * i))
+                    .collect::<Result<_>>()?,
+                hidden: (0..e)
+                    .map(|x| s(&format!("hidden.{x}"), n * i))
+                    .collect::<Result<_>>()?,
+                expert_out: s("expert_out", e * n * h)?,
+            })
+        })
+        .collect()
+}
+
+pub fn scratch(ctx: &GpuContext, c: &ModelConfig, n: usize, trained: usize) -> Result<Scratch> {
+    let (h, i, e) = (c.hidden_size, c.intermediate_size, c.num_experts);
+    let s = |what: &str, len: usize| ctx.create_storage(what, len);
+    Ok(Scratch {
+        ids: s("ids", n)?,
+        targets: s("targets", n)?,
+        lpr_weight: s("lpr_weight", n)?,
+        x: s("x", n * h)?,
+        xn: s("xn", n * h)?,
+        final_in: s("final_in", n * h)?,
+        logits: s("logits", n * c.vocab_size)?,
+        losses: s("losses", n)?,
+        router_logits: s("router_logits", n * e)?,
+        d_res: s("d_res", n * h)?,
+        d_xn: s("d_xn", n * h)?,
+        d_attn_out: s("d_attn_out", n * c.q_dim())?,
+        delta: s("delta", n * c.num_heads)?,
+        dq: s("dq", n * c.q_dim())?,
+        dk: s("dk", n * c.kv_dim())?,
+        dv: s("dv", n * c.kv_dim())?,
+        d_expert_out: s("d_expert_out", e * n * h)?,
+        d_gates: s("d_gates", n * e)?,
+        d_hidden: s("d_hidden", n * i)?,
+        d_gate_up: s("d_gate_up", n * 2 * i)?,
+        d_router: s("d_router", n * e)?,
+        fractions: s("fractions", e)?,
+        partials: s("partials", trained.max(1) * super::kernels::NORM_PARTIALS)?,
+        norm: s("norm", 2)?,
+    })
+}
