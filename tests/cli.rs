@@ -555,3 +555,105 @@ fn headless_runs_print_only_moegraft_output() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
 }
+
+/// `teach` on the kit's base: a few steps of Russian with an English review write a taught
+/// MoE that loads, with its loss curves in `--json` and in moegraft.json; an MoE input and a
+/// text shorter than one window are refused with the file named.
+#[test]
+fn teach_writes_a_taught_moe_and_refuses_bad_input() {
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
+    let (base, ru, en) = (
+        kit.join("base"),
+        kit.join("eval/ru.txt"),
+        kit.join("eval/en.txt"),
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let taught = out.path().join("taught");
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let lang = format!("ru={}", s(&ru));
+    let replay = format!("en={}", s(&en));
+    let args = [
+        "teach",
+        "--model",
+        &s(&base),
+        "--lang",
+        &lang,
+        "--replay",
+        &replay,
+        "--out",
+        &s(&taught),
+        "--steps",
+        "3",
+        "--review-steps",
+        "1",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--json",
+    ];
+    let report = stdout_json(&moegraft(&args));
+    assert_eq!(
+        report["stage1"]["loss"].as_array().map(Vec::len),
+        Some(3),
+        "{report}"
+    );
+    assert_eq!(
+        report["stage2"]["loss"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert!(report["tokens_per_second"].as_f64().unwrap_or(0.0) > 0.0);
+    let config = moegraft::checkpoint::Checkpoint::open(
+        moegraft::checkpoint::ModelFiles::from_dir(&taught).expect("files"),
+    );
+    let config = pollster::block_on(config)
+        .expect("the taught model opens")
+        .config;
+    assert!(config.is_moe() && config.num_experts == 2, "one new expert");
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(taught.join("moegraft.json")).expect("moegraft.json"),
+    )
+    .expect("json");
+    let f32s = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_f64())
+            .map(|x| x as f32)
+            .collect()
+    };
+    assert_eq!(
+        f32s(&record["teach"]["stage1"]["loss"]),
+        f32s(&report["stage1"]["loss"])
+    );
+    assert_eq!(record["teach"]["languages"][0]["lang"], "ru");
+    assert_eq!(
+        record["teach"]["languages"][0]["sha256"]
+            .as_str()
+            .map(str::len),
+        Some(64)
+    );
+    let moe_out = s(&out.path().join("moe"));
+    let again = [
+        &args[..7],
+        &[
+            "--out",
+            moe_out.as_str(),
+            "--steps",
+            "1",
+            "--review-steps",
+            "0",
+        ],
+    ]
+    .concat();
+    let mut moe_args = again.clone();
+    moe_args[2] = taught.to_str().expect("utf-8 path");
+    assert!(fails(&moe_args).contains("dense model"));
+    let short = out.path().join("short.txt");
+    std::fs::write(&short, "две слова").expect("write");
+    let short_lang = format!("ru={}", s(&short));
+    let mut short_args = again.clone();
+    short_args[4] = &short_lang;
+    assert!(fails(&short_args).contains("short.txt"));
+}

@@ -23,6 +23,8 @@ use moegraft::graft::upcycle::{self, ExpertSource, UpcycleOptions, UpcycleRouter
 use moegraft::model::open::{open_dir, OpenedModel};
 use moegraft::model::{LoadOptions, Model, WeightChoice};
 use moegraft::tokenizer::Tokenizer;
+use moegraft::train::teach::{teach as train_teach, TeachOptions};
+use moegraft::train::Stage;
 use moegraft::{Error, Result};
 use serde_json::Value;
 
@@ -47,6 +49,10 @@ enum Command {
     ImportGguf(ImportArgs),
     /// Build a Mixtral-layout language-expert MoE from dense checkpoints of one base.
     Upcycle(UpcycleArgs),
+    /// Teach a dense model new languages on the GPU (MoE-LPR): upcycle it, train one new
+    /// expert per language and the routers on that language's text, review the routers on
+    /// replay text, and write the taught MoE.
+    Teach(TeachArgs),
     /// Describe the GPU adapter moegraft would use.
     Adapter(GpuArgs),
     /// Graft Δ = instruct − base onto a target: ParamΔ for a dense target, DeltaMoE for a
@@ -240,6 +246,103 @@ struct UpcycleArgs {
     out: PathBuf,
     #[command(flatten)]
     gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct TeachArgs {
+    /// The dense model to teach (its FFN becomes expert 0 and stays as it is).
+    #[arg(long)]
+    model: PathBuf,
+    /// A new language and its text: CODE=FILE (paragraphs separated by blank lines).
+    /// Repeatable: one new expert each.
+    #[arg(long = "lang", value_parser = parse_sample, required = true)]
+    languages: Vec<(String, PathBuf)>,
+    /// Text of a language the model already knows, for the router review: CODE=FILE.
+    #[arg(long = "replay", value_parser = parse_sample)]
+    replay: Vec<(String, PathBuf)>,
+    /// Output directory (written under a temporary name, renamed when complete).
+    #[arg(long)]
+    out: PathBuf,
+    /// Stage-1 steps (the new experts and routers learn).
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Review steps (the routers alone; 0 skips the review).
+    #[arg(long, default_value_t = 50)]
+    review_steps: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Stage 1's peak learning rate (the review runs at half of it).
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f32,
+    /// Experts per token.
+    #[arg(long, default_value_t = 2)]
+    top_k: usize,
+    /// Seed of the batches' windows.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the loss curves and the speed as JSON at the end.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+fn teach(a: TeachArgs) -> Result<()> {
+    let options = TeachOptions {
+        model: a.model,
+        languages: a.languages,
+        replay: a.replay,
+        out: a.out,
+        steps: a.steps,
+        review_steps: a.review_steps,
+        batch: a.batch,
+        seq: a.seq,
+        lr: a.lr,
+        top_k: a.top_k,
+        seed: a.seed,
+        gpu: GpuOptions {
+            max_binding_override: a.gpu.max_binding,
+            layout: a.gpu.kernels,
+            no_subgroups: a.gpu.no_subgroups,
+            ..Default::default()
+        },
+    };
+    let total = options.steps + options.review_steps;
+    let mut done = 0;
+    let report = train_teach(&options, &mut |r| {
+        done += 1;
+        let left = (total - done) * options.batch * options.seq;
+        let eta = left as f64 / r.tokens_per_second.max(1e-9);
+        let stage = match r.stage {
+            Stage::NewExperts => "stage 1",
+            Stage::Review => "review",
+        };
+        if r.step == 1 || r.step == r.steps || r.step % 10 == 0 {
+            eprintln!(
+                "{stage} step {}/{}: loss {:.4}, {:.0} tokens/s, {:.0} s left",
+                r.step, r.steps, r.loss, r.tokens_per_second, eta
+            );
+        }
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "taught {} ({} + {} steps, {:.0} tokens/s)",
+            report.out,
+            report.stage1.loss.len(),
+            report.stage2.loss.len(),
+            report.tokens_per_second
+        );
+    }
+    Ok(())
 }
 
 fn parse_expert(s: &str) -> std::result::Result<ExpertSource, String> {
@@ -491,6 +594,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Teach(a) => teach(a),
         Command::Bench(a) => bench(a).await,
         Command::Adapter(a) => {
             let ctx = gpu(&a, 0).await?;

@@ -1,9 +1,11 @@
-//! Training on the GPU, natively and in the page: the kernels' launchers (the
-//! backward twins of the runtime's, the routing losses and AdamW). The trainer itself, MoE-LPR's
-//! two stages over these, is built on them.
+//! Training on the GPU, natively and in the page: the kernels' launchers (the backward twins
+//! of the runtime's, the routing losses and AdamW), what a run keeps on the GPU, one
+//! MoE-LPR step, and `teach`, the whole lesson from a dense model to a taught MoE.
 
 pub mod kernels;
 pub mod state;
 pub mod step;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod teach;
 
 pub use step::{Stage, StepInput, TrainOptions, Trainer};

@@ -72,7 +72,7 @@ pub struct StepInput<'a> {
 
 pub struct Trainer<'m> {
     ctx: &'m GpuContext,
-    config: ModelConfig,
+    pub config: ModelConfig,
     weights: &'m ModelWeights,
     options: TrainOptions,
     pub layers: Vec<LayerTensors>,
@@ -678,6 +678,20 @@ impl<'m> Trainer<'m> {
         let losses = losses.f32s(self.ctx).await?;
         self.ctx.check_device_error()?;
         Ok(losses.iter().take(n).sum::<f32>() / counted.max(1) as f32)
+    }
+
+    /// Starts the optimiser afresh (the review after stage 1): zero moments, step 0.
+    pub fn reset_optimizer(&mut self) {
+        for t in self
+            .layers
+            .iter()
+            .flat_map(|t| [&t.router, &t.gate_up, &t.down])
+        {
+            let zeros = vec![0u8; t.len * 4];
+            self.ctx.queue.write_buffer(&t.m, 0, &zeros);
+            self.ctx.queue.write_buffer(&t.v, 0, &zeros);
+        }
+        self.steps = 0;
     }
 
     /// The current values of a trained tensor (tests, checkpoints).
