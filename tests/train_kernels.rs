@@ -7,7 +7,7 @@ use half::{bf16, f16};
 use moegraft::checkpoint::DType;
 use moegraft::gpu::{Batch, GpuContext, GpuOptions, WeightFormat};
 use moegraft::train::kernels::{
-    self, AdamwBuffers, AdamwStep, MoeShape, Out, RouterLosses, Routing, Stored, Strided,
+    self, AdamwBuffers, AdamwStep, MoeShape, Output, RouterLosses, Routing, Stored, Strided,
 };
 
 #[path = "common/rng.rs"]
@@ -183,7 +183,7 @@ fn check_gemm(ctx: &GpuContext, rng: &mut Rng, case: GemmCase) {
             row: a_row,
             col: a_col,
         };
-        let mut out = Out::rows(&cb, c_row).at(c_offset);
+        let mut out = Output::new(&cb, c_row).at(c_offset);
         out.accumulate = case.accumulate;
         kernels::gemm(batch, m, n, k, a_op, b_op, out);
     });
@@ -284,14 +284,14 @@ fn linear_layer_gradients_match_cpu_over_row_chunks() {
                     tokens,
                     Strided::rows(&xb, inputs),
                     &w,
-                    Out::rows(&y, outputs),
+                    Output::new(&y, outputs),
                 );
                 kernels::linear_dx(
                     batch,
                     tokens,
                     Strided::rows(&dyb, outputs),
                     &w,
-                    Out::rows(&dx, inputs),
+                    Output::new(&dx, inputs),
                 );
                 kernels::linear_dw(
                     batch,
@@ -300,7 +300,7 @@ fn linear_layer_gradients_match_cpu_over_row_chunks() {
                     inputs,
                     (&dyb, 0, outputs),
                     (&xb, 0, inputs),
-                    Out::rows(&dw, inputs),
+                    Output::new(&dw, inputs),
                 );
             });
             let label = format!("{tokens}×{outputs}×{inputs} {dtype:?}");

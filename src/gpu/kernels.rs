@@ -10,7 +10,7 @@ use super::KernelLayout;
 use crate::checkpoint::DType;
 use crate::error::{Error, Result};
 
-fn key(shader: Shader, entry: &'static str) -> PipelineKey {
+pub(crate) fn key(shader: Shader, entry: &'static str) -> PipelineKey {
     PipelineKey {
         shader,
         entry,
@@ -19,7 +19,7 @@ fn key(shader: Shader, entry: &'static str) -> PipelineKey {
     }
 }
 
-fn b(buffer: &wgpu::Buffer) -> Binding {
+pub(crate) fn b(buffer: &wgpu::Buffer) -> Binding {
     Binding::from(buffer)
 }
 
@@ -33,7 +33,7 @@ fn wide(ctx: &super::GpuContext, buffer: &wgpu::Buffer) -> Binding {
     })
 }
 
-fn u(v: usize) -> u32 {
+pub(crate) fn u(v: usize) -> u32 {
     v as u32
 }
 

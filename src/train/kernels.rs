@@ -6,25 +6,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::checkpoint::DType;
 use crate::gpu::batch::Binding;
+pub use crate::gpu::kernels::Output;
+use crate::gpu::kernels::{b, key, u};
 use crate::gpu::shaders::{PipelineKey, Shader};
 use crate::gpu::{Batch, GpuMatrix, WeightFormat};
-
-fn key(shader: Shader, entry: &'static str) -> PipelineKey {
-    PipelineKey {
-        shader,
-        entry,
-        weight_format: None,
-        swiglu: false,
-    }
-}
-
-fn b(buffer: &wgpu::Buffer) -> Binding {
-    Binding::from(buffer)
-}
-
-fn u(v: usize) -> u32 {
-    v as u32
-}
 
 /// An f32 operand read through strides: element (i, j) at `offset + i·row + j·col`.
 #[derive(Clone, Copy)]
@@ -96,36 +81,6 @@ impl<'a> Stored<'a> {
     }
 }
 
-/// Where a matmul writes: C[i, j] at `offset + i·row + j`, added to when `accumulate`.
-#[derive(Clone, Copy)]
-pub struct Out<'a> {
-    pub buffer: &'a wgpu::Buffer,
-    pub offset: usize,
-    pub row: usize,
-    pub accumulate: bool,
-}
-
-impl<'a> Out<'a> {
-    pub fn rows(buffer: &'a wgpu::Buffer, stride: usize) -> Self {
-        Self {
-            buffer,
-            offset: 0,
-            row: stride,
-            accumulate: false,
-        }
-    }
-
-    pub fn at(mut self, offset: usize) -> Self {
-        self.offset = offset;
-        self
-    }
-
-    pub fn accumulate(mut self) -> Self {
-        self.accumulate = true;
-        self
-    }
-}
-
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct GemmParams {
@@ -145,8 +100,8 @@ struct GemmParams {
 
 const GEMM_TILE: usize = 64;
 
-/// C[m, n] (+)= Σ_k A[m, k] · B[k, n].
-pub fn gemm(batch: &mut Batch, m: usize, n: usize, k: usize, a: Strided, bm: Stored, c: Out) {
+/// C[m, n] (+)= Σ_k A[m, k] · B[k, n], C at `c.offset + m · c.stride + n`.
+pub fn gemm(batch: &mut Batch, m: usize, n: usize, k: usize, a: Strided, bm: Stored, c: Output) {
     let params = GemmParams {
         m: u(m),
         n: u(n),
@@ -158,7 +113,7 @@ pub fn gemm(batch: &mut Batch, m: usize, n: usize, k: usize, a: Strided, bm: Sto
         row_words: u(bm.row_words),
         b_transposed: u32::from(bm.transposed),
         c_offset: u(c.offset),
-        c_row: u(c.row),
+        c_row: u(c.stride),
         accumulate: u32::from(c.accumulate),
     };
     let pipeline = batch.ctx().pipeline(PipelineKey {
@@ -175,7 +130,7 @@ pub fn gemm(batch: &mut Batch, m: usize, n: usize, k: usize, a: Strided, bm: Sto
 }
 
 /// A linear layer's forward, Y[t, o] (+)= Σ_i X[t, i] · W[o, i], over W's row chunks.
-pub fn linear(batch: &mut Batch, tokens: usize, x: Strided, w: &GpuMatrix, y: Out) {
+pub fn linear(batch: &mut Batch, tokens: usize, x: Strided, w: &GpuMatrix, y: Output) {
     for chunk in &w.chunks {
         let b = Stored {
             buffer: &chunk.buffer,
@@ -198,7 +153,7 @@ pub fn linear(batch: &mut Batch, tokens: usize, x: Strided, w: &GpuMatrix, y: Ou
 
 /// A linear layer's input gradient, dX[t, i] (+)= Σ_o dY[t, o] · W[o, i]; each row chunk of W
 /// adds its share of the sum over o.
-pub fn linear_dx(batch: &mut Batch, tokens: usize, dy: Strided, w: &GpuMatrix, dx: Out) {
+pub fn linear_dx(batch: &mut Batch, tokens: usize, dy: Strided, w: &GpuMatrix, dx: Output) {
     for (i, chunk) in w.chunks.iter().enumerate() {
         let b = Stored {
             buffer: &chunk.buffer,
@@ -208,7 +163,7 @@ pub fn linear_dx(batch: &mut Batch, tokens: usize, dy: Strided, w: &GpuMatrix, d
             transposed: false,
         };
         let a = dy.at(dy.offset + chunk.row_start * dy.col);
-        let out = Out {
+        let out = Output {
             accumulate: dx.accumulate || i > 0,
             ..dx
         };
@@ -226,7 +181,7 @@ pub fn linear_dw(
     inputs: usize,
     dy: (&wgpu::Buffer, usize, usize),
     x: (&wgpu::Buffer, usize, usize),
-    dw: Out,
+    dw: Output,
 ) {
     let (dy_buffer, dy_offset, dy_stride) = dy;
     let (x_buffer, x_offset, x_stride) = x;

@@ -9,7 +9,7 @@
 //! gradients pass through them in dX-only form.
 
 use super::kernels::{
-    self as k, AdamwBuffers, AdamwStep, AttentionGrads, AttentionInput, MoeShape, Out,
+    self as k, AdamwBuffers, AdamwStep, AttentionGrads, AttentionInput, MoeShape, Output,
     RouterLosses, Routing, Stored, Strided,
 };
 use super::state::{self, LayerTensors, SavedLayer, Scratch, Trained};
@@ -255,7 +255,7 @@ impl<'m> Trainer<'m> {
                 n,
                 Strided::rows(&sc.xn, h),
                 &w.attention.qkv,
-                Out::rows(&saved.qkv, qkv_width),
+                Output::new(&saved.qkv, qkv_width),
             );
             for (offset, heads) in [(0, c.num_heads), (qd, c.num_kv_heads)] {
                 let target = RopeTarget {
@@ -280,7 +280,7 @@ impl<'m> Trainer<'m> {
                 n,
                 Strided::rows(&saved.attn_out, qd),
                 &w.attention.o,
-                Out::rows(&sc.x, h).accumulate(),
+                Output::new(&sc.x, h).accumulate(),
             );
             batch.copy(&sc.x, 0, &saved.res_mid, 0, bytes(n * h));
             gk::rms_norm(
@@ -300,7 +300,7 @@ impl<'m> Trainer<'m> {
                 h,
                 Strided::rows(&saved.xn2, h),
                 router,
-                Out::rows(&sc.router_logits, e),
+                Output::new(&sc.router_logits, e),
             );
             let routing = Routing {
                 probs: &saved.probs,
@@ -317,10 +317,10 @@ impl<'m> Trainer<'m> {
                     h,
                     Strided::rows(&saved.xn2, h),
                     self.expert_gate_up(l, x, true)?,
-                    Out::rows(gu, 2 * i),
+                    Output::new(gu, 2 * i),
                 );
                 gk::swiglu_pairs(batch, gu, &saved.hidden[x], n * i);
-                let out = Out::rows(&saved.expert_out, h).at(x * n * h);
+                let out = Output::new(&saved.expert_out, h).at(x * n * h);
                 k::gemm(
                     batch,
                     n,
@@ -355,7 +355,7 @@ impl<'m> Trainer<'m> {
             n,
             Strided::rows(&sc.xn, h),
             &self.weights.lm_head,
-            Out::rows(&sc.logits, c.vocab_size),
+            Output::new(&sc.logits, c.vocab_size),
         );
         k::cross_entropy(
             batch,
@@ -392,7 +392,7 @@ impl<'m> Trainer<'m> {
             n,
             Strided::rows(&sc.logits, c.vocab_size),
             &self.weights.lm_head,
-            Out::rows(&sc.d_xn, h),
+            Output::new(&sc.d_xn, h),
         );
         k::rms_norm_backward(
             batch,
@@ -427,10 +427,10 @@ impl<'m> Trainer<'m> {
                     h,
                     dye,
                     self.expert_down(l, x, false)?,
-                    Out::rows(&sc.d_hidden, i),
+                    Output::new(&sc.d_hidden, i),
                 );
                 if train_experts && x > 0 {
-                    let dw = Out::rows(&t.down.grad, i).at((x - 1) * h * i);
+                    let dw = Output::new(&t.down.grad, i).at((x - 1) * h * i);
                     k::gemm(
                         batch,
                         h,
@@ -449,7 +449,7 @@ impl<'m> Trainer<'m> {
                     n * i,
                 );
                 if train_experts && x > 0 {
-                    let dw = Out::rows(&t.gate_up.grad, h).at((x - 1) * 2 * i * h);
+                    let dw = Output::new(&t.gate_up.grad, h).at((x - 1) * 2 * i * h);
                     k::gemm(
                         batch,
                         2 * i,
@@ -460,7 +460,7 @@ impl<'m> Trainer<'m> {
                         dw,
                     );
                 }
-                let mut dxn = Out::rows(&sc.d_xn, h);
+                let mut dxn = Output::new(&sc.d_xn, h);
                 dxn.accumulate = x > 0;
                 k::gemm(
                     batch,
@@ -498,7 +498,7 @@ impl<'m> Trainer<'m> {
                 n,
                 Strided::transposed(&sc.d_router, e),
                 Stored::f32_rows(&saved.xn2, h),
-                Out::rows(&t.router.grad, h),
+                Output::new(&t.router.grad, h),
             );
             k::gemm(
                 batch,
@@ -507,7 +507,7 @@ impl<'m> Trainer<'m> {
                 e,
                 Strided::rows(&sc.d_router, e),
                 Stored::f32_rows(&t.router.param, h),
-                Out::rows(&sc.d_xn, h).accumulate(),
+                Output::new(&sc.d_xn, h).accumulate(),
             );
             k::rms_norm_backward(
                 batch,
@@ -529,7 +529,7 @@ impl<'m> Trainer<'m> {
                 n,
                 Strided::rows(&sc.d_res, h),
                 &w.attention.o,
-                Out::rows(&sc.d_attn_out, qd),
+                Output::new(&sc.d_attn_out, qd),
             );
             let grads = AttentionGrads {
                 o: &saved.attn_out,
@@ -560,7 +560,7 @@ impl<'m> Trainer<'m> {
                     .into_iter()
                     .enumerate()
             {
-                let mut out = Out::rows(&sc.d_xn, h);
+                let mut out = Output::new(&sc.d_xn, h);
                 out.accumulate = j > 0;
                 k::gemm(
                     batch,

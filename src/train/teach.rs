@@ -172,7 +172,7 @@ pub fn teach(o: &TeachOptions, progress: &mut dyn FnMut(StepReport)) -> Result<T
     let _ = std::fs::remove_dir_all(&scratch);
     let result = teach_from_upcycled(o, &scratch, progress);
     let _ = std::fs::remove_dir_all(&scratch);
-    let _ = std::fs::remove_dir_all(scratch.with_extension("samples"));
+    let _ = std::fs::remove_dir_all(samples_dir(&scratch));
     result
 }
 
@@ -187,7 +187,7 @@ fn teach_from_upcycled(
         o.replay.iter().map(|(l, _)| l.clone()).collect()
     };
     let samples = router_samples(o, scratch)?;
-    let summary = upcycle::upcycle(&UpcycleOptions {
+    upcycle::upcycle(&UpcycleOptions {
         base: o.model.clone(),
         base_languages,
         experts: o
@@ -206,7 +206,6 @@ fn teach_from_upcycled(
         out: scratch.to_path_buf(),
         gpu: o.gpu.clone(),
     })?;
-    drop(summary);
     let load = LoadOptions {
         max_context: o.seq,
         weights: WeightChoice::AsStored,
@@ -245,15 +244,12 @@ fn teach_from_upcycled(
     let mut tokens = 0usize;
     let mut stage1 = Curve::default();
     let new_refs: Vec<&Stream> = new.iter().collect();
+    let none_original = vec![false; new.len()];
     for step in 0..o.steps {
-        let (ids, targets, _) = batch_of(
-            &mut rng,
-            &new_refs,
-            &vec![false; new.len()],
-            o.batch,
-            o.seq,
-            |r| (r + step * o.batch) % new.len(),
-        );
+        let (ids, targets, _) =
+            batch_of(&mut rng, &new_refs, &none_original, o.batch, o.seq, |r| {
+                (r + step * o.batch) % new.len()
+            });
         let input = StepInput {
             ids: &ids,
             targets: &targets,
@@ -347,8 +343,15 @@ fn teach_from_upcycled(
 /// `SAMPLE_CHARS` of each file (whole paragraphs), in files beside the scratch model.
 const SAMPLE_CHARS: usize = 16_000;
 
+/// Beside the scratch model, named after it (so with its pid).
+fn samples_dir(scratch: &Path) -> PathBuf {
+    let mut name = scratch.as_os_str().to_os_string();
+    name.push(".samples");
+    PathBuf::from(name)
+}
+
 fn router_samples(o: &TeachOptions, scratch: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let dir = scratch.with_extension("samples");
+    let dir = samples_dir(scratch);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
     let mut out = Vec::new();
     for (k, (lang, file)) in o.languages.iter().chain(&o.replay).enumerate() {
