@@ -38,9 +38,10 @@ struct Params {
 const TILE: u32 = 64u;
 const DEPTH: u32 = 16u;
 
-// [k][m] and [k][n]: an invocation's four rows (columns) are four consecutive words.
-var<workgroup> a_tile: array<f32, 1024>;
-var<workgroup> b_tile: array<f32, 1024>;
+// [k][m] and [k][n], four consecutive rows (columns) to a vec4: an invocation reads its four
+// rows and its four columns of one k in two loads (a CPU adapter's lanes pay per load).
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
 
 fn load_b(k: u32, n: u32) -> f32 {
     if (p.b_transposed != 0u) {
@@ -70,14 +71,19 @@ fn gemm(
     for (var k0 = 0u; k0 < p.k; k0 += DEPTH) {
         for (var i = 0u; i < 4u; i++) {
             let e = lid + 256u * i;
-            // A: 64 rows × 16 of K, K fastest for A's usual (row-major) layout.
-            let am = e / DEPTH;
-            let ak = e % DEPTH;
+            // A: 64 rows × 16 of K, neighbouring invocations on neighbouring words: K fastest
+            // for a row-major A, M fastest for a transposed one (dW's dYᵀ).
+            var am = e / DEPTH;
+            var ak = e % DEPTH;
+            if (p.a_col != 1u) {
+                am = e % TILE;
+                ak = e / TILE;
+            }
             var av = 0.0;
             if (m0 + am < p.m && k0 + ak < p.k) {
                 av = a[p.a_offset + (m0 + am) * p.a_row + (k0 + ak) * p.a_col];
             }
-            a_tile[ak * TILE + am] = av;
+            a_tile[(ak * TILE + am) / 4u][am % 4u] = av;
             // B: 16 of K × 64 columns; for a transposed B, K fastest.
             var bk = e / TILE;
             var bn = e % TILE;
@@ -89,17 +95,16 @@ fn gemm(
             if (k0 + bk < p.k && n0 + bn < p.n) {
                 bv = load_b(k0 + bk, n0 + bn);
             }
-            b_tile[bk * TILE + bn] = bv;
+            b_tile[(bk * TILE + bn) / 4u][bn % 4u] = bv;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < DEPTH; kk++) {
-            let ar = kk * TILE + tm;
-            let br = kk * TILE + tn;
-            let bv = vec4<f32>(b_tile[br], b_tile[br + 1u], b_tile[br + 2u], b_tile[br + 3u]);
-            acc[0] += a_tile[ar] * bv;
-            acc[1] += a_tile[ar + 1u] * bv;
-            acc[2] += a_tile[ar + 2u] * bv;
-            acc[3] += a_tile[ar + 3u] * bv;
+            let av = a_tile[(kk * TILE + tm) / 4u];
+            let bv = b_tile[(kk * TILE + tn) / 4u];
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
         }
         workgroupBarrier();
     }

@@ -63,6 +63,10 @@ pub enum Error {
     /// A user-supplied argument is invalid.
     #[error("{0}")]
     InvalidArgument(String),
+
+    /// A training run was stopped on request; its state is saved for `--resume`.
+    #[error("stopped after {done}; resume from {checkpoint}")]
+    Stopped { done: String, checkpoint: String },
 }
 
 fn tensor_prefix(tensor: &Option<String>) -> String {

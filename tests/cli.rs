@@ -656,4 +656,13 @@ fn teach_writes_a_taught_moe_and_refuses_bad_input() {
     let mut short_args = again.clone();
     short_args[4] = &short_lang;
     assert!(fails(&short_args).contains("short.txt"));
+    // 64 × 128 tokens' logits over the kit's 4 096-token vocabulary take 128 MiB: more than a
+    // 64 MiB binding; refused before the first step, with the numbers.
+    let mut big_args = again.clone();
+    big_args.extend(["--batch", "64", "--max-binding", "67108864"]);
+    let err = fails(&big_args);
+    assert!(
+        err.contains("logits") && err.contains("67108864") && err.contains("--batch"),
+        "{err}"
+    );
 }

@@ -85,6 +85,8 @@ fn training_steps_match_pytorch() {
     for (stage, key) in [(Stage::NewExperts, "stage1"), (Stage::Review, "stage2")] {
         let mut trainer =
             pollster::block_on(Trainer::new(&opened.model, &ckpt, options)).expect("trainer");
+        // The estimate made before allocating is what was allocated.
+        assert_eq!(trainer.memory.total_bytes, trainer.allocated_bytes);
         let names = |t: &Trainer| -> Vec<(String, usize, &'static str)> {
             (0..t.layers.len())
                 .flat_map(|l| {

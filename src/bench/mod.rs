@@ -17,6 +17,7 @@ pub mod report;
 pub mod stats;
 pub mod synthetic;
 pub mod throughput;
+pub mod train;
 
 use std::rc::Rc;
 

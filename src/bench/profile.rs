@@ -48,10 +48,43 @@ pub async fn decode_step(model: &Model, session: &mut Session) -> Result<Option<
     let start = Instant::now();
     let step = model.next_token(session, &[0], settings, 0.0).await;
     let wall_ms = start.elapsed().as_secs_f64() * 1e3;
-    let Some(mut profiler) = ctx.take_profiler() else {
+    let Some(profiler) = ctx.take_profiler() else {
         return Ok(None);
     };
     step?;
+    summarize(ctx, profiler, context, wall_ms).await.map(Some)
+}
+
+/// One training step, timed per kernel as `decode_step` times decoding (`context`: the step's
+/// tokens); `None` without timestamp queries.
+pub async fn train_step(
+    trainer: &mut crate::train::Trainer<'_>,
+    input: crate::train::StepInput<'_>,
+    stage: crate::train::Stage,
+) -> Result<Option<KernelProfile>> {
+    let ctx = trainer.context();
+    let Some(profiler) = Profiler::new(ctx) else {
+        return Ok(None);
+    };
+    let context = input.ids.len();
+    ctx.install_profiler(profiler);
+    let start = Instant::now();
+    let step = trainer.step(input, stage, 1e-4).await;
+    let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+    let Some(profiler) = ctx.take_profiler() else {
+        return Ok(None);
+    };
+    step?;
+    summarize(ctx, profiler, context, wall_ms).await.map(Some)
+}
+
+/// Groups the timed dispatches by kernel entry point, most time first.
+async fn summarize(
+    ctx: &crate::gpu::GpuContext,
+    mut profiler: Profiler,
+    context: usize,
+    wall_ms: f64,
+) -> Result<KernelProfile> {
     let untimed = profiler.missed;
     let times = profiler.read(ctx).await?;
     let mut groups: Vec<KernelGroup> = Vec::new();
@@ -79,12 +112,12 @@ pub async fn decode_step(model: &Model, session: &mut Session) -> Result<Option<
         };
     }
     groups.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-    Ok(Some(KernelProfile {
+    Ok(KernelProfile {
         context,
         dispatches: times.len(),
         kernel_ms,
         wall_ms,
         untimed,
         groups,
-    }))
+    })
 }

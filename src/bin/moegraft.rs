@@ -23,7 +23,7 @@ use moegraft::graft::upcycle::{self, ExpertSource, UpcycleOptions, UpcycleRouter
 use moegraft::model::open::{open_dir, OpenedModel};
 use moegraft::model::{LoadOptions, Model, WeightChoice};
 use moegraft::tokenizer::Tokenizer;
-use moegraft::train::teach::{teach as train_teach, TeachOptions};
+use moegraft::train::teach::{teach as train_teach, Flow, TeachOptions};
 use moegraft::train::Stage;
 use moegraft::{Error, Result};
 use serde_json::Value;
@@ -69,6 +69,9 @@ enum Command {
     /// Measure prefill/decode speed, copy bandwidth, merge throughput, memory and per-kernel
     /// GPU time, each speed also as a fraction of its bandwidth bound.
     Bench(BenchArgs),
+    /// Measure training speed: MoE-LPR stage-1 steps on random tokens (tokens/s, the memory
+    /// the run holds, one step's GPU time per kernel). Takes an MoE model (teach or upcycle's).
+    BenchTrain(BenchTrainArgs),
 }
 
 #[derive(Args)]
@@ -258,7 +261,7 @@ struct TeachArgs {
     #[arg(long = "lang", value_parser = parse_sample, required = true)]
     languages: Vec<(String, PathBuf)>,
     /// Text of a language the model already knows, for the router review: CODE=FILE.
-    #[arg(long = "replay", value_parser = parse_sample)]
+    #[arg(long = "replay", value_parser = parse_sample, required = true)]
     replay: Vec<(String, PathBuf)>,
     /// Output directory (written under a temporary name, renamed when complete).
     #[arg(long)]
@@ -284,6 +287,13 @@ struct TeachArgs {
     /// Seed of the batches' windows.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Save a training checkpoint every N steps of each stage into OUT.checkpoints (0: never).
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: usize,
+    /// Continue a stopped run from its training checkpoint (a step-… folder, or the
+    /// OUT.checkpoints folder for its latest); the model, text and settings must match.
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// Print the loss curves and the speed as JSON at the end.
     #[arg(long)]
     json: bool,
@@ -304,6 +314,8 @@ fn teach(a: TeachArgs) -> Result<()> {
         lr: a.lr,
         top_k: a.top_k,
         seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        resume: a.resume,
         gpu: GpuOptions {
             max_binding_override: a.gpu.max_binding,
             layout: a.gpu.kernels,
@@ -311,21 +323,46 @@ fn teach(a: TeachArgs) -> Result<()> {
             ..Default::default()
         },
     };
+    // Ctrl-C stops after the step under way, with a checkpoint to --resume from.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("stopping after this step (Ctrl-C again to quit at once)");
+    });
     let total = options.steps + options.review_steps;
-    let mut done = 0;
     let report = train_teach(&options, &mut |r| {
-        done += 1;
+        if let Some(m) = &r.memory {
+            eprintln!(
+                "training memory besides the weights: {:.1} MB (trained tensors with gradients and moments {:.1} MB, activations {:.1} MB; largest buffer {} {:.1} MB)",
+                m.total_bytes as f64 / 1e6,
+                m.trained_bytes as f64 / 1e6,
+                m.activation_bytes as f64 / 1e6,
+                m.largest_buffer.0,
+                m.largest_buffer.1 as f64 / 1e6
+            );
+        }
+        let (stage, done) = match r.stage {
+            Stage::NewExperts => ("stage 1", r.step),
+            Stage::Review => ("review", options.steps + r.step),
+        };
         let left = (total - done) * options.batch * options.seq;
         let eta = left as f64 / r.tokens_per_second.max(1e-9);
-        let stage = match r.stage {
-            Stage::NewExperts => "stage 1",
-            Stage::Review => "review",
-        };
         if r.step == 1 || r.step == r.steps || r.step % 10 == 0 {
             eprintln!(
                 "{stage} step {}/{}: loss {:.4}, {:.0} tokens/s, {:.0} s left",
                 r.step, r.steps, r.loss, r.tokens_per_second, eta
             );
+        }
+        if let Some(dir) = &r.checkpoint {
+            eprintln!("checkpoint {} (--resume it to continue)", dir.display());
+        }
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            Flow::Stop
+        } else {
+            Flow::Continue
         }
     })?;
     if a.json {
@@ -596,6 +633,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Teach(a) => teach(a),
         Command::Bench(a) => bench(a).await,
+        Command::BenchTrain(a) => bench_train(a).await,
         Command::Adapter(a) => {
             let ctx = gpu(&a, 0).await?;
             println!(
@@ -605,6 +643,94 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(Args)]
+struct BenchTrainArgs {
+    /// An MoE model directory (expert 0 frozen, experts 1… and the routers trained).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Skip the per-kernel timestamp profile.
+    #[arg(long)]
+    no_profile: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+async fn bench_train(a: BenchTrainArgs) -> Result<()> {
+    let load = LoadOptions {
+        max_context: a.seq,
+        weights: WeightChoice::AsStored,
+        ..Default::default()
+    };
+    let gpu = GpuOptions {
+        max_binding_override: a.gpu.max_binding,
+        layout: a.gpu.kernels,
+        no_subgroups: a.gpu.no_subgroups,
+        profiling: !a.no_profile,
+        ..Default::default()
+    };
+    let opened = moegraft::model::open::open_dir(&a.model, load, gpu).await?;
+    let ckpt = open_checkpoint(&a.model).await?;
+    let options = moegraft::train::TrainOptions {
+        batch: a.batch,
+        seq: a.seq,
+        ..Default::default()
+    };
+    let r = moegraft::bench::train::train(
+        &opened.model,
+        &ckpt,
+        options,
+        a.warmup,
+        a.steps,
+        !a.no_profile,
+    )
+    .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "training {} ({} experts), batch {} × sequence {}: {:.0} tokens/s (median of {}; {:.0}–{:.0}), {:.1} ms/step; {:.1} MB besides the weights",
+        a.model.display(),
+        r.experts,
+        r.batch,
+        r.seq,
+        r.tokens_per_second.median,
+        r.tokens_per_second.samples,
+        r.tokens_per_second.min,
+        r.tokens_per_second.max,
+        r.step_ms.median,
+        r.memory.total_bytes as f64 / 1e6
+    );
+    if let Some(p) = &r.profile {
+        println!(
+            "one step, {} dispatches, {:.1} ms of kernels ({:.1} ms wall, each dispatch alone):",
+            p.dispatches, p.kernel_ms, p.wall_ms
+        );
+        for g in &p.groups {
+            println!(
+                "  {:<28} {:>4} × {:>9.2} ms  {:>5.1} %",
+                g.kernel,
+                g.dispatches,
+                g.ms,
+                100.0 * g.share
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {

@@ -68,6 +68,10 @@ impl MemorySource {
             bytes,
         }
     }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl ByteSource for MemorySource {

@@ -3,6 +3,8 @@
 //! MoE-LPR step, and `teach`, the whole lesson from a dense model to a taught MoE.
 
 pub mod kernels;
+pub mod memory;
+pub mod resume;
 pub mod state;
 pub mod step;
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,6 +1,8 @@
 //! What a training run keeps on the GPU: the trained tensors with their gradients and AdamW
 //! moments, and the activations the forward pass saves for the backward one.
 
+use std::cell::Cell;
+
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -16,7 +18,8 @@ pub struct Trained {
 }
 
 impl Trained {
-    fn new(ctx: &GpuContext, name: String, values: &[f32]) -> Result<Self> {
+    fn new(ctx: &GpuContext, name: String, values: &[f32], allocated: &Cell<u64>) -> Result<Self> {
+        allocated.set(allocated.get() + 4 * 4 * values.len() as u64);
         Ok(Self {
             len: values.len(),
             param: ctx.upload_f32(&name, values),
@@ -61,15 +64,25 @@ async fn read_layer(ckpt: &Checkpoint, l: usize) -> Result<[Vec<f32>; 3]> {
     Ok([router, gate_up, down])
 }
 
-pub async fn layer_tensors(ctx: &GpuContext, ckpt: &Checkpoint) -> Result<Vec<LayerTensors>> {
+/// Every buffer made here adds its bytes to `allocated` (held to `memory::estimate` by a test).
+pub async fn layer_tensors(
+    ctx: &GpuContext,
+    ckpt: &Checkpoint,
+    allocated: &Cell<u64>,
+) -> Result<Vec<LayerTensors>> {
     let mut out = Vec::with_capacity(ckpt.config.num_layers);
     for l in 0..ckpt.config.num_layers {
         let [router, gate_up, down] = read_layer(ckpt, l).await?;
         let m = format!("model.layers.{l}.block_sparse_moe");
         out.push(LayerTensors {
-            router: Trained::new(ctx, format!("{m}.gate.weight"), &router)?,
-            gate_up: Trained::new(ctx, format!("{m}.experts.{{1..}}.{{w1,w3}}"), &gate_up)?,
-            down: Trained::new(ctx, format!("{m}.experts.{{1..}}.w2"), &down)?,
+            router: Trained::new(ctx, format!("{m}.gate.weight"), &router, allocated)?,
+            gate_up: Trained::new(
+                ctx,
+                format!("{m}.experts.{{1..}}.{{w1,w3}}"),
+                &gate_up,
+                allocated,
+            )?,
+            down: Trained::new(ctx, format!("{m}.experts.{{1..}}.w2"), &down, allocated)?,
         });
     }
     Ok(out)
@@ -125,12 +138,20 @@ pub struct Scratch {
     pub norm: wgpu::Buffer,
 }
 
-pub fn saved_layers(ctx: &GpuContext, c: &ModelConfig, n: usize) -> Result<Vec<SavedLayer>> {
+pub fn saved_layers(
+    ctx: &GpuContext,
+    c: &ModelConfig,
+    n: usize,
+    allocated: &Cell<u64>,
+) -> Result<Vec<SavedLayer>> {
     let (h, i, e) = (c.hidden_size, c.intermediate_size, c.num_experts);
     let qkv = c.q_dim() + 2 * c.kv_dim();
     (0..c.num_layers)
         .map(|l| {
-            let s = |what: &str, len: usize| ctx.create_storage(&format!("{what}.{l}"), len);
+            let s = |what: &str, len: usize| {
+                allocated.set(allocated.get() + 4 * len as u64);
+                ctx.create_storage(&format!("{what}.{l}"), len)
+            };
             Ok(SavedLayer {
                 res_in: s("res_in", n * h)?,
                 res_mid: s("res_mid", n * h)?,
@@ -153,9 +174,18 @@ pub fn saved_layers(ctx: &GpuContext, c: &ModelConfig, n: usize) -> Result<Vec<S
         .collect()
 }
 
-pub fn scratch(ctx: &GpuContext, c: &ModelConfig, n: usize, trained: usize) -> Result<Scratch> {
+pub fn scratch(
+    ctx: &GpuContext,
+    c: &ModelConfig,
+    n: usize,
+    trained: usize,
+    allocated: &Cell<u64>,
+) -> Result<Scratch> {
     let (h, i, e) = (c.hidden_size, c.intermediate_size, c.num_experts);
-    let s = |what: &str, len: usize| ctx.create_storage(what, len);
+    let s = |what: &str, len: usize| {
+        allocated.set(allocated.get() + 4 * len as u64);
+        ctx.create_storage(what, len)
+    };
     Ok(Scratch {
         ids: s("ids", n)?,
         targets: s("targets", n)?,

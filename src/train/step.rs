@@ -12,6 +12,7 @@ use super::kernels::{
     self as k, AdamwBuffers, AdamwStep, AttentionGrads, AttentionInput, MoeShape, Output,
     RouterLosses, Routing, Stored, Strided,
 };
+use super::memory;
 use super::state::{self, LayerTensors, SavedLayer, Scratch, Trained};
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
@@ -85,6 +86,10 @@ pub struct Trainer<'m> {
     neg_sin: wgpu::Buffer,
     /// AdamW steps taken so far (bias corrections).
     pub steps: u32,
+    /// What the run holds besides the model's weights, estimated before anything was made.
+    pub memory: memory::TrainMemory,
+    /// The bytes of the training buffers actually made (the RoPE tables aside).
+    pub allocated_bytes: u64,
 }
 
 /// Rows `start .. start + rows` of `m` as a gemm operand: they must lie in one chunk.
@@ -159,9 +164,23 @@ impl<'m> Trainer<'m> {
             moe_of(&model.weights, l)?;
         }
         let n = options.batch * options.seq;
-        let layers = state::layer_tensors(ctx, ckpt).await?;
-        let saved = state::saved_layers(ctx, &c, n)?;
-        let scratch = state::scratch(ctx, &c, n, 3 * layers.len())?;
+        let memory = memory::estimate(&c, options.batch, options.seq);
+        let (largest, bytes) = &memory.largest_buffer;
+        if *bytes > ctx.buffer_limit() {
+            return Err(Error::InvalidArgument(format!(
+                "training needs {:.1} MB on the GPU besides the weights, and its {largest} buffer \
+                 alone takes {bytes} bytes where this GPU binds at most {} (batch {} × sequence {}): \
+                 use a smaller --batch or --seq",
+                memory.total_bytes as f64 / 1e6,
+                ctx.buffer_limit(),
+                options.batch,
+                options.seq
+            )));
+        }
+        let allocated = std::cell::Cell::new(0);
+        let layers = state::layer_tensors(ctx, ckpt, &allocated).await?;
+        let saved = state::saved_layers(ctx, &c, n, &allocated)?;
+        let scratch = state::scratch(ctx, &c, n, 3 * layers.len(), &allocated)?;
         let (cos, sin) = rope_tables(&c, options.seq);
         let tile = |v: &[f32]| v.repeat(options.batch);
         let neg: Vec<f32> = sin.iter().map(|s| -s).collect();
@@ -177,7 +196,14 @@ impl<'m> Trainer<'m> {
             saved,
             scratch,
             steps: 0,
+            memory,
+            allocated_bytes: allocated.get(),
         })
+    }
+
+    /// The GPU the trainer runs on (profiling, checks).
+    pub fn context(&self) -> &'m GpuContext {
+        self.ctx
     }
 
     fn tokens(&self) -> usize {
@@ -682,16 +708,45 @@ impl<'m> Trainer<'m> {
 
     /// Starts the optimiser afresh (the review after stage 1): zero moments, step 0.
     pub fn reset_optimizer(&mut self) {
-        for t in self
-            .layers
-            .iter()
-            .flat_map(|t| [&t.router, &t.gate_up, &t.down])
-        {
+        for t in self.trained_tensors() {
             let zeros = vec![0u8; t.len * 4];
             self.ctx.queue.write_buffer(&t.m, 0, &zeros);
             self.ctx.queue.write_buffer(&t.v, 0, &zeros);
         }
         self.steps = 0;
+    }
+
+    /// Every trained tensor, layer by layer (router, new experts' gate/up, their down).
+    pub fn trained_tensors(&self) -> impl Iterator<Item = &Trained> {
+        self.layers
+            .iter()
+            .flat_map(|t| [&t.router, &t.gate_up, &t.down])
+    }
+
+    /// A trained tensor's values and AdamW moments (training checkpoints).
+    pub async fn read_with_moments(&self, t: &Trained) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        Ok((
+            self.ctx.read_f32(&t.param, 0, t.len).await?,
+            self.ctx.read_f32(&t.m, 0, t.len).await?,
+            self.ctx.read_f32(&t.v, 0, t.len).await?,
+        ))
+    }
+
+    /// Sets the trained tensor `name`'s values and moments (a resumed run).
+    pub fn write_with_moments(&self, name: &str, p: &[f32], m: &[f32], v: &[f32]) -> Result<()> {
+        let t = self
+            .trained_tensors()
+            .find(|t| {
+                t.name == name && t.len == p.len() && m.len() == p.len() && v.len() == p.len()
+            })
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("{name}: no trained tensor of {} values", p.len()))
+            })?;
+        let q = &self.ctx.queue;
+        q.write_buffer(&t.param, 0, bytemuck::cast_slice(p));
+        q.write_buffer(&t.m, 0, bytemuck::cast_slice(m));
+        q.write_buffer(&t.v, 0, bytemuck::cast_slice(v));
+        Ok(())
     }
 
     /// The current values of a trained tensor (tests, checkpoints).

@@ -12,6 +12,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::memory::TrainMemory;
+use super::resume::{self, RunState};
 use super::step::{Stage, StepInput, TrainOptions, Trainer};
 use crate::checkpoint::dtype::from_f32;
 use crate::checkpoint::provenance::MANIFEST_FILE;
@@ -44,21 +46,38 @@ pub struct TeachOptions {
     pub lr: f32,
     pub top_k: usize,
     pub seed: u64,
+    /// Save a training checkpoint every this many steps of each stage (0: never) into
+    /// `checkpoints_dir(out)`.
+    pub checkpoint_every: usize,
+    /// Continue from a training checkpoint (or the latest in a checkpoints folder).
+    pub resume: Option<PathBuf>,
     pub gpu: GpuOptions,
 }
 
+/// What the caller of `teach` answers each step: go on, or stop (a checkpoint is saved first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
 /// What one step reports while training runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StepReport {
     pub stage: Stage,
     pub step: usize,
     pub steps: usize,
     pub loss: f32,
     pub tokens_per_second: f64,
+    /// The training checkpoint saved after this step, if one was.
+    pub checkpoint: Option<PathBuf>,
+    /// On the run's first report: what training holds on the GPU besides the weights.
+    pub memory: Option<TrainMemory>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TeachReport {
+    pub memory: TrainMemory,
     pub stage1: Curve,
     pub stage2: Curve,
     pub tokens_per_second: f64,
@@ -143,15 +162,19 @@ fn batch_of(
 }
 
 /// Runs the whole lesson; `progress` hears of every step.
-pub fn teach(o: &TeachOptions, progress: &mut dyn FnMut(StepReport)) -> Result<TeachReport> {
+pub fn teach(
+    o: &TeachOptions,
+    progress: &mut dyn FnMut(StepReport) -> Flow,
+) -> Result<TeachReport> {
     if o.languages.is_empty() {
         return Err(Error::InvalidArgument(
             "teach needs at least one --lang CODE=FILE".into(),
         ));
     }
-    if o.review_steps > 0 && o.replay.is_empty() {
+    if o.replay.is_empty() {
+        // Expert 0's languages and text: the router's starting point and the review need them.
         return Err(Error::InvalidArgument(
-            "the review (--review-steps) needs --replay CODE=FILE text of the model's own languages".into(),
+            "teach needs --replay CODE=FILE: text of a language the model already knows (the router starts from it and the review trains on it)".into(),
         ));
     }
     let dense = pollster::block_on(Checkpoint::open(ModelFiles::from_dir(&o.model)?))?;
@@ -179,13 +202,9 @@ pub fn teach(o: &TeachOptions, progress: &mut dyn FnMut(StepReport)) -> Result<T
 fn teach_from_upcycled(
     o: &TeachOptions,
     scratch: &Path,
-    progress: &mut dyn FnMut(StepReport),
+    progress: &mut dyn FnMut(StepReport) -> Flow,
 ) -> Result<TeachReport> {
-    let base_languages: Vec<String> = if o.replay.is_empty() {
-        vec!["original".into()]
-    } else {
-        o.replay.iter().map(|(l, _)| l.clone()).collect()
-    };
+    let base_languages: Vec<String> = o.replay.iter().map(|(l, _)| l.clone()).collect();
     let samples = router_samples(o, scratch)?;
     upcycle::upcycle(&UpcycleOptions {
         base: o.model.clone(),
@@ -239,74 +258,127 @@ fn teach_from_upcycled(
         ..Default::default()
     };
     let mut trainer = pollster::block_on(Trainer::new(&opened.model, &ckpt, options))?;
-    let mut rng = Rng::new(o.seed);
-    let started = Instant::now();
-    let mut tokens = 0usize;
-    let mut stage1 = Curve::default();
+    let fingerprint = fingerprint(o, &new, &replay);
+    let mut state = match &o.resume {
+        Some(path) => resume_from(path, &mut trainer, &fingerprint)?,
+        None => RunState {
+            stage: 1,
+            step: 0,
+            optimizer_steps: 0,
+            rng: o.seed,
+            stage1_loss: Vec::new(),
+            stage2_loss: Vec::new(),
+            tokens: 0,
+            seconds: 0.0,
+            fingerprint,
+        },
+    };
+    let checkpoints = checkpoints_dir(&o.out);
+    let mut first_report = Some(trainer.memory.clone());
+    let mut rng = Rng::new(state.rng);
+    let mut clock = Instant::now();
     let new_refs: Vec<&Stream> = new.iter().collect();
     let none_original = vec![false; new.len()];
-    for step in 0..o.steps {
-        let (ids, targets, _) =
-            batch_of(&mut rng, &new_refs, &none_original, o.batch, o.seq, |r| {
-                (r + step * o.batch) % new.len()
-            });
-        let input = StepInput {
-            ids: &ids,
-            targets: &targets,
-            original: None,
-        };
-        let loss = pollster::block_on(trainer.step(
-            input,
-            Stage::NewExperts,
-            schedule(step, o.steps, o.lr),
-        ))?;
-        tokens += ids.len();
-        stage1.loss.push(loss);
-        progress(StepReport {
-            stage: Stage::NewExperts,
-            step: step + 1,
-            steps: o.steps,
-            loss,
-            tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64(),
-        });
-    }
     // The review: every third row replay text (original-language tokens), the rest new text.
-    let mut stage2 = Curve::default();
     let mixed: Vec<&Stream> = replay.iter().chain(&new).collect();
     let original: Vec<bool> = (0..mixed.len()).map(|s| s < replay.len()).collect();
-    trainer.reset_optimizer();
-    for step in 0..o.review_steps {
-        let pick = |r: usize| {
-            let k = r + step * o.batch;
-            if r.is_multiple_of(3) {
-                k % replay.len()
-            } else {
-                replay.len() + k % new.len()
-            }
+    loop {
+        let (stage, steps) = match state.stage {
+            1 => (Stage::NewExperts, o.steps),
+            _ => (Stage::Review, o.review_steps),
         };
-        let (ids, targets, is_original) =
-            batch_of(&mut rng, &mixed, &original, o.batch, o.seq, pick);
+        if state.step >= steps {
+            if state.stage == 2 {
+                break;
+            }
+            state.stage = 2;
+            state.step = 0;
+            trainer.reset_optimizer();
+            continue;
+        }
+        let step = state.step;
+        let (ids, targets, is_original) = match stage {
+            Stage::NewExperts => {
+                batch_of(&mut rng, &new_refs, &none_original, o.batch, o.seq, |r| {
+                    (r + step * o.batch) % new.len()
+                })
+            }
+            Stage::Review => batch_of(&mut rng, &mixed, &original, o.batch, o.seq, |r| {
+                let k = r + step * o.batch;
+                if r.is_multiple_of(3) {
+                    k % replay.len()
+                } else {
+                    replay.len() + k % new.len()
+                }
+            }),
+        };
+        let (peak, original) = match stage {
+            Stage::NewExperts => (o.lr, None),
+            Stage::Review => (o.lr / 2.0, Some(is_original.as_slice())),
+        };
         let input = StepInput {
             ids: &ids,
             targets: &targets,
-            original: Some(&is_original),
+            original,
         };
-        let loss = pollster::block_on(trainer.step(
-            input,
-            Stage::Review,
-            schedule(step, o.review_steps, o.lr / 2.0),
-        ))?;
-        tokens += ids.len();
-        stage2.loss.push(loss);
-        progress(StepReport {
-            stage: Stage::Review,
-            step: step + 1,
-            steps: o.review_steps,
+        let loss = pollster::block_on(trainer.step(input, stage, schedule(step, steps, peak)))?;
+        state.step += 1;
+        state.tokens += ids.len();
+        state.seconds += clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+        match stage {
+            Stage::NewExperts => state.stage1_loss.push(loss),
+            Stage::Review => state.stage2_loss.push(loss),
+        }
+        let scheduled = o.checkpoint_every > 0
+            && state.step.is_multiple_of(o.checkpoint_every)
+            && state.step < steps;
+        let save = |state: &mut RunState, rng: &Rng, trainer: &Trainer<'_>| -> Result<PathBuf> {
+            state.rng = rng.state();
+            state.optimizer_steps = trainer.steps;
+            let tensors = pollster::block_on(resume::capture(trainer))?;
+            resume::save(&checkpoints, state, &tensors)
+        };
+        let checkpoint = if scheduled {
+            let dir = save(&mut state, &rng, &trainer)?;
+            clock = Instant::now();
+            Some(dir)
+        } else {
+            None
+        };
+        let flow = progress(StepReport {
+            stage,
+            step: state.step,
+            steps,
             loss,
-            tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64(),
+            tokens_per_second: state.tokens as f64 / state.seconds.max(1e-9),
+            checkpoint: checkpoint.clone(),
+            memory: first_report.take(),
         });
+        if flow == Flow::Stop {
+            let dir = match checkpoint {
+                Some(dir) => dir,
+                None => save(&mut state, &rng, &trainer)?,
+            };
+            let stage_name = if state.stage == 1 {
+                "stage 1"
+            } else {
+                "the review"
+            };
+            return Err(Error::Stopped {
+                done: format!("step {} of {steps} of {stage_name}", state.step),
+                checkpoint: dir.display().to_string(),
+            });
+        }
     }
-    let tokens_per_second = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let tokens = state.tokens;
+    let stage1 = Curve {
+        loss: state.stage1_loss.clone(),
+    };
+    let stage2 = Curve {
+        loss: state.stage2_loss.clone(),
+    };
+    let tokens_per_second = tokens as f64 / state.seconds.max(1e-9);
     let record = json!({
         "teach": {
             "model": o.model.display().to_string(),
@@ -331,12 +403,57 @@ fn teach_from_upcycled(
     write_dir_atomically(&o.out, |dir| {
         write_taught(&ckpt, scratch, &trained, &record, dir)
     })?;
+    // The run is complete: its checkpoints would only resume a finished run.
+    let _ = std::fs::remove_dir_all(&checkpoints);
     Ok(TeachReport {
+        memory: trainer.memory.clone(),
         stage1,
         stage2,
         tokens_per_second,
         out: o.out.display().to_string(),
     })
+}
+
+/// Where `--checkpoint-every` saves: beside the output, named after it.
+pub fn checkpoints_dir(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_os_string();
+    name.push(".checkpoints");
+    PathBuf::from(name)
+}
+
+/// What a resumed run must share with the saved one: the model, the data and every setting
+/// that shapes the batches, the schedule or the tensors.
+fn fingerprint(o: &TeachOptions, new: &[Stream], replay: &[Stream]) -> Value {
+    let data = |s: &[Stream]| {
+        s.iter()
+            .map(|s| json!([s.lang, s.sha256]))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "model": o.model.display().to_string(),
+        "languages": data(new),
+        "replay": data(replay),
+        "steps": o.steps,
+        "review_steps": o.review_steps,
+        "batch": o.batch,
+        "seq": o.seq,
+        "lr": o.lr,
+        "top_k": o.top_k,
+        "seed": o.seed,
+    })
+}
+
+fn resume_from(path: &Path, trainer: &mut Trainer<'_>, fingerprint: &Value) -> Result<RunState> {
+    let (dir, state, tensors) = resume::load(path)?;
+    let label = dir.display().to_string();
+    if let Some(diff) = resume::fingerprint_mismatch(&state.fingerprint, fingerprint) {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: a checkpoint of another run ({diff}); resume with the same model, text and settings"
+        )));
+    }
+    resume::restore(trainer, &label, &tensors)?;
+    trainer.steps = state.optimizer_steps;
+    Ok(state)
 }
 
 /// The router's starting point needs a sample of each language, not all of its text: the first
