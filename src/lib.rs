@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod clock;
 pub mod error;
 pub mod eval;
 pub mod generate;

@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use moegraft::error::Error;
-use moegraft::train::teach::{checkpoints_dir, teach, Flow, StepReport, TeachOptions};
+use moegraft::train::lesson::{Flow, Settings, StepReport};
+use moegraft::train::teach::{checkpoints_dir, teach, TeachOptions};
 use moegraft::train::Stage;
 
 fn options(out: PathBuf) -> TeachOptions {
@@ -18,14 +19,16 @@ fn options(out: PathBuf) -> TeachOptions {
         languages: vec![("ru".into(), kit.join("eval/ru.txt"))],
         replay: vec![("en".into(), kit.join("eval/en.txt"))],
         out,
-        steps: 4,
-        review_steps: 3,
-        batch: 2,
-        seq: 16,
-        lr: 2e-3,
-        top_k: 2,
-        seed: 5,
-        checkpoint_every: 0,
+        settings: Settings {
+            steps: 4,
+            review_steps: 3,
+            batch: 2,
+            seq: 16,
+            lr: 2e-3,
+            top_k: 2,
+            seed: 5,
+            checkpoint_every: 0,
+        },
         resume: None,
         gpu: Default::default(),
     }
@@ -61,7 +64,7 @@ fn a_stopped_run_resumes_to_the_same_model() {
 
     let parts = tmp.path().join("parts");
     let mut o = options(parts.clone());
-    o.checkpoint_every = 2;
+    o.settings.checkpoint_every = 2;
     let first = run_until(&o, (Stage::NewExperts, 3));
     assert!(!parts.exists(), "a stopped run leaves no output");
     assert!(first.starts_with(checkpoints_dir(&parts)), "{first:?}");
@@ -74,7 +77,7 @@ fn a_stopped_run_resumes_to_the_same_model() {
     assert!(!first.exists(), "older checkpoints are removed");
 
     let mut other = o.clone();
-    other.seed = 6;
+    other.settings.seed = 6;
     let refused = teach(&other, &mut |_| Flow::Continue).expect_err("another seed");
     assert!(refused.to_string().contains("seed"), "{refused}");
 

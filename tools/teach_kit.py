@@ -11,8 +11,10 @@
 
 Writes demo/teach/results.json (the settings, the teach report, every model's perplexity
 and instruction scores) and prints the table. Takes about half an hour on 2 cores.
+`--samples` writes only the page's teaching samples instead: demo/teach/{lang}.txt, the first
+24 kB of each language's shuffled training text (held-out paragraphs never among them).
 
-    python3 tools/teach_kit.py [--new it,ru] [--steps 200] [--review-steps 50]
+    python3 tools/teach_kit.py [--new it,ru] [--steps 200] [--review-steps 50] [--samples]
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ sys.path.insert(0, str(ROOT / "tools"))
 from demo_kit.corpus import build  # noqa: E402
 
 TEXT_BYTES = 400_000
+SAMPLE_BYTES = 24_000
 
 
-def write_text(paragraphs: list[str], path: Path, seed: int) -> int:
+def write_text(paragraphs: list[str], path: Path, seed: int, limit: int = TEXT_BYTES) -> int:
     paras = list(paragraphs)
     random.Random(seed).shuffle(paras)
     chosen, size = [], 0
     for p in paras:
-        if size >= TEXT_BYTES:
+        if size >= limit:
             break
         chosen.append(p)
         size += len(p.encode())
@@ -70,7 +73,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/demo-build"), help="where the Debian packages are unpacked")
     ap.add_argument("--out", type=Path, default=ROOT / "demo" / "teach" / "results.json")
     ap.add_argument("--binary", type=Path, default=ROOT / "target" / "release" / "moegraft")
+    ap.add_argument("--samples", action="store_true", help="write only the page's samples")
     args = ap.parse_args()
+    if args.samples:
+        corpus = build(args.work)
+        for i, lang in enumerate(args.new.split(",") + args.replay.split(",")):
+            write_text(corpus.train[lang], ROOT / "demo" / "teach" / f"{lang}.txt", seed=i, limit=SAMPLE_BYTES)
+        return
     if not args.binary.exists():
         subprocess.run(["cargo", "build", "--release", "--bin", "moegraft"], cwd=ROOT, check=True)
 

@@ -16,6 +16,9 @@
 //   folder…" into an OPFS folder, as no test can pick a folder);
 //   upcycleState, upcycleResult ({experts, layers, top_k, warnings, label, files}), upcycles,
 //   upcycle(options) (what the Upcycle button runs), fillUpcycleFromKit(), loadUpcycled();
+//   teachState ('idle' | 'running' | 'stopped' | 'done' | 'error'), teachSteps ([{stage, step,
+//   loss}]), teachResult ({report, memory, label, files}), teaches, teach(options) (what Teach
+//   runs), stopTeach(), resumeTeach(), fillTeachFromKit(), loadTaught(), taughtToGraft();
 //   cached ([{label, files}] kept in OPFS), keep(label) (keep a loaded model), loadCached(label),
 //   clearCache(); loseDevice() (destroys the active model's GPU device, for tests);
 //   crashWorker(message) (a panic in the worker, for tests);
@@ -31,10 +34,11 @@ import * as models from './js/models.js';
 import { runGeneration, updateGenerateControls } from './js/generate.js';
 import { runCompare } from './js/compare.js';
 import { runPerplexity } from './js/perplexity.js';
-import { graftEntries, graftFileBase64, graftLabel, runGraft, saveGraftTo, updateGraftControls } from './js/graft.js';
+import { graftEntries, graftFileBase64, graftLabel, runGraft, saveGraftTo, setSlot, updateGraftControls } from './js/graft.js';
 import * as cache from './js/cache.js';
 import { fillUpcycleFromKit, loadKitModel, openKit, runShowcase } from './js/kit.js';
 import { runUpcycle, upcycleEntries } from './js/upcycle.js';
+import { fillTeachFromKit, resumeTeach, runTeach, stopTeach, taughtEntries } from './js/teach.js';
 
 const hook = state.hook;
 window.__moegraft = hook;
@@ -80,6 +84,18 @@ Object.assign(hook, {
   crashWorker: (message) => request('crash', { message }),
   upcycle: (options) => runUpcycle(options),
   fillUpcycleFromKit,
+  teach: (options) => runTeach(options),
+  stopTeach,
+  resumeTeach,
+  fillTeachFromKit,
+  loadTaught: () => {
+    const { entries, label } = taughtEntries();
+    return models.loadModel(entries, label);
+  },
+  taughtToGraft: () => {
+    const { entries, label } = taughtEntries();
+    return setSlot('target', entries, label);
+  },
   loadUpcycled: () => {
     const { entries, label } = upcycleEntries();
     return models.loadModel(entries, label);

@@ -16,14 +16,18 @@
 //                                         samples: [{lang, text}], options}
 //                  {rid, type: 'graft', base, instruct, target, options}
 //                                                      (each a [{file, path}] folder)
+//                  {rid, type: 'teach', base, languages: [{lang, text}], replay: [{lang, text}],
+//                                       options, resume}  → {files, report} | {stopped, checkpoint}
+//                  {rid, type: 'teachMemory', config, languages, batch, seq} → bytes it will hold
 //                  {rid, type: 'bench', files, label, graft: {base, instruct, target} | null,
 //                                       options}       → the report (bench.html)
-//                  {type: 'stop'}                      (ends a running generation)
+//                  {type: 'stop'}                      (ends a running generation or lesson)
 //   worker → page  {type: 'reply', rid, ok, value | error, fatal, lost}
 //                  {type: 'progress', rid, done, total}        (loading or grafting)
 //                  {type: 'read', rid, what, path, done, size} (each input file's reads)
 //                  {type: 'token', rid, id, piece}             (generating)
 //                  {type: 'bench', rid, step | figure, value}  (benchmarking)
+//                  {type: 'step', rid, stage, step, steps, loss, tokens_per_second, memory} (teaching)
 //
 // A reply with fatal: true means the wasm instance trapped (a Rust panic): every model is
 // gone, and the page starts a fresh worker. `lost: id` means that model's GPU device was lost:
@@ -37,6 +41,8 @@ import init, {
   import_gguf as importGgufFile,
   inspect as inspectFiles,
   set_panic_reporter as setPanicReporter,
+  teach as teachModel,
+  teach_memory as teachMemoryOf,
   upcycle as upcycleModels,
   WebModel,
 } from './pkg/moegraft.js';
@@ -229,6 +235,25 @@ async function graft({ rid, base, instruct, target, options }) {
   });
 }
 
+// A lesson stops after the step under way on {type: 'stop'}; it then resolves with the
+// checkpoint to resume from. The loaded models stay either way.
+async function teach({ rid, base, languages, replay, options, resume }) {
+  return exclusive('teaching', async () => {
+    await ready();
+    stopRequested = false;
+    const onStep = (step) => {
+      self.postMessage({ type: 'step', rid, ...step });
+      return stopRequested;
+    };
+    return teachModel(base, languages, replay, options ?? {}, resume ?? null, onStep);
+  });
+}
+
+async function teachMemory({ config, languages, batch, seq }) {
+  await ready();
+  return teachMemoryOf(String(config), languages, batch, seq);
+}
+
 // A benchmark is stopped by ending this worker (bench.html); until then it runs through.
 async function bench({ rid, files, label, graft, options }) {
   return exclusive('a benchmark', async () => {
@@ -248,7 +273,7 @@ async function destroyDevice({ id }) {
   return true;
 }
 
-const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft, bench, destroyDevice, crash };
+const handlers = { adapter, inspect, load, unload, generate, tokenTexts, perplexity, importGguf, upcycle, graft, teach, teachMemory, bench, destroyDevice, crash };
 
 self.onmessage = async ({ data }) => {
   if (data?.type === 'stop') {

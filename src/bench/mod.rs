@@ -6,7 +6,7 @@
 //! fetched `Blob`s, output kept in memory), `clock` and `host`.
 
 pub mod bandwidth;
-pub mod clock;
+pub use crate::clock;
 pub mod host;
 pub mod memory;
 pub mod merge;

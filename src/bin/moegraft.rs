@@ -23,7 +23,8 @@ use moegraft::graft::upcycle::{self, ExpertSource, UpcycleOptions, UpcycleRouter
 use moegraft::model::open::{open_dir, OpenedModel};
 use moegraft::model::{LoadOptions, Model, WeightChoice};
 use moegraft::tokenizer::Tokenizer;
-use moegraft::train::teach::{teach as train_teach, Flow, TeachOptions};
+use moegraft::train::lesson::{Flow, Settings};
+use moegraft::train::teach::{teach as train_teach, TeachOptions};
 use moegraft::train::Stage;
 use moegraft::{Error, Result};
 use serde_json::Value;
@@ -307,14 +308,16 @@ fn teach(a: TeachArgs) -> Result<()> {
         languages: a.languages,
         replay: a.replay,
         out: a.out,
-        steps: a.steps,
-        review_steps: a.review_steps,
-        batch: a.batch,
-        seq: a.seq,
-        lr: a.lr,
-        top_k: a.top_k,
-        seed: a.seed,
-        checkpoint_every: a.checkpoint_every,
+        settings: Settings {
+            steps: a.steps,
+            review_steps: a.review_steps,
+            batch: a.batch,
+            seq: a.seq,
+            lr: a.lr,
+            top_k: a.top_k,
+            seed: a.seed,
+            checkpoint_every: a.checkpoint_every,
+        },
         resume: a.resume,
         gpu: GpuOptions {
             max_binding_override: a.gpu.max_binding,
@@ -332,7 +335,8 @@ fn teach(a: TeachArgs) -> Result<()> {
         }
         eprintln!("stopping after this step (Ctrl-C again to quit at once)");
     });
-    let total = options.steps + options.review_steps;
+    let s = &options.settings;
+    let total = s.steps + s.review_steps;
     let report = train_teach(&options, &mut |r| {
         if let Some(m) = &r.memory {
             eprintln!(
@@ -346,9 +350,9 @@ fn teach(a: TeachArgs) -> Result<()> {
         }
         let (stage, done) = match r.stage {
             Stage::NewExperts => ("stage 1", r.step),
-            Stage::Review => ("review", options.steps + r.step),
+            Stage::Review => ("review", s.steps + r.step),
         };
-        let left = (total - done) * options.batch * options.seq;
+        let left = (total - done) * s.batch * s.seq;
         let eta = left as f64 / r.tokens_per_second.max(1e-9);
         if r.step == 1 || r.step == r.steps || r.step % 10 == 0 {
             eprintln!(
@@ -357,7 +361,7 @@ fn teach(a: TeachArgs) -> Result<()> {
             );
         }
         if let Some(dir) = &r.checkpoint {
-            eprintln!("checkpoint {} (--resume it to continue)", dir.display());
+            eprintln!("checkpoint {dir} (--resume it to continue)");
         }
         if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
             Flow::Stop

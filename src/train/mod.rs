@@ -3,6 +3,7 @@
 //! MoE-LPR step, and `teach`, the whole lesson from a dense model to a taught MoE.
 
 pub mod kernels;
+pub mod lesson;
 pub mod memory;
 pub mod resume;
 pub mod state;

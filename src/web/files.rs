@@ -221,6 +221,15 @@ pub struct BlobOutput {
 }
 
 impl BlobOutput {
+    /// The written files as a model directory labelled `label` (the blobs are shared).
+    pub fn model_files(&self, label: &str) -> ModelFiles {
+        let mut files = ModelFiles::new(label);
+        for (name, blob) in &self.files {
+            files.insert(name, Box::new(BlobSource::new(name.clone(), blob.clone())));
+        }
+        files
+    }
+
     /// `[{name, blob}]` in the order written.
     pub fn into_js(self) -> Array {
         let out = Array::new();

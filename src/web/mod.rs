@@ -19,6 +19,7 @@ mod graft;
 mod import;
 mod inspect;
 mod model;
+mod teach;
 mod upcycle;
 
 pub use files::BlobSource;

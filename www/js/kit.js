@@ -12,6 +12,7 @@ import { chatBox, promptBox, runGeneration } from './generate.js';
 import { runCompare } from './compare.js';
 import { showKitSamples } from './perplexity.js';
 import { setUpcycleSlots } from './upcycle.js';
+import { showTeachKit } from './teach.js';
 import { state } from './state.js';
 import { fetchFolder, fetchKitManifest, kitEntry as manifestEntry, KIT_ROOT } from './kit-files.js';
 
@@ -175,6 +176,7 @@ export async function fillUpcycleFromKit() {
 
 function showKit(manifest) {
   state.hook.kit = manifest;
+  showTeachKit();
   ui.models.replaceChildren(
     ...manifest.models.map((m) =>
       el('button', {

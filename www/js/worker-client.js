@@ -26,6 +26,7 @@ function start() {
     else if (data.type === 'read') p.onRead?.(data);
     else if (data.type === 'token') p.onToken?.(data.id, data.piece);
     else if (data.type === 'bench') p.onBench?.(data);
+    else if (data.type === 'step') p.onStep?.(data);
     else if (data.type === 'reply') {
       pending.delete(data.rid);
       if (data.fatal) drop(`the model worker crashed (a bug, ${data.error}); load the models again`);
@@ -54,7 +55,7 @@ function drop(message) {
 
 /**
  * Sends a request; `handlers` may hold onProgress(done, total), onRead(msg), onToken(id, piece),
- * onBench(msg).
+ * onBench(msg), onStep(msg).
  */
 export function request(type, payload = {}, handlers = {}) {
   const rid = nextRid++;
@@ -65,7 +66,7 @@ export function request(type, payload = {}, handlers = {}) {
   });
 }
 
-/** Asks the running generation to end after its current token. */
+/** Asks the running generation to end after its current token (a lesson: after its step). */
 export function stopGeneration() {
   worker?.postMessage({ type: 'stop' });
 }
