@@ -628,6 +628,18 @@ fn teach_writes_a_taught_moe_and_refuses_bad_input() {
         f32s(&report["stage1"]["loss"])
     );
     assert_eq!(record["teach"]["languages"][0]["lang"], "ru");
+    // Each language's routing after the review: per layer, top-2 shares adding up to 2.
+    for lang in ["ru", "en"] {
+        let layers = record["teach"]["expert_shares"][lang]
+            .as_array()
+            .unwrap_or_else(|| panic!("{lang}'s expert shares: {record}"));
+        assert_eq!(layers.len(), config.num_layers);
+        for layer in layers {
+            let shares = f32s(layer);
+            assert_eq!(shares.len(), 2, "{layer}");
+            assert!((shares.iter().sum::<f32>() - 2.0).abs() < 1e-4, "{layer}");
+        }
+    }
     assert_eq!(
         record["teach"]["languages"][0]["sha256"]
             .as_str()

@@ -356,15 +356,34 @@ async fn save_state(
     save(state, tensors)
 }
 
+/// Per language (the new ones, then the replay ones): how the taught routers send one batch
+/// of its text, a window per row from a fixed seed — per layer, each expert's share of the
+/// tokens (top-k: a layer's shares add up to k).
+pub async fn expert_shares(
+    trainer: &Trainer<'_>,
+    s: &Settings,
+    new: &[Stream],
+    replay: &[Stream],
+) -> Result<Vec<(String, Vec<Vec<f64>>)>> {
+    let mut rng = Rng::new(s.seed ^ 0x5eed);
+    let mut out = Vec::new();
+    for stream in new.iter().chain(replay) {
+        let (ids, _, _) = batch_of(&mut rng, &[stream], &[false], s.batch, s.seq, |_| 0);
+        out.push((stream.lang.clone(), trainer.expert_shares(&ids).await?));
+    }
+    Ok(out)
+}
+
 /// `moegraft.json`'s record of a finished run.
 pub fn record(
     model: &str,
     s: &Settings,
     options: &TrainOptions,
-    new: &[Stream],
-    replay: &[Stream],
+    data: (&[Stream], &[Stream]),
     state: &RunState,
+    shares: &[(String, Vec<Vec<f64>>)],
 ) -> Value {
+    let (new, replay) = data;
     let data = |s: &[Stream]| {
         s.iter()
             .map(|s| json!({"lang": s.lang, "file": s.source, "sha256": s.sha256, "tokens": s.ids.len()}))
@@ -385,6 +404,7 @@ pub fn record(
             "stage1": {"loss": state.stage1_loss},
             "stage2": {"loss": state.stage2_loss},
             "tokens_per_second": state.tokens as f64 / state.seconds.max(1e-9),
+            "expert_shares": shares.iter().map(|(lang, layers)| (lang.clone(), json!(layers))).collect::<serde_json::Map<_, _>>(),
             "expert_languages": std::iter::once(replay.iter().map(|s| s.lang.clone()).collect::<Vec<_>>())
                 .chain(new.iter().map(|s| vec![s.lang.clone()]))
                 .collect::<Vec<_>>(),

@@ -706,6 +706,49 @@ impl<'m> Trainer<'m> {
         Ok(losses.iter().take(n).sum::<f32>() / counted.max(1) as f32)
     }
 
+    /// How the current routers send `ids` (one batch of `batch · seq` tokens): per layer, the
+    /// share of the tokens that chose each expert (top-k: a layer's shares add up to k).
+    pub async fn expert_shares(&self, ids: &[u32]) -> Result<Vec<Vec<f64>>> {
+        let n = self.tokens();
+        if ids.len() != n {
+            return Err(Error::InvalidArgument(format!(
+                "expert shares take {n} ids (batch {} × sequence {}), got {}",
+                self.options.batch,
+                self.options.seq,
+                ids.len()
+            )));
+        }
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.scratch.ids, 0, bytemuck::cast_slice(ids));
+        q.write_buffer(
+            &self.scratch.targets,
+            0,
+            bytemuck::cast_slice(&vec![k::IGNORE; n]),
+        );
+        let mut batch = Batch::new(self.ctx);
+        self.forward(&mut batch, 1.0)?;
+        let reads: Vec<_> = self
+            .saved
+            .iter()
+            .map(|s| batch.read_back(&s.chosen, 0, (n * 4) as u64))
+            .collect();
+        batch.submit();
+        let e = self.config.num_experts;
+        let mut shares = Vec::with_capacity(reads.len());
+        for read in reads {
+            let bits = read.u32s(self.ctx).await?;
+            let mut counts = vec![0usize; e];
+            for b in bits.iter().take(n) {
+                for (x, count) in counts.iter_mut().enumerate() {
+                    *count += ((b >> x) & 1) as usize;
+                }
+            }
+            shares.push(counts.iter().map(|&c| c as f64 / n as f64).collect());
+        }
+        self.ctx.check_device_error()?;
+        Ok(shares)
+    }
+
     /// Starts the optimiser afresh (the review after stage 1): zero moments, step 0.
     pub fn reset_optimizer(&mut self) {
         for t in self.trained_tensors() {

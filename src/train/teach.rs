@@ -178,7 +178,8 @@ fn teach_from_upcycled(
         resume,
     };
     let state = pollster::block_on(lesson::run(&mut trainer, run, progress, &mut save))?;
-    let record = lesson::record(&model, s, &options, &new, &replay, &state);
+    let shares = pollster::block_on(lesson::expert_shares(&trainer, s, &new, &replay))?;
+    let record = lesson::record(&model, s, &options, (&new, &replay), &state, &shares);
     let trained = pollster::block_on(lesson::read_trained(&trainer))?;
     write_dir_atomically(&o.out, |dir| {
         pollster::block_on(lesson::write_taught(

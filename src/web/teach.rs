@@ -293,7 +293,17 @@ pub async fn teach(
         }
         Err(e) => return Err(js_error(e)),
     };
-    let record = lesson::record(&model_label, &settings, &options, &new, &replay, &state);
+    let shares = lesson::expert_shares(&trainer, &settings, &new, &replay)
+        .await
+        .map_err(js_error)?;
+    let record = lesson::record(
+        &model_label,
+        &settings,
+        &options,
+        (&new, &replay),
+        &state,
+        &shares,
+    );
     let trained = lesson::read_trained(&trainer).await.map_err(js_error)?;
     let mut taught = BlobOutput::default();
     lesson::write_taught(&ckpt, &trained, &record, &mut taught)

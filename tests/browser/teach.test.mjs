@@ -63,6 +63,13 @@ describe('teaching a language in the browser (WebGPU on SwiftShader)', { timeout
     assert.ok(mean(loss.slice(-3)) < mean(loss.slice(0, 3)), `the loss falls: ${loss}`);
     assert.equal(await page.locator('#teach-curve polyline.stage1').count(), 1, 'the loss is drawn');
     assert.deepEqual(done.report.expert_languages, [['en'], ['ru']]);
+    // After the review, each language's routing: a layer × expert table of top-2 shares.
+    for (const lang of ['ru', 'en']) {
+      const rows = done.report.expert_shares[lang];
+      assert.equal(rows.length, 4, `${lang}: a row per layer`);
+      for (const row of rows) assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 2) < 1e-6, `${lang}: ${row}`);
+      assert.equal(await page.locator(`#teach-shares table[data-lang="${lang}"] tbody tr`).count(), 4);
+    }
     assert.ok(done.files.some((f) => f.name === 'model.safetensors'));
     assert.ok(done.files.some((f) => f.name === 'moegraft.json'));
 

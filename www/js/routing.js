@@ -93,13 +93,16 @@ function renderHeatmap() {
   const { info } = shown;
   const h = heat(which);
   state.hook.routing = { model: shown.model, tokens: shown.routes.length, which, heat: h.rows };
-  const head = el(
-    'tr',
-    {},
-    el('th', {}, 'layer'),
-    ...Array.from({ length: info.num_experts }, (_, e) => el('th', { style: `--c: ${colour(e)}` }, `expert ${e}${languagesOf(info, e)}`)),
+  const labels = Array.from({ length: info.num_experts }, (_, e) => `expert ${e}${languagesOf(info, e)}`);
+  ui.heatmap.replaceChildren(
+    ...shareTable(h.rows, labels, `Share of ${h.tokens} ${which === 'all' ? '' : `${which} `}tokens sending to each expert (top-${info.experts_per_token})`),
   );
-  const body = h.rows.map((row, l) =>
+}
+
+/** A layer × expert table of shares (0…1), each expert in its colour: caption, head, body. */
+export function shareTable(rows, labels, caption) {
+  const head = el('tr', {}, el('th', {}, 'layer'), ...labels.map((label, e) => el('th', { style: `--c: ${colour(e)}` }, label)));
+  const body = rows.map((row, l) =>
     el(
       'tr',
       {},
@@ -109,11 +112,7 @@ function renderHeatmap() {
       ),
     ),
   );
-  ui.heatmap.replaceChildren(
-    el('caption', {}, `Share of ${h.tokens} ${which === 'all' ? '' : `${which} `}tokens sending to each expert (top-${info.experts_per_token})`),
-    el('thead', {}, head),
-    el('tbody', {}, ...body),
-  );
+  return [el('caption', {}, caption), el('thead', {}, head), el('tbody', {}, ...body)];
 }
 
 ui.layer.addEventListener('change', render);

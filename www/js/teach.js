@@ -10,6 +10,7 @@ import * as cache from './cache.js';
 import { loadModel } from './models.js';
 import { setSlot } from './graft.js';
 import { state } from './state.js';
+import { shareTable } from './routing.js';
 import { fetchFolder, kitEntry, KIT_ROOT } from './kit-files.js';
 
 const ui = {
@@ -32,6 +33,7 @@ const ui = {
   error: $('teach-error'),
   result: $('teach-result'),
   files: $('teach-files'),
+  shares: $('teach-shares'),
   load: $('teach-load'),
   toGraft: $('teach-to-graft'),
 };
@@ -162,6 +164,18 @@ function drawCurve() {
   );
 }
 
+/** Per language, how the taught routers send its text: a layer × expert table each. */
+function showShares(report) {
+  const labels = report.expert_languages.map((langs, e) => `expert ${e} (${langs.join(', ')})`);
+  const k = report.settings.top_k;
+  ui.shares.replaceChildren(
+    ...Object.entries(report.expert_shares).map(([lang, rows]) =>
+      el('table', { className: 'heatmap', dataset: { lang } },
+        ...shareTable(rows, labels, `${lang} text: share of one batch's tokens sending to each expert (top-${k})`)),
+    ),
+  );
+}
+
 function settings(overrides) {
   return {
     steps: Number(ui.steps.value),
@@ -214,6 +228,7 @@ async function run(payload, resuming) {
     ui.status.textContent = `Taught ${langs}: ${r.report.stage1.loss.length} + ${r.report.stage2.loss.length} steps at ` +
       `${r.report.tokens_per_second.toFixed(0)} tokens/s.`;
     showDownloads(ui.files, r.files);
+    showShares(r.report);
     ui.result.hidden = false;
     if (ui.keep.checked && cache.available) {
       await cache.keep(resultLabel, r.files).catch((e) => showError(ui.error, `Keeping it in the browser failed: ${e.message}`));
