@@ -319,12 +319,7 @@ fn teach(a: TeachArgs) -> Result<()> {
             checkpoint_every: a.checkpoint_every,
         },
         resume: a.resume,
-        gpu: GpuOptions {
-            max_binding_override: a.gpu.max_binding,
-            layout: a.gpu.kernels,
-            no_subgroups: a.gpu.no_subgroups,
-            ..Default::default()
-        },
+        gpu: a.gpu.options(),
     };
     // Ctrl-C stops after the step under way, with a checkpoint to --resume from.
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -447,6 +442,18 @@ struct GpuArgs {
     /// Keep to the baseline kernels even where the adapter has subgroups.
     #[arg(long)]
     no_subgroups: bool,
+}
+
+impl GpuArgs {
+    /// The GPU options these flags ask for (everything else as default).
+    fn options(&self) -> GpuOptions {
+        GpuOptions {
+            max_binding_override: self.max_binding,
+            layout: self.kernels,
+            no_subgroups: self.no_subgroups,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -621,12 +628,7 @@ async fn run(cli: Cli) -> Result<()> {
                 temperature: a.temperature,
                 average_non_ffn: a.average_non_ffn,
                 out: a.out,
-                gpu: GpuOptions {
-                    max_binding_override: a.gpu.max_binding,
-                    layout: a.gpu.kernels,
-                    no_subgroups: a.gpu.no_subgroups,
-                    ..Default::default()
-                },
+                gpu: a.gpu.options(),
             };
             let summary = upcycle::upcycle(&options)?;
             for w in &summary.warnings {
@@ -680,11 +682,8 @@ async fn bench_train(a: BenchTrainArgs) -> Result<()> {
         ..Default::default()
     };
     let gpu = GpuOptions {
-        max_binding_override: a.gpu.max_binding,
-        layout: a.gpu.kernels,
-        no_subgroups: a.gpu.no_subgroups,
         profiling: !a.no_profile,
-        ..Default::default()
+        ..a.gpu.options()
     };
     let opened = moegraft::model::open::open_dir(&a.model, load, gpu).await?;
     let ckpt = open_checkpoint(&a.model).await?;
@@ -809,21 +808,13 @@ async fn graft(a: GraftArgs) -> Result<()> {
 async fn gpu(args: &GpuArgs, wanted_binding_bytes: u64) -> Result<GpuContext> {
     GpuContext::new(GpuOptions {
         wanted_binding_bytes,
-        max_binding_override: args.max_binding,
-        layout: args.kernels,
-        no_subgroups: args.no_subgroups,
-        ..Default::default()
+        ..args.options()
     })
     .await
 }
 
 async fn eval(a: EvalArgs) -> Result<()> {
-    let gpu = GpuOptions {
-        max_binding_override: a.gpu.max_binding,
-        layout: a.gpu.kernels,
-        no_subgroups: a.gpu.no_subgroups,
-        ..Default::default()
-    };
+    let gpu = a.gpu.options();
     let suite_dir = match (&a.suite, &a.kit) {
         (Some(s), _) => s.clone(),
         (None, Some(k)) => k.join("eval"),
@@ -916,12 +907,7 @@ async fn load(args: &ModelArgs) -> Result<OpenedModel> {
         weights: args.weights.choice,
         ..Default::default()
     };
-    let gpu = GpuOptions {
-        max_binding_override: args.gpu.max_binding,
-        layout: args.gpu.kernels,
-        no_subgroups: args.gpu.no_subgroups,
-        ..Default::default()
-    };
+    let gpu = args.gpu.options();
     let opened = open_dir(&args.model, options, gpu).await?;
     note_kept(&opened.model);
     Ok(opened)

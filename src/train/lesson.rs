@@ -13,7 +13,7 @@ use super::step::{Stage, StepInput, TrainOptions, Trainer};
 use crate::checkpoint::dtype::from_f32;
 use crate::checkpoint::provenance::MANIFEST_FILE;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES};
-use crate::checkpoint::{Checkpoint, INDEX_FILE};
+use crate::checkpoint::{Checkpoint, ModelConfig, INDEX_FILE};
 use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::generate::rng::Rng;
@@ -128,6 +128,18 @@ impl Stream {
             ids,
         })
     }
+}
+
+/// How much of each text the router's starting point (a centroid per language) reads.
+pub const ROUTER_SAMPLE_CHARS: usize = 16_000;
+
+/// The token that ends each paragraph of a stream: the tokenizer's end of text, else the
+/// config's first end-of-sequence id.
+pub fn end_of_text(tokenizer: &Tokenizer, config: &ModelConfig) -> u32 {
+    tokenizer
+        .eos_id()
+        .or_else(|| config.eos_token_ids.first().copied())
+        .unwrap_or(0)
 }
 
 /// The first `chars` of a text, in whole paragraphs: the router's starting point needs a

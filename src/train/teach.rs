@@ -50,9 +50,6 @@ pub fn checkpoints_dir(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The router's starting point needs a sample of each language, not all of its text.
-const SAMPLE_CHARS: usize = 16_000;
-
 /// Runs the whole lesson; `progress` hears of every step and may stop the run.
 pub fn teach(
     o: &TeachOptions,
@@ -133,10 +130,7 @@ fn teach_from_upcycled(
             o.model.display()
         ))
     })?;
-    let eos = tokenizer
-        .eos_id()
-        .or_else(|| opened.model.config.eos_token_ids.first().copied())
-        .unwrap_or(0);
+    let eos = lesson::end_of_text(tokenizer, &opened.model.config);
     let streams = |list: &[(String, PathBuf)]| -> Result<Vec<Stream>> {
         list.iter()
             .map(|(l, f)| {
@@ -219,7 +213,7 @@ fn router_samples(o: &TeachOptions, scratch: &Path) -> Result<Vec<(String, PathB
         let text =
             std::fs::read_to_string(file).map_err(|e| Error::io(file.display().to_string(), e))?;
         let path = dir.join(format!("{k}.txt"));
-        std::fs::write(&path, lesson::sample_of(&text, SAMPLE_CHARS))
+        std::fs::write(&path, lesson::sample_of(&text, lesson::ROUTER_SAMPLE_CHARS))
             .map_err(|e| Error::io(path.display().to_string(), e))?;
         out.push((lang.clone(), path));
     }

@@ -24,9 +24,6 @@ use crate::train::memory::{self, TrainMemory};
 use crate::train::resume;
 use crate::train::{Stage, TrainOptions, Trainer};
 
-/// The router's starting point needs a sample of each language, not all of its text.
-const SAMPLE_CHARS: usize = 16_000;
-
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct WebTeachOptions {
@@ -162,7 +159,12 @@ pub async fn teach(
         samples: new_texts
             .iter()
             .chain(&replay_texts)
-            .map(|t| (t.lang.clone(), lesson::sample_of(&t.text, SAMPLE_CHARS)))
+            .map(|t| {
+                (
+                    t.lang.clone(),
+                    lesson::sample_of(&t.text, lesson::ROUTER_SAMPLE_CHARS),
+                )
+            })
             .collect(),
     };
     let upcycle_settings = UpcycleSettings {
@@ -193,10 +195,7 @@ pub async fn teach(
             "{model_label}: no tokenizer.json to read the text with"
         ))
     })?;
-    let eos = tokenizer
-        .eos_id()
-        .or_else(|| opened.model.config.eos_token_ids.first().copied())
-        .unwrap_or(0);
+    let eos = lesson::end_of_text(tokenizer, &opened.model.config);
     let streams = |list: &[Text]| -> crate::error::Result<Vec<Stream>> {
         list.iter()
             .map(|t| {
