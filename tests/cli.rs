@@ -659,9 +659,50 @@ fn teach_writes_a_taught_moe_and_refuses_bad_input() {
         ],
     ]
     .concat();
+    // An MoE input gains an expert: the taught model learns Italian too, its two experts
+    // frozen, the first lesson's record kept.
+    let it = format!("it={}", s(&kit.join("eval/it.txt")));
     let mut moe_args = again.clone();
     moe_args[2] = taught.to_str().expect("utf-8 path");
-    assert!(fails(&moe_args).contains("dense model"));
+    moe_args[4] = &it;
+    moegraft(&moe_args);
+    let open = |dir: &Path| {
+        pollster::block_on(moegraft::checkpoint::Checkpoint::open(
+            moegraft::checkpoint::ModelFiles::from_dir(dir).expect("files"),
+        ))
+        .expect("opens")
+    };
+    let (first, second) = (open(&taught), open(Path::new(&moe_out)));
+    assert_eq!(second.config.num_experts, 3);
+    let section = &second.config.raw["moegraft"]["expert_languages"];
+    assert_eq!(section, &serde_json::json!([["en"], ["ru"], ["it"]]));
+    let tensor = |c: &moegraft::checkpoint::Checkpoint, name: &str| {
+        pollster::block_on(c.read(name)).expect("tensor").bytes
+    };
+    for l in 0..config.num_layers {
+        for e in 0..2 {
+            let name = format!("model.layers.{l}.block_sparse_moe.experts.{e}.w1.weight");
+            assert_eq!(
+                tensor(&first, &name),
+                tensor(&second, &name),
+                "{name} frozen"
+            );
+        }
+        let m = format!("model.layers.{l}.block_sparse_moe.experts");
+        assert_ne!(
+            tensor(&second, &format!("{m}.2.w2.weight")),
+            tensor(&second, &format!("{m}.0.w2.weight")),
+            "the new expert learnt"
+        );
+    }
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(&moe_out).join("moegraft.json")).expect("moegraft.json"),
+    )
+    .expect("json");
+    assert_eq!(record["teach"]["settings"]["frozen_experts"], 2);
+    assert_eq!(record["teach"]["earlier"]["languages"][0]["lang"], "ru");
+    let moe_out = s(&out.path().join("moe2"));
+    let again = [&again[..8], &[moe_out.as_str()], &again[9..]].concat();
     let short = out.path().join("short.txt");
     std::fs::write(&short, "две слова").expect("write");
     let short_lang = format!("ru={}", s(&short));

@@ -54,7 +54,17 @@ fn assert_updated(label: &str, got: &[f32], want: &[f32], grads: &[f32], before:
 
 #[test]
 fn training_steps_match_pytorch() {
-    let dir = common::fixtures().join("train_step");
+    check_steps("train_step");
+}
+
+/// An MoE that gains experts: experts 0 and 1 both frozen, 2 and 3 learn.
+#[test]
+fn training_steps_with_two_frozen_experts_match_pytorch() {
+    check_steps("train_step_frozen2");
+}
+
+fn check_steps(fixture_dir: &str) {
+    let dir = common::fixtures().join(fixture_dir);
     let fixture = common::json(&dir.join("steps.json"));
     let opened = common::open_with(&dir, LoadOptions::default(), GpuOptions::default());
     let ckpt = pollster::block_on(Checkpoint::open(
@@ -71,6 +81,7 @@ fn training_steps_match_pytorch() {
         max_grad_norm: fixture["max_grad_norm"].as_f64().unwrap() as f32,
         load_balance: fixture["load_balance"].as_f64().unwrap() as f32,
         language_prior: fixture["language_prior"].as_f64().unwrap() as f32,
+        frozen_experts: fixture["frozen_experts"].as_u64().unwrap_or(1) as usize,
     };
     let lr = fixture["lr"].as_f64().unwrap() as f32;
     let ids = common::u32s(&fixture["ids"]);

@@ -5,6 +5,10 @@ what PyTorch makes of MoE-LPR's steps on one batch, for tests/train_step.rs.
 Dev-only (PyTorch + transformers; /opt/refvenv here):
 
     /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step
+    /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step_frozen2 --experts 4 --frozen 2
+
+(the second: an MoE that gains experts — experts 0 and 1 both frozen, as `teach` trains an
+earlier lesson's output).
 
 Stage 1 (two steps on the same batch): the new experts (1…) and the routers learn, LM loss +
 0.01 × the Switch/Mixtral load-balancing loss per layer (E · Σ_i f_i · P_i, f_i the share of
@@ -12,7 +16,7 @@ tokens choosing expert i over the top-k slots, P_i the mean router probability),
 over layers. Stage 2 (one step, from the same initial model): the routers alone, LM loss +
 0.1 × −log G_0 averaged over the original-language tokens and the layers. Each step:
 torch.nn.utils.clip_grad_norm_(…, 1.0) then torch.optim.AdamW, on tensors holding only the
-trained parts (expert 0 never moves). The fixture holds the loss, every trained tensor's
+trained parts (the frozen experts, 0 … F − 1, never move). The fixture holds the loss, every trained tensor's
 gradient and its values after the step, in moegraft's layout: per layer the router
 [E, hidden], the new experts' gate/up rows interleaved ([(E − 1) · 2I, hidden]: gate n at
 row 2n, up n at 2n + 1) and their down projections ([(E − 1) · hidden, I]).
@@ -20,6 +24,7 @@ row 2n, up n at 2n + 1) and their down projections ([(E − 1) · hidden, I]).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -38,6 +43,7 @@ BATCH, SEQ = 2, 9
 LR, WEIGHT_DECAY, BETAS, EPS, MAX_NORM = 1e-2, 0.1, (0.9, 0.95), 1e-8, 1.0
 LOAD_BALANCE, LANGUAGE_PRIOR = 0.01, 0.1
 IGNORE = 0xFFFFFFFF
+EXPERTS, FROZEN = 3, 1  # set from the command line
 
 
 def model() -> MixtralForCausalLM:
@@ -45,7 +51,7 @@ def model() -> MixtralForCausalLM:
     config = MixtralConfig(
         vocab_size=48, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=4, max_position_embeddings=64,
-        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True, num_local_experts=3,
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True, num_local_experts=EXPERTS,
         num_experts_per_tok=2, router_aux_loss_coef=LOAD_BALANCE, sliding_window=None,
         bos_token_id=None, eos_token_id=2, pad_token_id=0, initializer_range=0.3,
     )
@@ -77,13 +83,13 @@ def trained_views(m: MixtralForCausalLM, stage: int) -> list[tuple[str, torch.Te
             return torch.stack([gate, up], dim=2).reshape(t.shape[0] * 2 * i, -1)
 
         def write_gu(v, gu=gu):
-            v = v.reshape(gu.shape[0] - 1, i, 2, -1)
-            gu[1:, :i].copy_(v[:, :, 0])
-            gu[1:, i:].copy_(v[:, :, 1])
+            v = v.reshape(gu.shape[0] - FROZEN, i, 2, -1)
+            gu[FROZEN:, :i].copy_(v[:, :, 0])
+            gu[FROZEN:, i:].copy_(v[:, :, 1])
 
-        out.append((f"gate_up.{l}", interleave(gu[1:]), write_gu))
+        out.append((f"gate_up.{l}", interleave(gu[FROZEN:]), write_gu))
         down = moe.experts.down_proj
-        out.append((f"down.{l}", down[1:].reshape(-1, i), lambda v, down=down: down[1:].copy_(v.reshape(down[1:].shape))))
+        out.append((f"down.{l}", down[FROZEN:].reshape(-1, i), lambda v, down=down: down[FROZEN:].copy_(v.reshape(down[FROZEN:].shape))))
     return out
 
 
@@ -156,14 +162,21 @@ def trained_views_grads(m, stage):
         out.append((f"router.{l}", moe.gate.weight.grad, None))
         if stage != 1:
             continue
-        g = moe.experts.gate_up_proj.grad[1:]
+        g = moe.experts.gate_up_proj.grad[FROZEN:]
         out.append((f"gate_up.{l}", torch.stack([g[:, :i], g[:, i:]], dim=2).reshape(g.shape[0] * 2 * i, -1), None))
-        out.append((f"down.{l}", moe.experts.down_proj.grad[1:].reshape(-1, i), None))
+        out.append((f"down.{l}", moe.experts.down_proj.grad[FROZEN:].reshape(-1, i), None))
     return out
 
 
 def main() -> int:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/train_step")
+    global EXPERTS, FROZEN
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", nargs="?", default="tests/fixtures/train_step")
+    ap.add_argument("--experts", type=int, default=3)
+    ap.add_argument("--frozen", type=int, default=1)
+    args = ap.parse_args()
+    EXPERTS, FROZEN = args.experts, args.frozen
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     m = model()
     sd = {k: v.detach().contiguous() for k, v in m.state_dict().items() if k != "lm_head.weight"}
@@ -182,6 +195,7 @@ def main() -> int:
         "about": "tools/make_train_fixture.py: PyTorch " + torch.__version__,
         "batch": BATCH, "seq": SEQ, "lr": LR, "weight_decay": WEIGHT_DECAY, "betas": BETAS, "eps": EPS,
         "max_grad_norm": MAX_NORM, "load_balance": LOAD_BALANCE, "language_prior": LANGUAGE_PRIOR,
+        "frozen_experts": FROZEN,
         "ids": ids.reshape(-1).tolist(), "targets": targets.reshape(-1).tolist(),
         "original": [bool(o) for o in original.tolist()],
         "stage1": steps(1, 2, ids, targets, original),

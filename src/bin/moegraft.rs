@@ -50,9 +50,9 @@ enum Command {
     ImportGguf(ImportArgs),
     /// Build a Mixtral-layout language-expert MoE from dense checkpoints of one base.
     Upcycle(UpcycleArgs),
-    /// Teach a dense model new languages on the GPU (MoE-LPR): upcycle it, train one new
-    /// expert per language and the routers on that language's text, review the routers on
-    /// replay text, and write the taught MoE.
+    /// Teach a model new languages on the GPU (MoE-LPR): upcycle a dense one (or give an MoE
+    /// more experts), train one new expert per language and the routers on that language's
+    /// text, review the routers on replay text, and write the taught MoE.
     Teach(TeachArgs),
     /// Describe the GPU adapter moegraft would use.
     Adapter(GpuArgs),
@@ -254,7 +254,9 @@ struct UpcycleArgs {
 
 #[derive(Args)]
 struct TeachArgs {
-    /// The dense model to teach (its FFN becomes expert 0 and stays as it is).
+    /// The model to teach: dense (its FFN becomes expert 0 and stays as it is) or a
+    /// Mixtral-layout MoE such as an earlier `teach` output (its experts stay as they are;
+    /// each new one starts as a copy of expert 0).
     #[arg(long)]
     model: PathBuf,
     /// A new language and its text: CODE=FILE (paragraphs separated by blank lines).

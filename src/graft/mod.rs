@@ -6,6 +6,7 @@
 pub mod centroid;
 pub mod delta;
 pub mod export;
+pub mod extend;
 pub mod gpu;
 pub mod manifest;
 pub mod plan;

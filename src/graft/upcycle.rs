@@ -107,7 +107,7 @@ impl std::fmt::Display for UpcycleSummary {
 }
 
 /// Files copied from the base as they are (tokenizer, chat template, generation defaults).
-const COPIED_FILES: [&str; 6] = [
+pub(super) const COPIED_FILES: [&str; 6] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",

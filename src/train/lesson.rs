@@ -7,6 +7,7 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::lesson_model::LessonModel;
 use super::memory::TrainMemory;
 use super::resume::{self, RunState, TensorState};
 use super::step::{Stage, StepInput, TrainOptions, Trainer};
@@ -214,6 +215,9 @@ pub struct Lesson<'a> {
     pub fingerprint: Value,
     pub new: &'a [Stream],
     pub replay: &'a [Stream],
+    /// Per replay stream: whether the review's language prior pulls its tokens to expert 0
+    /// (`lesson_model::prior_streams`).
+    pub prior: Vec<bool>,
     pub resume: Option<Resume>,
 }
 
@@ -231,6 +235,7 @@ pub async fn run(
         fingerprint,
         new,
         replay,
+        prior,
         resume,
     } = lesson;
     if new.is_empty() || replay.is_empty() {
@@ -269,7 +274,9 @@ pub async fn run(
     let none_original = vec![false; new.len()];
     // The review: every third row replay text (original-language tokens), the rest new text.
     let mixed: Vec<&Stream> = replay.iter().chain(new).collect();
-    let original: Vec<bool> = (0..mixed.len()).map(|i| i < replay.len()).collect();
+    let original: Vec<bool> = (0..mixed.len())
+        .map(|i| i < replay.len() && prior.get(i).copied().unwrap_or(true))
+        .collect();
     loop {
         let (stage, steps) = match state.stage {
             1 => (Stage::NewExperts, s.steps),
@@ -394,8 +401,10 @@ pub fn record(
     data: (&[Stream], &[Stream]),
     state: &RunState,
     shares: &[(String, Vec<Vec<f64>>)],
+    taught: (&LessonModel, &[Vec<String>]),
 ) -> Value {
     let (new, replay) = data;
+    let (built, expert_languages) = taught;
     let data = |s: &[Stream]| {
         s.iter()
             .map(|s| json!({"lang": s.lang, "file": s.source, "sha256": s.sha256, "tokens": s.ids.len()}))
@@ -412,14 +421,14 @@ pub fn record(
                 "schedule": "linear warm-up over 5 % of the steps, then cosine to 0",
                 "adamw": {"beta1": options.beta1, "beta2": options.beta2, "eps": options.eps, "weight_decay": options.weight_decay},
                 "max_grad_norm": options.max_grad_norm, "load_balance": options.load_balance, "language_prior": options.language_prior,
+                "frozen_experts": options.frozen_experts,
             },
             "stage1": {"loss": state.stage1_loss},
             "stage2": {"loss": state.stage2_loss},
             "tokens_per_second": state.tokens as f64 / state.seconds.max(1e-9),
             "expert_shares": shares.iter().map(|(lang, layers)| (lang.clone(), json!(layers))).collect::<serde_json::Map<_, _>>(),
-            "expert_languages": std::iter::once(replay.iter().map(|s| s.lang.clone()).collect::<Vec<_>>())
-                .chain(new.iter().map(|s| vec![s.lang.clone()]))
-                .collect::<Vec<_>>(),
+            "expert_languages": expert_languages,
+            "earlier": built.earlier,
         }
     })
 }
@@ -428,14 +437,16 @@ pub fn record(
 pub async fn read_trained(trainer: &Trainer<'_>) -> Result<Vec<(String, Vec<f32>)>> {
     let c = &trainer.config;
     let (h, i) = (c.hidden_size, c.intermediate_size);
+    let frozen = trainer.frozen_experts();
     let mut out = Vec::new();
     for (l, t) in trainer.layers.iter().enumerate() {
         let m = format!("model.layers.{l}.block_sparse_moe");
         out.push((format!("{m}.gate.weight"), trainer.read(&t.router).await?));
         let gate_up = trainer.read(&t.gate_up).await?;
         let down = trainer.read(&t.down).await?;
-        for e in 1..c.num_experts {
-            let pairs = &gate_up[(e - 1) * 2 * i * h..e * 2 * i * h];
+        for e in frozen..c.num_experts {
+            let k = e - frozen;
+            let pairs = &gate_up[k * 2 * i * h..(k + 1) * 2 * i * h];
             let rows = |which: usize| -> Vec<f32> {
                 pairs
                     .chunks_exact(h)
@@ -449,7 +460,7 @@ pub async fn read_trained(trainer: &Trainer<'_>) -> Result<Vec<(String, Vec<f32>
             out.push((format!("{m}.experts.{e}.w3.weight"), rows(1)));
             out.push((
                 format!("{m}.experts.{e}.w2.weight"),
-                down[(e - 1) * h * i..e * h * i].to_vec(),
+                down[k * h * i..(k + 1) * h * i].to_vec(),
             ));
         }
     }

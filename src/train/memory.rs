@@ -19,8 +19,9 @@ pub struct TrainMemory {
     pub total_bytes: u64,
 }
 
-/// For an MoE config (experts counted with the new ones) and `batch` × `seq` tokens per step.
-pub fn estimate(c: &ModelConfig, batch: usize, seq: usize) -> TrainMemory {
+/// For an MoE config (experts counted with the new ones), `frozen` experts that do not learn
+/// and `batch` × `seq` tokens per step.
+pub fn estimate(c: &ModelConfig, frozen: usize, batch: usize, seq: usize) -> TrainMemory {
     let n = batch * seq;
     let (h, i, e, l) = (
         c.hidden_size,
@@ -28,7 +29,7 @@ pub fn estimate(c: &ModelConfig, batch: usize, seq: usize) -> TrainMemory {
         c.num_experts,
         c.num_layers,
     );
-    let new = e.saturating_sub(1);
+    let new = e.saturating_sub(frozen);
     let trained_per_layer = [
         ("router", e * h),
         ("new experts' gate/up", new * 2 * i * h),

@@ -31,9 +31,10 @@ impl Trained {
     }
 }
 
-/// One MoE layer's learnable part: the router [experts, hidden] and the new experts (1…),
-/// their gate/up rows interleaved as the model holds them ([(experts − 1) · 2I, hidden]) and
-/// their down projections ([(experts − 1) · hidden, I]). Expert 0 stays in the model.
+/// One MoE layer's learnable part: the router [experts, hidden] and the new experts (F… for
+/// F frozen ones), their gate/up rows interleaved as the model holds them ([(experts − F) ·
+/// 2I, hidden]) and their down projections ([(experts − F) · hidden, I]). The frozen experts
+/// stay in the model.
 pub struct LayerTensors {
     pub router: Trained,
     pub gate_up: Trained,
@@ -41,7 +42,7 @@ pub struct LayerTensors {
 }
 
 /// The checkpoint's Mixtral tensors of layer `l` as f32, in `LayerTensors`' layout.
-async fn read_layer(ckpt: &Checkpoint, l: usize) -> Result<[Vec<f32>; 3]> {
+async fn read_layer(ckpt: &Checkpoint, l: usize, frozen: usize) -> Result<[Vec<f32>; 3]> {
     let c = &ckpt.config;
     let m = format!("model.layers.{l}.block_sparse_moe");
     let (h, i) = (c.hidden_size, c.intermediate_size);
@@ -50,9 +51,10 @@ async fn read_layer(ckpt: &Checkpoint, l: usize) -> Result<[Vec<f32>; 3]> {
         Ok::<_, Error>(ckpt.read(&name).await?.to_f32())
     };
     let router = read(format!("{m}.gate.weight"), [c.num_experts, h]).await?;
-    let mut gate_up = Vec::with_capacity((c.num_experts - 1) * 2 * i * h);
-    let mut down = Vec::with_capacity((c.num_experts - 1) * h * i);
-    for e in 1..c.num_experts {
+    let new = c.num_experts - frozen;
+    let mut gate_up = Vec::with_capacity(new * 2 * i * h);
+    let mut down = Vec::with_capacity(new * h * i);
+    for e in frozen..c.num_experts {
         let w1 = read(format!("{m}.experts.{e}.w1.weight"), [i, h]).await?;
         let w3 = read(format!("{m}.experts.{e}.w3.weight"), [i, h]).await?;
         for (g, u) in w1.chunks_exact(h).zip(w3.chunks_exact(h)) {
@@ -68,21 +70,27 @@ async fn read_layer(ckpt: &Checkpoint, l: usize) -> Result<[Vec<f32>; 3]> {
 pub async fn layer_tensors(
     ctx: &GpuContext,
     ckpt: &Checkpoint,
+    frozen: usize,
     allocated: &Cell<u64>,
 ) -> Result<Vec<LayerTensors>> {
     let mut out = Vec::with_capacity(ckpt.config.num_layers);
     for l in 0..ckpt.config.num_layers {
-        let [router, gate_up, down] = read_layer(ckpt, l).await?;
+        let [router, gate_up, down] = read_layer(ckpt, l, frozen).await?;
         let m = format!("model.layers.{l}.block_sparse_moe");
         out.push(LayerTensors {
             router: Trained::new(ctx, format!("{m}.gate.weight"), &router, allocated)?,
             gate_up: Trained::new(
                 ctx,
-                format!("{m}.experts.{{1..}}.{{w1,w3}}"),
+                format!("{m}.experts.{{{frozen}..}}.{{w1,w3}}"),
                 &gate_up,
                 allocated,
             )?,
-            down: Trained::new(ctx, format!("{m}.experts.{{1..}}.w2"), &down, allocated)?,
+            down: Trained::new(
+                ctx,
+                format!("{m}.experts.{{{frozen}..}}.w2"),
+                &down,
+                allocated,
+            )?,
         });
     }
     Ok(out)

@@ -45,6 +45,9 @@ pub struct TrainOptions {
     pub load_balance: f32,
     /// MoE-LPR: 0.1 on −log G_0, averaged over the original-language tokens and the layers.
     pub language_prior: f32,
+    /// Experts 0 … frozen − 1 stay as the model holds them (1 for an upcycled dense model:
+    /// its FFN; the input's expert count when an MoE gains experts); the rest learn.
+    pub frozen_experts: usize,
 }
 
 impl Default for TrainOptions {
@@ -59,6 +62,7 @@ impl Default for TrainOptions {
             max_grad_norm: 1.0,
             load_balance: 0.01,
             language_prior: 0.1,
+            frozen_experts: 1,
         }
     }
 }
@@ -164,7 +168,13 @@ impl<'m> Trainer<'m> {
             moe_of(&model.weights, l)?;
         }
         let n = options.batch * options.seq;
-        let memory = memory::estimate(&c, options.batch, options.seq);
+        if options.frozen_experts == 0 || options.frozen_experts >= c.num_experts {
+            return Err(Error::InvalidArgument(format!(
+                "{} frozen experts of {}: at least one must stay frozen and one learn",
+                options.frozen_experts, c.num_experts
+            )));
+        }
+        let memory = memory::estimate(&c, options.frozen_experts, options.batch, options.seq);
         let (largest, bytes) = &memory.largest_buffer;
         if *bytes > ctx.buffer_limit() {
             return Err(Error::InvalidArgument(format!(
@@ -178,7 +188,7 @@ impl<'m> Trainer<'m> {
             )));
         }
         let allocated = std::cell::Cell::new(0);
-        let layers = state::layer_tensors(ctx, ckpt, &allocated).await?;
+        let layers = state::layer_tensors(ctx, ckpt, options.frozen_experts, &allocated).await?;
         let saved = state::saved_layers(ctx, &c, n, &allocated)?;
         let scratch = state::scratch(ctx, &c, n, 3 * layers.len(), &allocated)?;
         let (cos, sin) = rope_tables(&c, options.seq);
@@ -201,6 +211,11 @@ impl<'m> Trainer<'m> {
         })
     }
 
+    /// How many experts (0 …) stay as the model holds them.
+    pub fn frozen_experts(&self) -> usize {
+        self.options.frozen_experts
+    }
+
     /// The GPU the trainer runs on (profiling, checks).
     pub fn context(&self) -> &'m GpuContext {
         self.ctx
@@ -220,23 +235,30 @@ impl<'m> Trainer<'m> {
         }
     }
 
-    /// Expert e's gate/up rows as a gemm operand (expert 0 from the model, frozen).
+    /// Expert e's gate/up rows as a gemm operand (a frozen one from the model).
     fn expert_gate_up(&self, l: usize, e: usize, transposed: bool) -> Result<Stored<'_>> {
         let two_i = 2 * self.config.intermediate_size;
-        if e == 0 {
-            return rows_of(&moe_of(self.weights, l)?.gate_up, 0, two_i, transposed);
+        let frozen = self.options.frozen_experts;
+        if e < frozen {
+            return rows_of(
+                &moe_of(self.weights, l)?.gate_up,
+                e * two_i,
+                two_i,
+                transposed,
+            );
         }
         let h = self.config.hidden_size;
-        let s = Stored::f32_rows(&self.layers[l].gate_up.param, h).at((e - 1) * two_i * h);
+        let s = Stored::f32_rows(&self.layers[l].gate_up.param, h).at((e - frozen) * two_i * h);
         Ok(if transposed { s.transposed() } else { s })
     }
 
     fn expert_down(&self, l: usize, e: usize, transposed: bool) -> Result<Stored<'_>> {
         let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
-        if e == 0 {
-            return rows_of(&moe_of(self.weights, l)?.w2, 0, h, transposed);
+        let frozen = self.options.frozen_experts;
+        if e < frozen {
+            return rows_of(&moe_of(self.weights, l)?.w2, e * h, h, transposed);
         }
-        let s = Stored::f32_rows(&self.layers[l].down.param, i).at((e - 1) * h * i);
+        let s = Stored::f32_rows(&self.layers[l].down.param, i).at((e - frozen) * h * i);
         Ok(if transposed { s.transposed() } else { s })
     }
 
@@ -407,6 +429,7 @@ impl<'m> Trainer<'m> {
         let (qd, kvd) = (c.q_dim(), c.kv_dim());
         let sc = &self.scratch;
         let train_experts = stage == Stage::NewExperts;
+        let frozen = self.options.frozen_experts;
         let lb = if train_experts {
             self.options.load_balance
         } else {
@@ -455,8 +478,8 @@ impl<'m> Trainer<'m> {
                     self.expert_down(l, x, false)?,
                     Output::new(&sc.d_hidden, i),
                 );
-                if train_experts && x > 0 {
-                    let dw = Output::new(&t.down.grad, i).at((x - 1) * h * i);
+                if train_experts && x >= frozen {
+                    let dw = Output::new(&t.down.grad, i).at((x - frozen) * h * i);
                     k::gemm(
                         batch,
                         h,
@@ -474,8 +497,8 @@ impl<'m> Trainer<'m> {
                     &sc.d_gate_up,
                     n * i,
                 );
-                if train_experts && x > 0 {
-                    let dw = Output::new(&t.gate_up.grad, h).at((x - 1) * 2 * i * h);
+                if train_experts && x >= frozen {
+                    let dw = Output::new(&t.gate_up.grad, h).at((x - frozen) * 2 * i * h);
                     k::gemm(
                         batch,
                         2 * i,

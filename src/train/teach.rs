@@ -1,12 +1,13 @@
-//! `moegraft teach`: a dense model learns new languages as MoE-LPR teaches them. It is
-//! upcycled first (expert 0 = its FFN, one new expert per language, each a copy of the FFN,
-//! the router computed from samples of the texts), then `lesson::run` trains it, and the
+//! `moegraft teach`: a model learns new languages as MoE-LPR teaches them. A dense one is
+//! upcycled first, an MoE gains one expert per language (`lesson_model`), then `lesson::run`
+//! trains it, and the
 //! taught MoE is written under a temporary name and renamed when complete. Native: it reads
 //! files, writes directories and keeps its training checkpoints beside the output.
 
 use std::path::{Path, PathBuf};
 
 use super::lesson::{self, Curve, Flow, Lesson, Resume, Settings, StepReport, Stream};
+use super::lesson_model;
 use super::memory::TrainMemory;
 use super::resume;
 use super::step::{TrainOptions, Trainer};
@@ -14,13 +15,13 @@ use crate::checkpoint::writer::{write_dir_atomically, DirOutput};
 use crate::checkpoint::{Checkpoint, ModelFiles};
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
-use crate::graft::upcycle::{self, ExpertSource, UpcycleOptions, UpcycleRouter};
 use crate::model::open::open_dir;
 use crate::model::{LoadOptions, WeightChoice};
 
 #[derive(Debug, Clone)]
 pub struct TeachOptions {
-    /// A dense model (the new experts are copies of its FFN).
+    /// A dense model (upcycled: the new experts are copies of its FFN) or a Mixtral-layout
+    /// MoE (its experts stay frozen; the new ones are copies of expert 0).
     pub model: PathBuf,
     /// (language code, text file) for each new language: one new expert each.
     pub languages: Vec<(String, PathBuf)>,
@@ -67,13 +68,6 @@ pub fn teach(
             "teach needs --replay CODE=FILE: text of a language the model already knows (the router starts from it and the review trains on it)".into(),
         ));
     }
-    let dense = pollster::block_on(Checkpoint::open(ModelFiles::from_dir(&o.model)?))?;
-    if dense.config.is_moe() {
-        return Err(Error::InvalidArgument(format!(
-            "{}: an MoE model; teach takes a dense model for now (its FFN becomes expert 0)",
-            o.model.display()
-        )));
-    }
     let scratch = o.out.with_file_name(format!(
         "{}.upcycled-{}",
         o.out
@@ -85,12 +79,7 @@ pub fn teach(
     let _ = std::fs::remove_dir_all(&scratch);
     let result = teach_from_upcycled(o, &scratch, progress);
     let _ = std::fs::remove_dir_all(&scratch);
-    let _ = std::fs::remove_dir_all(samples_dir(&scratch));
     result
-}
-
-fn read(file: &Path) -> Result<Vec<u8>> {
-    std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))
 }
 
 fn teach_from_upcycled(
@@ -99,24 +88,25 @@ fn teach_from_upcycled(
     progress: &mut dyn FnMut(StepReport) -> Flow,
 ) -> Result<TeachReport> {
     let s = &o.settings;
-    upcycle::upcycle(&UpcycleOptions {
-        base: o.model.clone(),
-        base_languages: o.replay.iter().map(|(l, _)| l.clone()).collect(),
-        experts: o
-            .languages
-            .iter()
-            .map(|(lang, _)| ExpertSource {
-                dir: o.model.clone(),
-                languages: vec![lang.clone()],
+    let texts = |list: &[(String, PathBuf)]| -> Result<Vec<(String, String)>> {
+        list.iter()
+            .map(|(l, f)| {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| Error::io(f.display().to_string(), e))?;
+                Ok((l.clone(), text))
             })
-            .collect(),
-        router: UpcycleRouter::Centroid,
-        samples: router_samples(o, scratch)?,
-        top_k: s.top_k,
-        temperature: crate::graft::centroid::DEFAULT_TEMPERATURE,
-        average_non_ffn: false,
-        out: scratch.to_path_buf(),
-        gpu: o.gpu.clone(),
+            .collect()
+    };
+    let (new_texts, replay_texts) = (texts(&o.languages)?, texts(&o.replay)?);
+    let built = write_dir_atomically(scratch, |dir| {
+        pollster::block_on(lesson_model::build(
+            &|| ModelFiles::from_dir(&o.model),
+            &new_texts,
+            &replay_texts,
+            s.top_k,
+            &o.gpu,
+            DirOutput::new(dir),
+        ))
     })?;
     let load = LoadOptions {
         max_context: s.seq,
@@ -131,21 +121,29 @@ fn teach_from_upcycled(
         ))
     })?;
     let eos = lesson::end_of_text(tokenizer, &opened.model.config);
-    let streams = |list: &[(String, PathBuf)]| -> Result<Vec<Stream>> {
+    let streams = |list: &[(String, PathBuf)], texts: &[(String, String)]| {
         list.iter()
-            .map(|(l, f)| {
+            .zip(texts)
+            .map(|((l, f), (_, text))| {
                 let label = f.display().to_string();
-                Stream::from_text(tokenizer, eos, l, &label, &read(f)?, s.seq)
+                Stream::from_text(tokenizer, eos, l, &label, text.as_bytes(), s.seq)
             })
-            .collect()
+            .collect::<Result<Vec<Stream>>>()
     };
-    let (new, replay) = (streams(&o.languages)?, streams(&o.replay)?);
+    let (new, replay) = (
+        streams(&o.languages, &new_texts)?,
+        streams(&o.replay, &replay_texts)?,
+    );
     let ckpt = pollster::block_on(Checkpoint::open(ModelFiles::from_dir(scratch)?))?;
     let options = TrainOptions {
         batch: s.batch,
         seq: s.seq,
+        frozen_experts: built.frozen_experts,
         ..Default::default()
     };
+    let replay_languages: Vec<&str> = replay.iter().map(|r| r.lang.as_str()).collect();
+    let prior = lesson_model::prior_streams(&ckpt.config, &replay_languages)?;
+    let expert_languages = lesson_model::expert_languages(&ckpt.config)?;
     let mut trainer = pollster::block_on(Trainer::new(&opened.model, &ckpt, options))?;
     let model = o.model.display().to_string();
     let fingerprint = lesson::fingerprint(&model, s, &new, &replay);
@@ -169,11 +167,21 @@ fn teach_from_upcycled(
         fingerprint,
         new: &new,
         replay: &replay,
+        prior,
         resume,
     };
     let state = pollster::block_on(lesson::run(&mut trainer, run, progress, &mut save))?;
     let shares = pollster::block_on(lesson::expert_shares(&trainer, s, &new, &replay))?;
-    let record = lesson::record(&model, s, &options, (&new, &replay), &state, &shares);
+    let taught = (&built, expert_languages.as_slice());
+    let record = lesson::record(
+        &model,
+        s,
+        &options,
+        (&new, &replay),
+        &state,
+        &shares,
+        taught,
+    );
     let trained = pollster::block_on(lesson::read_trained(&trainer))?;
     write_dir_atomically(&o.out, |dir| {
         pollster::block_on(lesson::write_taught(
@@ -196,26 +204,4 @@ fn teach_from_upcycled(
         tokens_per_second: state.tokens as f64 / state.seconds.max(1e-9),
         out: o.out.display().to_string(),
     })
-}
-
-/// Beside the scratch model, named after it (so with its pid).
-fn samples_dir(scratch: &Path) -> PathBuf {
-    let mut name = scratch.as_os_str().to_os_string();
-    name.push(".samples");
-    PathBuf::from(name)
-}
-
-fn router_samples(o: &TeachOptions, scratch: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let dir = samples_dir(scratch);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-    let mut out = Vec::new();
-    for (k, (lang, file)) in o.languages.iter().chain(&o.replay).enumerate() {
-        let text =
-            std::fs::read_to_string(file).map_err(|e| Error::io(file.display().to_string(), e))?;
-        let path = dir.join(format!("{k}.txt"));
-        std::fs::write(&path, lesson::sample_of(&text, lesson::ROUTER_SAMPLE_CHARS))
-            .map_err(|e| Error::io(path.display().to_string(), e))?;
-        out.push((lang.clone(), path));
-    }
-    Ok(out)
 }

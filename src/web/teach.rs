@@ -1,6 +1,6 @@
-//! Teaching in the page: the CLI's `teach` from a picked dense folder and pasted text into
-//! `Blob`s. The upcycle, the lesson and the writing are the library's (`graft::upcycle`,
-//! `train::lesson`); only the edges differ: text comes as strings, the upcycled model and
+//! Teaching in the page: the CLI's `teach` from a picked model folder and pasted text into
+//! `Blob`s. Building the MoE, the lesson and the writing are the library's
+//! (`train::lesson_model`, `train::lesson`); only the edges differ: text comes as strings, the upcycled model and
 //! the taught one live in memory, and a stopped run hands its training checkpoint back to the
 //! page (to keep, or to pass to a later `teach` to resume).
 
@@ -15,11 +15,10 @@ use super::{from_js, init, js_error, to_js};
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::Error;
 use crate::gpu::GpuOptions;
-use crate::graft::centroid;
-use crate::graft::upcycle::{upcycle_to, UpcycleRouter, UpcycleSettings, UpcycleSources};
 use crate::model::open::open_files;
 use crate::model::{LoadOptions, WeightChoice};
 use crate::train::lesson::{self, Flow, Lesson, Resume, Settings, StepReport, Stream};
+use crate::train::lesson_model;
 use crate::train::memory::{self, TrainMemory};
 use crate::train::resume;
 use crate::train::{Stage, TrainOptions, Trainer};
@@ -80,7 +79,7 @@ fn texts(value: JsValue, what: &str) -> Result<Vec<Text>, JsError> {
         .map_err(|e| JsError::new(&format!("{what} must be [{{lang, text}}]: {e}")))
 }
 
-/// What training a dense model (its `config.json` text) on `languages` new languages will
+/// What training a model (its `config.json` text, dense or MoE) on `languages` new languages will
 /// hold on the GPU besides its weights, for `batch` × `seq` tokens a step.
 #[wasm_bindgen]
 pub fn teach_memory(
@@ -91,11 +90,13 @@ pub fn teach_memory(
 ) -> Result<JsValue, JsError> {
     init();
     let mut c = ModelConfig::from_json(config_json, "config.json").map_err(js_error)?;
-    c.num_experts = 1 + languages;
-    to_js(&memory::estimate(&c, batch, seq))
+    // A dense model's FFN becomes the one frozen expert; an MoE keeps all of its frozen.
+    let frozen = if c.is_moe() { c.num_experts } else { 1 };
+    c.num_experts = frozen + languages;
+    to_js(&memory::estimate(&c, frozen, batch, seq))
 }
 
-/// Teaches the dense model `base` (picked files) the `languages` (`[{lang, text}]`, one new
+/// Teaches the model `base` (picked files: dense, or an MoE that gains experts) the `languages` (`[{lang, text}]`, one new
 /// expert each), reviewing the routers on `replay` (`[{lang, text}]`). `on_step(step)` hears
 /// of every step (`{stage, step, steps, loss, tokens_per_second, memory}`) and stops the run by
 /// returning `true`. `resume`, if given, is a checkpoint an earlier stopped run returned.
@@ -136,48 +137,24 @@ pub async fn teach(
         max_binding_override: o.max_binding,
         ..Default::default()
     };
-    let base_files = || picked_files(&base, None, "base", None).map_err(js_error);
-    let model_label = base_files()?.label().to_string();
-    if Checkpoint::open(base_files()?)
-        .await
-        .map_err(js_error)?
-        .config
-        .is_moe()
-    {
-        return Err(JsError::new(&format!(
-            "{model_label}: an MoE model; teaching takes a dense model for now (its FFN becomes expert 0)"
-        )));
-    }
-    let mut experts = Vec::new();
-    for t in &new_texts {
-        experts.push((base_files()?, vec![t.lang.clone()]));
-    }
-    let sources = UpcycleSources {
-        base: base_files()?,
-        base_languages: replay_texts.iter().map(|t| t.lang.clone()).collect(),
-        experts,
-        samples: new_texts
-            .iter()
-            .chain(&replay_texts)
-            .map(|t| {
-                (
-                    t.lang.clone(),
-                    lesson::sample_of(&t.text, lesson::ROUTER_SAMPLE_CHARS),
-                )
-            })
-            .collect(),
-    };
-    let upcycle_settings = UpcycleSettings {
-        router: UpcycleRouter::Centroid,
-        top_k: o.top_k,
-        temperature: centroid::DEFAULT_TEMPERATURE,
-        average_non_ffn: false,
-        gpu: gpu.clone(),
+    let base_files = || picked_files(&base, None, "model", None);
+    let model_label = base_files().map_err(js_error)?.label().to_string();
+    let pairs = |list: &[Text]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|t| (t.lang.clone(), t.text.clone()))
+            .collect()
     };
     let mut upcycled = BlobOutput::default();
-    upcycle_to(sources, &upcycle_settings, &mut upcycled)
-        .await
-        .map_err(js_error)?;
+    let built = lesson_model::build(
+        &base_files,
+        &pairs(&new_texts),
+        &pairs(&replay_texts),
+        o.top_k,
+        &gpu,
+        &mut upcycled,
+    )
+    .await
+    .map_err(js_error)?;
     let label = format!("{model_label} (upcycled)");
     let load = LoadOptions {
         max_context: o.seq,
@@ -210,8 +187,12 @@ pub async fn teach(
     let options = TrainOptions {
         batch: o.batch,
         seq: o.seq,
+        frozen_experts: built.frozen_experts,
         ..Default::default()
     };
+    let replay_languages: Vec<&str> = replay.iter().map(|r| r.lang.as_str()).collect();
+    let prior = lesson_model::prior_streams(&ckpt.config, &replay_languages).map_err(js_error)?;
+    let expert_languages = lesson_model::expert_languages(&ckpt.config).map_err(js_error)?;
     let mut trainer = Trainer::new(&opened.model, &ckpt, options)
         .await
         .map_err(js_error)?;
@@ -263,6 +244,7 @@ pub async fn teach(
         fingerprint,
         new: &new,
         replay: &replay,
+        prior,
         resume,
     };
     let outcome = lesson::run(&mut trainer, run, &mut progress, &mut save).await;
@@ -302,6 +284,7 @@ pub async fn teach(
         (&new, &replay),
         &state,
         &shares,
+        (&built, expert_languages.as_slice()),
     );
     let trained = lesson::read_trained(&trainer).await.map_err(js_error)?;
     let mut taught = BlobOutput::default();

@@ -1,7 +1,7 @@
 // Teaching in the browser (WebGPU on SwiftShader): the kit's base, picked through the Teach
 // section's folder input, learns Russian from the kit's sample with an English review. The run
 // is stopped in stage 1 and resumed from its checkpoint; the loss falls; the taught model
-// loads, answers, and takes Δ as the graft's target; a lesson that cannot run leaves the page
+// loads, answers, and takes Δ as the graft's target; the kit's cpt-moe gains an expert; a lesson that cannot run leaves the page
 // working with its models loaded.
 
 import { after, before, describe, test } from 'node:test';
@@ -87,6 +87,15 @@ describe('teaching a language in the browser (WebGPU on SwiftShader)', { timeout
     await hook(() => window.__moegraft.taughtToGraft());
     const graft = await hook(() => window.__moegraft.graft());
     assert.equal(graft.method, 'deltamoe', JSON.stringify(graft));
+  });
+
+  test("the kit's cpt-moe gains an expert: its own three stay frozen", async () => {
+    await page.setInputFiles('#teach-model', path.join(demo, 'cpt-moe'));
+    const done = await hook((s) => window.__moegraft.teach(s), { steps: 2, review_steps: 1, batch: 2, seq: 32 });
+    assert.deepEqual(done.report.expert_languages, [['en', 'es'], ['it', 'ru'], ['it', 'ru'], ['ru']]);
+    assert.equal(done.report.settings.frozen_experts, 3);
+    assert.equal(done.report.stage1.loss.length, 2);
+    for (const row of done.report.expert_shares.ru) assert.equal(row.length, 4, 'four experts a layer');
   });
 
   test('a lesson that cannot run leaves the page working and the models loaded', async () => {

@@ -1,5 +1,6 @@
-// Teach a language: MoE-LPR on this GPU. A dense model (the kit's base by default) and text
-// per new language go to the worker, which upcycles the model, trains the new experts and the
+// Teach a language: MoE-LPR on this GPU. A model (the kit's base by default: dense, upcycled
+// in the worker; or an MoE such as the kit's cpt-moe, which gains one expert per language,
+// its own all frozen) and text per new language go to the worker, which trains the new experts and the
 // routers (stage 1), reviews the routers on text of the languages the model knows (stage 2)
 // and returns the taught MoE's files. The loss is drawn step by step; Stop ends the run after
 // the step under way and keeps its checkpoint, which Resume continues from.
@@ -17,6 +18,7 @@ const ui = {
   modelLabel: $('teach-model-label'),
   model: $('teach-model'),
   kitBase: $('teach-kit-base'),
+  kitMoe: $('teach-kit-moe'),
   texts: $('teach-texts'),
   add: $('teach-add'),
   steps: $('teach-steps'),
@@ -199,7 +201,7 @@ async function run(payload, resuming) {
   const total = payload.options.steps + payload.options.review_steps;
   plannedSteps = total;
   ui.status.dataset.state = 'busy';
-  ui.status.textContent = `Upcycling ${picked.label} and starting…`;
+  ui.status.textContent = `Building the MoE from ${picked.label} and starting…`;
   const onStep = (s) => {
     hook.teachSteps.push({ stage: s.stage, step: s.step, loss: s.loss });
     const done = s.stage === 1 ? s.step : payload.options.steps + s.step;
@@ -273,10 +275,11 @@ export function taughtEntries() {
   return { entries: asEntries(blobs, resultLabel), label: resultLabel };
 }
 
-/** The kit's base in the model slot and its samples in the text rows (ru new, en replay). */
-export async function fillTeachFromKit() {
-  const entries = await fetchFolder(kitEntry(hook.kit, 'base'));
-  Object.assign(picked, { entries, label: 'base' });
+/** A kit model (`base`, or `cpt-moe` to give it one more expert) in the model slot and the
+ * kit's samples in the text rows (ru new, en replay). */
+export async function fillTeachFromKit(model = 'base') {
+  const entries = await fetchFolder(kitEntry(hook.kit, model));
+  Object.assign(picked, { entries, label: model });
   for (const row of rows) Object.assign(row, { text: await kitSample(row.lang), source: `kit sample ${row.lang}` });
   render();
 }
@@ -284,6 +287,7 @@ export async function fillTeachFromKit() {
 /** Shows the kit's shortcuts once a kit is served. */
 export function showTeachKit() {
   ui.kitBase.hidden = false;
+  ui.kitMoe.hidden = false;
   render();
 }
 
@@ -293,7 +297,8 @@ ui.model.addEventListener('change', () => {
   Object.assign(picked, { entries: p.entries.length ? p.entries : null, label: p.label ?? 'model' });
   render();
 });
-ui.kitBase.addEventListener('click', () => fillTeachFromKit().catch((e) => showError(ui.error, e.message)));
+ui.kitBase.addEventListener('click', () => fillTeachFromKit('base').catch((e) => showError(ui.error, e.message)));
+ui.kitMoe.addEventListener('click', () => fillTeachFromKit('cpt-moe').catch((e) => showError(ui.error, e.message)));
 ui.add.addEventListener('click', () => {
   rows.splice(rows.findIndex((r) => r.role === 'replay'), 0, { role: 'new', lang: '', text: '', source: 'pasted' });
   render();
