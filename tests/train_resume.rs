@@ -41,7 +41,8 @@ fn losses(dir: &Path) -> serde_json::Value {
     serde_json::json!([record["teach"]["stage1"], record["teach"]["stage2"]])
 }
 
-/// Runs `o`, stopping after `stop`'s step; returns the checkpoint the stop left.
+/// Runs `o`, asking it to stop at `stop`'s report (it stops after the step then under way);
+/// returns the checkpoint the stop left.
 fn run_until(o: &TeachOptions, stop: (Stage, usize)) -> PathBuf {
     let mut at_stop = |r: StepReport| {
         if (r.stage, r.step) == stop {
@@ -70,7 +71,7 @@ fn a_stopped_run_resumes_to_the_same_model() {
     assert!(first.starts_with(checkpoints_dir(&parts)), "{first:?}");
     assert!(first.join("state.json").is_file() && first.join("state.safetensors").is_file());
 
-    // The latest checkpoint in the folder is the one the stop saved (step 3, after step 2's).
+    // The latest checkpoint in the folder is the one the stop saved (step 4, after step 2's).
     o.resume = Some(checkpoints_dir(&parts));
     let second = run_until(&o, (Stage::Review, 1));
     assert_ne!(first, second);

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::lesson_model::LessonModel;
 use super::memory::TrainMemory;
 use super::resume::{self, RunState, TensorState};
-use super::step::{Stage, StepInput, TrainOptions, Trainer};
+use super::step::{PendingLoss, Stage, StepInput, TrainOptions, Trainer};
 use crate::checkpoint::dtype::from_f32;
 use crate::checkpoint::provenance::MANIFEST_FILE;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES};
@@ -277,12 +277,19 @@ pub async fn run(
     let original: Vec<bool> = (0..mixed.len())
         .map(|i| i < replay.len() && prior.get(i).copied().unwrap_or(true))
         .collect();
+    let scheduled = |step: usize, steps: usize| {
+        s.checkpoint_every > 0 && step.is_multiple_of(s.checkpoint_every) && step < steps
+    };
+    // One step stays in flight: step k + 1 is submitted before step k's loss is read, so the
+    // GPU never waits for the CPU. A step that ends a stage or is followed by a checkpoint is
+    // finished before anything more is submitted, so the state saved is the weights'.
+    let mut in_flight: Option<InFlight> = None;
     loop {
         let (stage, steps) = match state.stage {
             1 => (Stage::NewExperts, s.steps),
             _ => (Stage::Review, s.review_steps),
         };
-        if state.step >= steps {
+        if state.step >= steps && in_flight.is_none() {
             if state.stage == 2 {
                 break;
             }
@@ -291,53 +298,60 @@ pub async fn run(
             trainer.reset_optimizer();
             continue;
         }
-        let step = state.step;
-        let (ids, targets, is_original) = match stage {
-            Stage::NewExperts => {
-                batch_of(&mut rng, &new_refs, &none_original, s.batch, s.seq, |r| {
-                    (r + step * s.batch) % new.len()
-                })
-            }
-            Stage::Review => batch_of(&mut rng, &mixed, &original, s.batch, s.seq, |r| {
-                let k = r + step * s.batch;
-                if r.is_multiple_of(3) {
-                    k % replay.len()
-                } else {
-                    replay.len() + k % new.len()
+        let must_finish = in_flight
+            .as_ref()
+            .is_some_and(|f| scheduled(f.step, f.steps));
+        let submitted = if state.step < steps && !must_finish {
+            let step = state.step;
+            let (ids, targets, is_original) = match stage {
+                Stage::NewExperts => {
+                    batch_of(&mut rng, &new_refs, &none_original, s.batch, s.seq, |r| {
+                        (r + step * s.batch) % new.len()
+                    })
                 }
-            }),
+                Stage::Review => batch_of(&mut rng, &mixed, &original, s.batch, s.seq, |r| {
+                    let k = r + step * s.batch;
+                    if r.is_multiple_of(3) {
+                        k % replay.len()
+                    } else {
+                        replay.len() + k % new.len()
+                    }
+                }),
+            };
+            let (peak, original) = match stage {
+                Stage::NewExperts => (s.lr, None),
+                Stage::Review => (s.lr / 2.0, Some(is_original.as_slice())),
+            };
+            let input = StepInput {
+                ids: &ids,
+                targets: &targets,
+                original,
+            };
+            let loss = trainer.submit(input, stage, schedule(step, steps, peak))?;
+            state.step += 1;
+            Some(InFlight {
+                loss,
+                stage,
+                step: state.step,
+                steps,
+                tokens: ids.len(),
+            })
+        } else {
+            None
         };
-        let (peak, original) = match stage {
-            Stage::NewExperts => (s.lr, None),
-            Stage::Review => (s.lr / 2.0, Some(is_original.as_slice())),
+        let Some(done) = std::mem::replace(&mut in_flight, submitted) else {
+            continue;
         };
-        let input = StepInput {
-            ids: &ids,
-            targets: &targets,
-            original,
-        };
-        let loss = trainer
-            .step(input, stage, schedule(step, steps, peak))
-            .await?;
-        state.step += 1;
-        state.tokens += ids.len();
-        state.seconds += clock.elapsed().as_secs_f64();
-        clock = Instant::now();
-        match stage {
-            Stage::NewExperts => state.stage1_loss.push(loss),
-            Stage::Review => state.stage2_loss.push(loss),
-        }
-        let scheduled = s.checkpoint_every > 0
-            && state.step.is_multiple_of(s.checkpoint_every)
-            && state.step < steps;
+        let (stage, step, steps) = (done.stage, done.step, done.steps);
+        let loss = finish(trainer, done, &mut state, &mut clock).await?;
         let mut checkpoint = None;
-        if scheduled {
+        if scheduled(step, steps) {
             checkpoint = Some(save_state(trainer, &mut state, &rng, save).await?);
             clock = Instant::now();
         }
         let flow = progress(StepReport {
             stage,
-            step: state.step,
+            step,
             steps,
             loss,
             tokens_per_second: state.tokens as f64 / state.seconds.max(1e-9),
@@ -345,11 +359,26 @@ pub async fn run(
             memory: first_report.take(),
         });
         if flow == Flow::Stop {
+            // The step under way finishes too, then the run stops with a checkpoint.
+            if let Some(under_way) = in_flight.take() {
+                let (step, steps) = (under_way.step, under_way.steps);
+                let loss = finish(trainer, under_way, &mut state, &mut clock).await?;
+                progress(StepReport {
+                    stage,
+                    step,
+                    steps,
+                    loss,
+                    tokens_per_second: state.tokens as f64 / state.seconds.max(1e-9),
+                    checkpoint: None,
+                    memory: None,
+                });
+                checkpoint = None;
+            }
             let at = match checkpoint {
                 Some(at) => at,
                 None => save_state(trainer, &mut state, &rng, save).await?,
             };
-            let stage_name = if state.stage == 1 {
+            let stage_name = if stage == Stage::NewExperts {
                 "stage 1"
             } else {
                 "the review"
@@ -361,6 +390,34 @@ pub async fn run(
         }
     }
     Ok(state)
+}
+
+/// A submitted step: its loss on the way, and where it stands in its stage.
+struct InFlight {
+    loss: PendingLoss,
+    stage: Stage,
+    /// The step's number in its stage, from 1.
+    step: usize,
+    steps: usize,
+    tokens: usize,
+}
+
+/// Waits for a submitted step and books it: its loss on the stage's curve, the time taken.
+async fn finish(
+    trainer: &Trainer<'_>,
+    done: InFlight,
+    state: &mut RunState,
+    clock: &mut Instant,
+) -> Result<f32> {
+    let loss = done.loss.wait(trainer.context()).await?;
+    state.tokens += done.tokens;
+    state.seconds += clock.elapsed().as_secs_f64();
+    *clock = Instant::now();
+    match done.stage {
+        Stage::NewExperts => state.stage1_loss.push(loss),
+        Stage::Review => state.stage2_loss.push(loss),
+    }
+    Ok(loss)
 }
 
 async fn save_state(

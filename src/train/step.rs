@@ -16,6 +16,7 @@ use super::memory;
 use super::state::{self, LayerTensors, SavedLayer, Scratch, Trained};
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
+use crate::gpu::batch::PendingReadback;
 use crate::gpu::kernels::{self as gk, RopeTarget};
 use crate::gpu::{Batch, GpuContext, GpuMatrix};
 use crate::model::weights::{Ffn, ModelWeights, MoeFfn};
@@ -64,6 +65,30 @@ impl Default for TrainOptions {
             language_prior: 0.1,
             frozen_experts: 1,
         }
+    }
+}
+
+/// A submitted step's loss, on its way back from the GPU.
+pub struct PendingLoss {
+    losses: PendingReadback,
+    submission: Option<wgpu::SubmissionIndex>,
+    tokens: usize,
+    counted: usize,
+}
+
+impl PendingLoss {
+    /// Waits for the step (only it: later submissions may still run) and returns its mean LM
+    /// loss over the targets.
+    pub async fn wait(self, ctx: &GpuContext) -> Result<f32> {
+        let (n, counted) = (self.tokens, self.counted);
+        let sum = self
+            .losses
+            .read(ctx, self.submission, |bytes| {
+                let losses: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
+                losses.iter().take(n).sum::<f32>()
+            })
+            .await?;
+        Ok(sum / counted.max(1) as f32)
     }
 }
 
@@ -650,6 +675,14 @@ impl<'m> Trainer<'m> {
     /// One whole step: forward, backward, the clip and AdamW at rate `lr`. Returns the mean
     /// LM loss over the targets (read back, so this waits for the GPU).
     pub async fn step(&mut self, input: StepInput<'_>, stage: Stage, lr: f32) -> Result<f32> {
+        let pending = self.submit(input, stage, lr)?;
+        pending.wait(self.ctx).await
+    }
+
+    /// Records one whole step into one command encoder and submits it; its loss arrives
+    /// through the returned `PendingLoss`, so the caller may submit the next step first and
+    /// the GPU never waits for the CPU to read a loss.
+    pub fn submit(&mut self, input: StepInput<'_>, stage: Stage, lr: f32) -> Result<PendingLoss> {
         let n = self.tokens();
         if input.ids.len() != n || input.targets.len() != n {
             return Err(Error::InvalidArgument(format!(
@@ -723,10 +756,13 @@ impl<'m> Trainer<'m> {
             k::adamw(&mut batch, settings, buffers, &self.scratch.norm);
         }
         let losses = batch.read_back(&self.scratch.losses, 0, (n * 4) as u64);
-        batch.submit();
-        let losses = losses.f32s(self.ctx).await?;
-        self.ctx.check_device_error()?;
-        Ok(losses.iter().take(n).sum::<f32>() / counted.max(1) as f32)
+        let submission = batch.submit();
+        Ok(PendingLoss {
+            losses: losses.request(),
+            submission,
+            tokens: n,
+            counted,
+        })
     }
 
     /// How the current routers send `ids` (one batch of `batch · seq` tokens): per layer, the
