@@ -384,8 +384,14 @@ fn kernel_adds_delta_only_below_delta_len() {
 
 #[test]
 fn target_equal_to_base_gives_instruct_and_alpha_zero_gives_target() {
+    // Llama and qwen3 (its per-head q/k norms are tensors like any other to ParamΔ).
+    for b in [base(), Model::read(&tiny("tiny-qwen3"))] {
+        graft_properties(b);
+    }
+}
+
+fn graft_properties(b: Model) {
     let d = Dirs::new();
-    let b = base();
     let bd = d.write("base", &b, DType::F32);
     let id = d.write("inst", &b.perturbed(1, 0.02), DType::F32);
     let out = d.path("out");

@@ -8,7 +8,9 @@
 
 use half::{bf16, f16};
 use moegraft::checkpoint::DType;
-use moegraft::gpu::kernels::{self, AttentionShape, Output, QkvSplit, RopeTarget, SampleSettings};
+use moegraft::gpu::kernels::{
+    self, AttentionShape, HeadNormTarget, Output, QkvSplit, RopeTarget, SampleSettings,
+};
 use moegraft::gpu::{q8_0, Batch, GpuContext, GpuMatrix, GpuOptions, KernelLayout, WeightFormat};
 
 const DTYPES: [WeightFormat; 3] = [
@@ -511,6 +513,69 @@ fn rms_norm_matches_cpu() {
         worst = worst.max(assert_close(&label, &got, &want, &tol));
     }
     eprintln!("rms_norm: worst error/tolerance {worst:.3}");
+}
+
+/// qwen3's per-head q/k norm in place: q heads take the first `head_dim` weights, k heads
+/// the next; v and anything past the heads stay as they were.
+#[test]
+fn head_rms_norm_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(31);
+    let mut worst = 0.0f64;
+    let mut cases: Vec<(usize, usize, usize, usize)> = vec![
+        (1, 1, 1, 1),
+        (3, 4, 2, 16),
+        (2, 3, 1, 65),
+        (5, 2, 2, 130),
+        (1, 8, 8, 256),
+    ];
+    for _ in 0..12 {
+        let kv = rng.pick(&[1, 2, 3]);
+        cases.push((
+            rng.pick(&[1, 2, 7, 17]),
+            kv * rng.pick(&[1, 2, 4]),
+            kv,
+            rng.pick(&[1, 3, 16, 33, 64, 127, 128]),
+        ));
+    }
+    for (tokens, q_heads, kv_heads, head_dim) in cases {
+        let label =
+            format!("head_rms_norm tokens {tokens} heads {q_heads}/{kv_heads} dim {head_dim}");
+        let stride = (q_heads + 2 * kv_heads) * head_dim;
+        let x = rng.vec(tokens * stride + 3, 1.5);
+        let weight = rng.vec(2 * head_dim, 2.0);
+        let (xb, wb) = (ctx.upload_f32("qkv", &x), ctx.upload_f32("w", &weight));
+        let mut batch = Batch::new(&ctx);
+        let target = HeadNormTarget {
+            qkv: &xb,
+            tokens,
+            q_heads,
+            kv_heads,
+            head_dim,
+            stride,
+        };
+        kernels::head_rms_norm(&mut batch, target, &wb, 1e-6);
+        batch.submit();
+        let got = read_f32(&ctx, &xb, x.len());
+        let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let mut tol = vec![0.0; want.len()];
+        for t in 0..tokens {
+            for head in 0..q_heads + kv_heads {
+                let at = t * stride + head * head_dim;
+                let row = &x[at..at + head_dim];
+                let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / head_dim as f64;
+                let scale = 1.0 / (ms + 1e-6).sqrt();
+                let w0 = if head < q_heads { 0 } else { head_dim };
+                for i in 0..head_dim {
+                    let v = row[i] as f64 * scale * weight[w0 + i] as f64;
+                    want[at + i] = v;
+                    tol[at + i] = 8.0 * EPS * v.abs() + 1e-30;
+                }
+            }
+        }
+        worst = worst.max(assert_close(&label, &got, &want, &tol));
+    }
+    eprintln!("head_rms_norm: worst error/tolerance {worst:.3}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! Tiny random checkpoints of every supported architecture (llama f32 tied, qwen2 bf16 with
 //! q/k/v biases, odd sizes and shards, mistral f16 with a sliding window, mixtral f16 with 4
-//! experts top-2) against transformers' float32 outputs: tokenization, the full last-position
+//! experts top-2, qwen3 bf16 with per-head q/k norms and head_dim ≠ hidden / heads) against
+//! transformers' float32 outputs: tokenization, the full last-position
 //! logits (within 2e-3), top-10 ids, and 20 greedy tokens.
 
 mod common;
@@ -91,11 +92,16 @@ fn tiny_mixtral_moe_matches_transformers() {
     check_model("tiny-mixtral");
 }
 
+#[test]
+fn tiny_qwen3_with_qk_norms_and_wide_heads_matches_transformers() {
+    check_model("tiny-qwen3");
+}
+
 /// The estimate a page shows before loading is what loading then allocates, to the byte, for
 /// the weights as stored and as Q8_0.
 #[test]
 fn memory_estimate_matches_what_loading_allocates() {
-    for (name, weights) in ["tiny-llama", "tiny-mixtral", "tiny-qwen2"]
+    for (name, weights) in ["tiny-llama", "tiny-mixtral", "tiny-qwen2", "tiny-qwen3"]
         .into_iter()
         .flat_map(|n| [(n, WeightChoice::AsStored), (n, WeightChoice::Q8_0)])
     {

@@ -10,11 +10,15 @@ Dev-only tool; its outputs are committed under tests/fixtures/tiny/:
     tiny-qwen2/   bf16, q/k/v biases, odd intermediate size, sharded safetensors
     tiny-mistral/ f16, sliding_window = 8
     tiny-mixtral/ f16, 4 experts top-2, legacy per-expert tensor layout
+    tiny-qwen3/   bf16, per-head q/k RMSNorm, head_dim 16 where hidden / heads = 12
     reference.json             float32 CPU logits / top-10 / greedy ids
 
 Usage (from the repo root):
 
-    HF_HUB_OFFLINE=1 /opt/refvenv/bin/python tools/make_tiny_models.py [--out tests/fixtures/tiny]
+    HF_HUB_OFFLINE=1 /opt/refvenv/bin/python tools/make_tiny_models.py [--out tests/fixtures/tiny] [--only tiny-qwen3]
+
+(`--only KIND` rebuilds one model and its entry in an existing reference.json, leaving the
+others' bytes as they are.)
 
 Everything is seeded, so re-running reproduces the same bytes (given the same
 torch / tokenizers versions).  Nothing is downloaded.
@@ -48,6 +52,8 @@ from transformers import (
     MixtralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2
@@ -212,6 +218,12 @@ def make_config(kind: str, vocab_size: int):
             hidden_size=48, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
             intermediate_size=75, tie_word_embeddings=False, use_sliding_window=False, **c,
         )
+    if kind == "tiny-qwen3":
+        return Qwen3Config(
+            hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            num_hidden_layers=2, intermediate_size=80, tie_word_embeddings=True,
+            attention_bias=False, use_sliding_window=False, **c,
+        )
     if kind == "tiny-mistral":
         return MistralConfig(
             hidden_size=64, num_attention_heads=4, num_key_value_heads=1, num_hidden_layers=2,
@@ -232,8 +244,9 @@ MODEL_CLS = {
     "tiny-qwen2": (Qwen2ForCausalLM, torch.bfloat16),
     "tiny-mistral": (MistralForCausalLM, torch.float16),
     "tiny-mixtral": (MixtralForCausalLM, torch.float16),
+    "tiny-qwen3": (Qwen3ForCausalLM, torch.bfloat16),
 }
-SEED_BASE = {"tiny-llama": 1000, "tiny-qwen2": 2000, "tiny-mistral": 3000, "tiny-mixtral": 4000}
+SEED_BASE = {"tiny-llama": 1000, "tiny-qwen2": 2000, "tiny-mistral": 3000, "tiny-mixtral": 4000, "tiny-qwen3": 5000}
 MAX_SEED_TRIES = 500
 MIN_TOP_GAP = 0.01  # min adjacent gap inside every top-10 (float32 logits)
 MIN_GREEDY_MARGIN = 0.02  # min top1 - top2 on every greedy step
@@ -244,7 +257,7 @@ def perturb_init(model: torch.nn.Module, seed: int) -> None:
     """Make norms and biases non-trivial (default init is ones / zeros)."""
     g = torch.Generator().manual_seed(seed + 7)
     for name, p in model.named_parameters():
-        if name.endswith("norm.weight"):  # input/post_attention/final RMSNorm
+        if name.endswith("norm.weight"):  # input/post_attention/final RMSNorm, qwen3's q/k norms
             p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
         elif name.endswith(".bias"):  # qwen2 q/k/v biases
             p.copy_(0.1 * torch.randn(p.shape, generator=g))
@@ -520,6 +533,7 @@ def check_mixtral_roundtrip(d: Path, dtype) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests/fixtures/tiny"))
+    ap.add_argument("--only", choices=list(MODEL_CLS), help="rebuild one model, keep the rest of reference.json")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -527,7 +541,8 @@ def main():
     torch.set_num_threads(1)  # reproducible float reductions
 
     tok_dir = out / "tokenizer"
-    build_tokenizer(tok_dir)
+    if not args.only:
+        build_tokenizer(tok_dir)
     tok = AutoTokenizer.from_pretrained(tok_dir)
     vocab_size = len(tok)
     print(f"tokenizer: vocab {vocab_size}, bos={tok.bos_token!r} eos={tok.eos_token!r}")
@@ -554,7 +569,10 @@ def main():
         models={},
     )
     checks = {}
-    for kind in MODEL_CLS:
+    if args.only:
+        kept = json.loads((out / "reference.json").read_text())
+        ref["models"], checks = kept["models"], kept.get("checks", {})
+    for kind in [args.only] if args.only else MODEL_CLS:
         seed, gap, margin = pick_seed(kind, vocab_size, cases)
         print(f"building {kind}: seed {seed} (min top-10 gap {gap:.4f}, min greedy margin {margin:.4f})")
         d = build_model(kind, vocab_size, seed, out, tok_dir)

@@ -60,6 +60,7 @@ fn vector_bytes(m: &Model) -> u64 {
             0
         }
         + if c.o_bias { c.hidden_size } else { 0 }
+        + if c.qk_norm { 2 * c.head_dim } else { 0 }
         + if c.mlp_bias && !c.is_moe() {
             2 * c.intermediate_size + c.hidden_size
         } else {

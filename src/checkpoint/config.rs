@@ -9,6 +9,8 @@ pub enum Architecture {
     Llama,
     Mistral,
     Qwen2,
+    /// Qwen2's layout without q/k/v biases, plus a per-head RMSNorm of q and k before RoPE.
+    Qwen3,
     Mixtral,
 }
 
@@ -18,6 +20,7 @@ impl Architecture {
             Architecture::Llama => "llama",
             Architecture::Mistral => "mistral",
             Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
             Architecture::Mixtral => "mixtral",
         }
     }
@@ -27,6 +30,7 @@ impl Architecture {
             Architecture::Llama => "LlamaForCausalLM",
             Architecture::Mistral => "MistralForCausalLM",
             Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Qwen3 => "Qwen3ForCausalLM",
             Architecture::Mixtral => "MixtralForCausalLM",
         }
     }
@@ -36,6 +40,7 @@ impl Architecture {
             "llama" | "LlamaForCausalLM" => Some(Architecture::Llama),
             "mistral" | "MistralForCausalLM" => Some(Architecture::Mistral),
             "qwen2" | "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
+            "qwen3" | "Qwen3ForCausalLM" => Some(Architecture::Qwen3),
             "mixtral" | "MixtralForCausalLM" => Some(Architecture::Mixtral),
             _ => None,
         }
@@ -78,6 +83,9 @@ pub struct ModelConfig {
     pub o_bias: bool,
     /// gate/up/down carry a bias (llama's `mlp_bias`).
     pub mlp_bias: bool,
+    /// q and k are RMS-normalised per head (weights `q_norm`/`k_norm` of `head_dim`) before
+    /// RoPE (qwen3).
+    pub qk_norm: bool,
     /// Attention window (mistral/qwen2 sliding window), `None` for full causal attention.
     pub sliding_window: Option<usize>,
     /// MoE: number of experts per layer (0 for dense models).
@@ -207,7 +215,15 @@ impl ModelConfig {
         let attention_bias = flag("attention_bias", false);
         let qkv_bias = architecture == Architecture::Qwen2 || attention_bias;
         let sliding_window = match architecture {
-            Architecture::Qwen2 if !flag("use_sliding_window", false) => None,
+            Architecture::Qwen2 | Architecture::Qwen3 if !flag("use_sliding_window", false) => {
+                None
+            }
+            Architecture::Qwen3 => {
+                return Err(err(
+                    "qwen3 with use_sliding_window (per-layer windows from layer_types) is not supported yet"
+                        .into(),
+                ))
+            }
             Architecture::Llama => None,
             _ => opt_size("sliding_window")?,
         };
@@ -231,7 +247,9 @@ impl ModelConfig {
             max_position_embeddings: opt_size("max_position_embeddings")?.unwrap_or(2048),
             tie_word_embeddings: flag("tie_word_embeddings", false),
             qkv_bias,
-            o_bias: attention_bias && architecture == Architecture::Llama,
+            o_bias: attention_bias
+                && matches!(architecture, Architecture::Llama | Architecture::Qwen3),
+            qk_norm: architecture == Architecture::Qwen3,
             mlp_bias: flag("mlp_bias", false) && architecture == Architecture::Llama,
             sliding_window,
             num_experts,

@@ -664,7 +664,7 @@ fn config_json(
             c.insert("attention_bias".into(), json!(plan.attention_bias));
             c.insert("mlp_bias".into(), json!(false));
         }
-        Architecture::Qwen2 => {
+        Architecture::Qwen2 | Architecture::Qwen3 => {
             c.insert("use_sliding_window".into(), json!(false));
         }
         Architecture::Mixtral => {

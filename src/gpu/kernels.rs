@@ -260,7 +260,10 @@ struct NormParams {
     tokens: u32,
     dim: u32,
     eps: f32,
-    _pad: u32,
+    heads: u32,
+    q_heads: u32,
+    stride: u32,
+    _pad: [u32; 2],
 }
 
 /// y = RMSNorm(x) · weight per token.
@@ -277,7 +280,10 @@ pub fn rms_norm(
         tokens: u(tokens),
         dim: u(dim),
         eps,
-        _pad: 0,
+        heads: 0,
+        q_heads: 0,
+        stride: 0,
+        _pad: [0; 2],
     };
     let pipeline = batch.ctx().pipeline(key(Shader::Norm, "rms_norm"));
     batch.dispatch(
@@ -285,6 +291,39 @@ pub fn rms_norm(
         bytemuck::bytes_of(&params),
         vec![(1, b(x)), (2, b(weight)), (3, b(y))],
         u(tokens),
+    );
+}
+
+/// Where the per-head q/k norm applies: `tokens` rows of `stride` elements, each starting with
+/// `q_heads` q heads then `kv_heads` k heads of `head_dim`.
+pub struct HeadNormTarget<'a> {
+    pub qkv: &'a wgpu::Buffer,
+    pub tokens: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub stride: usize,
+}
+
+/// qwen3's q_norm and k_norm in place: each q and k head RMS-normalised over its own
+/// elements and scaled by `weight` (q_norm's `head_dim` values, then k_norm's).
+pub fn head_rms_norm(batch: &mut Batch, t: HeadNormTarget<'_>, weight: &wgpu::Buffer, eps: f32) {
+    let heads = t.q_heads + t.kv_heads;
+    let params = NormParams {
+        tokens: u(t.tokens),
+        dim: u(t.head_dim),
+        eps,
+        heads: u(heads),
+        q_heads: u(t.q_heads),
+        stride: u(t.stride),
+        _pad: [0; 2],
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Norm, "head_rms_norm"));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(4, b(t.qkv)), (5, b(weight))],
+        u(t.tokens * heads),
     );
 }
 

@@ -6,7 +6,7 @@ use super::routing::RouterMode;
 use super::session::Session;
 use super::weights::{DenseFfn, Ffn, LayerWeights, MoeFfn};
 use super::Model;
-use crate::gpu::kernels::{self, AttentionShape, Output, QkvSplit, RouteSteer};
+use crate::gpu::kernels::{self, AttentionShape, HeadNormTarget, Output, QkvSplit, RouteSteer};
 use crate::gpu::Batch;
 
 /// Which positions get logits.
@@ -139,6 +139,17 @@ impl Model {
             a.qkv_bias.as_ref(),
             Output::new(&sc.qkv, qd + 2 * kvd),
         );
+        if let Some(weight) = &a.qk_norm {
+            let target = HeadNormTarget {
+                qkv: &sc.qkv,
+                tokens,
+                q_heads: c.num_heads,
+                kv_heads: c.num_kv_heads,
+                head_dim: c.head_dim,
+                stride: qd + 2 * kvd,
+            };
+            kernels::head_rms_norm(batch, target, weight, c.rms_norm_eps);
+        }
         kernels::rope_qkv(
             batch,
             QkvSplit {

@@ -13,6 +13,8 @@ pub struct AttentionWeights {
     pub o: GpuMatrix,
     pub qkv_bias: Option<wgpu::Buffer>,
     pub o_bias: Option<wgpu::Buffer>,
+    /// qwen3: q_norm's then k_norm's weights ([2·head_dim]), applied per head before RoPE.
+    pub qk_norm: Option<wgpu::Buffer>,
 }
 
 pub struct DenseFfn {
@@ -287,6 +289,16 @@ pub async fn load(
                 .await?,
             o_bias: l
                 .optional_vector(c.o_bias, &format!("{a}.o_proj.bias"), h)
+                .await?,
+            qk_norm: l
+                .optional_stacked_vector(
+                    c.qk_norm,
+                    &format!("{a}.{{q,k}}_norm.weight"),
+                    &[
+                        (format!("{a}.q_norm.weight"), c.head_dim),
+                        (format!("{a}.k_norm.weight"), c.head_dim),
+                    ],
+                )
                 .await?,
         };
         let ffn = if c.is_moe() {

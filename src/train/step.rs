@@ -175,6 +175,11 @@ impl<'m> Trainer<'m> {
                 c.num_experts
             )));
         }
+        if c.qk_norm {
+            return Err(Error::InvalidArgument(
+                "training does not take per-head q/k norms (qwen3) yet".into(),
+            ));
+        }
         if c.qkv_bias || c.o_bias || c.mlp_bias {
             return Err(Error::InvalidArgument(
                 "training does not take projection biases yet".into(),

@@ -191,6 +191,12 @@ describe('moegraft page in Chromium (WebGPU on SwiftShader)', { timeout: 170_000
     assert.deepEqual(u32s(result.output_ids), u32s(c.greedy_ids));
   });
 
+  test('tiny-qwen3 (per-head q/k norms, head_dim 16 ≠ hidden / heads) generates the reference tokens', async () => {
+    const info = await pickLoaded('tiny-qwen3', '#folder', path.join(fixtures, 'tiny-qwen3'));
+    assert.equal(info.architecture, 'qwen3');
+    await checkCases('tiny-qwen3');
+  });
+
   test('bad input is an error, not a crash', async () => {
     const err = await page.evaluate(() => window.__moegraft.generateIds([999999], { max_tokens: 2 }).then(() => null, (e) => e.message));
     assert.match(err, /outside the vocabulary/);
