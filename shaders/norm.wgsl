@@ -18,6 +18,20 @@ struct Params {
 
 var<workgroup> sums: array<f32, 64>;
 
+// The sum of every invocation's `v`, returned to all of them. Called from uniform control
+// flow only (it holds barriers).
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    sums[lid] = v;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            sums[lid] += sums[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return sums[0];
+}
+
 @compute @workgroup_size(64)
 fn rms_norm(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -34,15 +48,7 @@ fn rms_norm(
         let v = x[base + i];
         ss += v * v;
     }
-    sums[lid] = ss;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            sums[lid] += sums[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let scale = inverseSqrt(sums[0] / f32(p.dim) + p.eps);
+    let scale = inverseSqrt(workgroup_sum(lid, ss) / f32(p.dim) + p.eps);
     for (var i = lid; i < p.dim; i += 64u) {
         y[base + i] = x[base + i] * scale * weight[i];
     }
@@ -75,15 +81,7 @@ fn head_rms_norm(
         let v = qkv[base + i];
         ss += v * v;
     }
-    sums[lid] = ss;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            sums[lid] += sums[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let scale = inverseSqrt(sums[0] / f32(p.dim) + p.eps);
+    let scale = inverseSqrt(workgroup_sum(lid, ss) / f32(p.dim) + p.eps);
     // Every invocation has read its elements (the barriers above) before any is written.
     for (var i = lid; i < p.dim; i += 64u) {
         qkv[base + i] = qkv[base + i] * scale * qk_weight[w0 + i];

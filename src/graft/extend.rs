@@ -14,7 +14,7 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use super::centroid::{centroid_row, mean_router_inputs, router_warnings, DEFAULT_TEMPERATURE};
-use super::upcycle::{UpcycleSummary, COPIED_FILES};
+use super::upcycle::{copy_side_files, UpcycleSummary};
 use crate::checkpoint::dtype::from_f32;
 use crate::checkpoint::moegraft_section::MoegraftSection;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES};
@@ -38,6 +38,21 @@ pub struct ExtendSources {
 /// The Mixtral names of layer `l`'s MoE block.
 fn moe_prefix(l: usize) -> String {
     format!("model.layers.{l}.block_sparse_moe")
+}
+
+/// Where an output tensor's bytes come from.
+enum Source {
+    /// The input's tensor of this name.
+    Copy(String),
+    /// Layer l's router with the new rows appended.
+    Router(usize),
+}
+
+/// The layer whose router `name` is, if it is one.
+fn router_layer(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    (rest == "block_sparse_moe.gate.weight").then(|| layer.parse().ok())?
 }
 
 /// Writes the MoE with `sources.languages.len()` more experts into `out`, routing `top_k`;
@@ -98,17 +113,21 @@ pub async fn extend_to<O: OutputFiles>(
         warnings.extend(router_warnings(l, &all));
     }
 
-    let mut plan: Vec<(TensorSpec, String)> = Vec::new();
+    let mut plan: Vec<(TensorSpec, Source)> = Vec::new();
     for name in ckpt.tensor_names() {
         let (_, info) = ckpt.info(name)?;
         let dtype = info.dtype.ok_or_else(|| {
             Error::tensor_format(ckpt.files.display_name(""), name, "not a weight dtype")
         })?;
         let mut shape = info.shape.clone();
-        if name.ends_with(".block_sparse_moe.gate.weight") {
-            shape[0] = experts;
-        }
-        plan.push((TensorSpec::new(name, dtype, shape), name.to_string()));
+        let source = match router_layer(name) {
+            Some(l) if l < layers => {
+                shape[0] = experts;
+                Source::Router(l)
+            }
+            _ => Source::Copy(name.to_string()),
+        };
+        plan.push((TensorSpec::new(name, dtype, shape), source));
     }
     for l in 0..layers {
         for e in old..experts {
@@ -116,23 +135,22 @@ pub async fn extend_to<O: OutputFiles>(
                 let from = format!("{}.experts.0.{w}.weight", moe_prefix(l));
                 let (dtype, shape) = plan
                     .iter()
-                    .find(|(_, name)| *name == from)
+                    .find(|(s, _)| s.name == from)
                     .map(|(s, _)| (s.dtype, s.shape.clone()))
                     .ok_or_else(|| {
                         Error::tensor_format(ckpt.files.display_name(""), &from, "missing")
                     })?;
                 let name = format!("{}.experts.{e}.{w}.weight", moe_prefix(l));
-                plan.push((TensorSpec::new(name, dtype, shape), from));
+                plan.push((TensorSpec::new(name, dtype, shape), Source::Copy(from)));
             }
         }
     }
     let specs: Vec<TensorSpec> = plan.iter().map(|(s, _)| s.clone()).collect();
     let mut writer = ShardedWriter::to(&mut out, specs, DEFAULT_MAX_SHARD_BYTES)?;
-    for (spec, from) in &plan {
-        let router = (0..layers).find(|&l| *from == format!("{}.gate.weight", moe_prefix(l)));
-        let bytes = match router {
-            Some(l) => from_f32(spec.dtype, &routers[l]),
-            None => ckpt.read(from).await?.into_dtype(spec.dtype),
+    for (spec, source) in &plan {
+        let bytes = match source {
+            Source::Router(l) => from_f32(spec.dtype, &routers[*l]),
+            Source::Copy(from) => ckpt.read(from).await?.into_dtype(spec.dtype),
         };
         writer.write_tensor(&spec.name, &bytes)?;
     }
@@ -141,12 +159,7 @@ pub async fn extend_to<O: OutputFiles>(
     let config = extended_config(&ckpt, &sources.base_languages, &new_languages, top_k)?;
     out.write_json("config.json", &config)?;
     files.push("config.json".into());
-    for name in COPIED_FILES {
-        if let Some(bytes) = ckpt.files.read_bytes(name).await? {
-            out.write_file(name, &bytes)?;
-            files.push(name.into());
-        }
-    }
+    copy_side_files(&ckpt.files, &mut out, &mut files).await?;
     Ok(UpcycleSummary {
         experts,
         layers,

@@ -107,7 +107,7 @@ impl std::fmt::Display for UpcycleSummary {
 }
 
 /// Files copied from the base as they are (tokenizer, chat template, generation defaults).
-pub(super) const COPIED_FILES: [&str; 6] = [
+const COPIED_FILES: [&str; 6] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -115,6 +115,21 @@ pub(super) const COPIED_FILES: [&str; 6] = [
     "chat_template.jinja",
     "generation_config.json",
 ];
+
+/// Copies the side files `from` has into `out`, adding their names to `written`.
+pub(super) async fn copy_side_files<O: OutputFiles>(
+    from: &ModelFiles,
+    out: &mut O,
+    written: &mut Vec<String>,
+) -> Result<()> {
+    for name in COPIED_FILES {
+        if let Some(bytes) = from.read_bytes(name).await? {
+            out.write_file(name, &bytes)?;
+            written.push(name.into());
+        }
+    }
+    Ok(())
+}
 
 /// Dense FFN projections and the Mixtral expert matrices they become.
 const FFN_MAP: [(&str, &str); 3] = [("gate_proj", "w1"), ("up_proj", "w3"), ("down_proj", "w2")];
@@ -301,12 +316,7 @@ async fn write<O: OutputFiles>(
     let mut files = writer.finish()?;
     out.write_json("config.json", &config)?;
     files.push("config.json".into());
-    for name in COPIED_FILES {
-        if let Some(bytes) = base.files.read_bytes(name).await? {
-            out.write_file(name, &bytes)?;
-            files.push(name.into());
-        }
-    }
+    copy_side_files(&base.files, &mut out, &mut files).await?;
     Ok(UpcycleSummary {
         experts,
         layers: c.num_layers,
