@@ -1,10 +1,10 @@
-// Element-wise steps: SwiGLU (silu(gate) · up) and the residual add.
+// Element-wise steps: SwiGLU (silu(gate) · up), the residual add, the gated residual add.
 
 //!include silu
 
 struct Params {
     count: u32,
-    _pad0: u32,
+    dim: u32,       // gated_add: values per row
     _pad1: u32,
     _pad2: u32,
 }
@@ -55,5 +55,19 @@ fn add(
     let i = index(wg, nwg, lid);
     if (i < p.count) {
         out[i] = a[i] + b[i];
+    }
+}
+
+// out[t, n] += sigmoid(b[t]) · a[t, n] over rows of `dim`: qwen2_moe's shared expert joining
+// the residual stream through its one-logit gate.
+@compute @workgroup_size(256)
+fn gated_add(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = index(wg, nwg, lid);
+    if (i < p.count) {
+        out[i] += sigmoid(b[i / p.dim]) * a[i];
     }
 }

@@ -8,7 +8,8 @@ mod graft_models;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use graft_models::{base, noise, tiny, upcycled, Model, EXPERTS};
+use graft_models::{base, noise, tiny, upcycled, upcycled_with, Model, EXPERTS};
+use moegraft::checkpoint::config::{ExpertProj, MoeLayout};
 use moegraft::checkpoint::{dtype, Checkpoint, DType, ModelFiles, Tensor};
 use moegraft::gpu::kernels::{self, GraftPipelines, Packed};
 use moegraft::gpu::{Batch, GpuContext, GpuOptions};
@@ -384,8 +385,14 @@ fn kernel_adds_delta_only_below_delta_len() {
 
 #[test]
 fn target_equal_to_base_gives_instruct_and_alpha_zero_gives_target() {
-    // Llama and qwen3 (its per-head q/k norms are tensors like any other to ParamΔ).
-    for b in [base(), Model::read(&tiny("tiny-qwen3"))] {
+    // Llama, qwen3 (its per-head q/k norms are tensors like any other to ParamΔ) and the
+    // Qwen MoE layouts, whose routers, shared expert and gate take their own Δ under ParamΔ.
+    for b in [
+        base(),
+        Model::read(&tiny("tiny-qwen3")),
+        Model::read(&tiny("tiny-qwen2moe")),
+        Model::read(&tiny("tiny-qwen3moe")),
+    ] {
         graft_properties(b);
     }
 }
@@ -450,12 +457,28 @@ fn paramdelta_matches_cpu_across_input_and_output_dtypes() {
 
 #[test]
 fn deltamoe_adds_each_experts_alpha_and_keeps_routers() {
+    // Mixtral from llama; qwen2_moe from qwen2 with a shared expert as wide as the FFN (Δ's
+    // FFN reaches it) and with upcycle's one-unit zero shared expert (kept); qwen3_moe.
+    for (dense, wide_shared) in [
+        ("tiny-llama", false),
+        ("tiny-qwen2", true),
+        ("tiny-qwen2", false),
+        ("tiny-qwen3", false),
+    ] {
+        deltamoe_alphas(&Model::read(&tiny(dense)), wide_shared);
+    }
+}
+
+fn deltamoe_alphas(b: &Model, wide_shared: bool) {
     let d = Dirs::new();
-    let b = base();
     let i = b.perturbed(5, 0.03);
-    let t = upcycled(&b, 9);
+    let t = upcycled_with(b, 9, wide_shared);
+    let layout = match t.config["model_type"].as_str() {
+        Some("mixtral") => MoeLayout::Mixtral,
+        _ => MoeLayout::Qwen,
+    };
     let (bd, id) = (
-        d.write("base", &b, DType::F32),
+        d.write("base", b, DType::F32),
         d.write("inst", &i, DType::F32),
     );
     let td = d.write("moe", &t, DType::F32);
@@ -470,41 +493,36 @@ fn deltamoe_adds_each_experts_alpha_and_keeps_routers() {
     assert_eq!(s.method.name(), "deltamoe");
     let written = read_raw(&out);
     let target_raw = read_raw(&td);
-    let mut experts_seen = 0;
+    let (mut experts_seen, mut shared_seen) = (0, 0);
     for (w, traw) in written.iter().zip(&target_raw) {
         assert_eq!(w.name, traw.name);
         let name = w.name.as_str();
-        if name.ends_with("block_sparse_moe.gate.weight") {
-            assert_eq!(
-                w.bytes, traw.bytes,
-                "{name}: the router is copied bit for bit"
-            );
+        let shared = name.split_once(".mlp.shared_expert.");
+        if layout.is_gate(name) || (shared.is_some() && !wide_shared) {
+            assert_eq!(w.bytes, traw.bytes, "{name}: copied bit for bit");
             continue;
         }
-        let (source, a) = match name.split_once(".block_sparse_moe.experts.") {
-            Some((layer, rest)) => {
-                let (e, w) = rest.split_once('.').expect("expert");
-                let e: usize = e.parse().expect("expert id");
-                let dense = match &w[..2] {
-                    "w1" => "gate_proj",
-                    "w3" => "up_proj",
-                    "w2" => "down_proj",
-                    other => panic!("{other}"),
-                };
+        let (source, a) = match (layout.parse_expert(name), shared) {
+            (Some((l, e, proj)), _) => {
                 experts_seen += 1;
-                (format!("{layer}.mlp.{dense}.weight"), alphas[e])
+                let dense = format!("model.layers.{l}.mlp.{}.weight", proj.dense_name());
+                (dense, alphas[e])
             }
-            None => (name.to_string(), 0.8),
+            (None, Some((layer, rest))) => {
+                shared_seen += 1;
+                (format!("{layer}.mlp.{rest}"), 0.8)
+            }
+            (None, None) => (name.to_string(), 0.8),
         };
         let want = oracle(t.get(name), i.get(&source), b.get(&source), a);
         assert_close(name, &w.to_f32(), &want, DType::F32, 4.0);
     }
-    assert_eq!(experts_seen, 2 * EXPERTS * 3);
+    let layers = t.config["num_hidden_layers"].as_u64().unwrap() as usize;
+    assert_eq!(experts_seen, layers * EXPERTS * 3);
+    assert_eq!(shared_seen, if wide_shared { layers * 3 } else { 0 });
     // The paper's property: expert 0 (the frozen base FFN) with α_0 = 1 is the instruct FFN.
-    let w1 = written
-        .iter()
-        .find(|w| w.name == "model.layers.1.block_sparse_moe.experts.0.w1.weight")
-        .expect("expert 0");
+    let e0 = layout.expert(1, 0, ExpertProj::Gate);
+    let w1 = written.iter().find(|w| w.name == e0).expect("expert 0");
     let inst_gate = i.get("model.layers.1.mlp.gate_proj.weight");
     assert_close("expert 0", &w1.to_f32(), inst_gate, DType::F32, 2.0);
 }
@@ -1025,10 +1043,17 @@ fn cli_prints_one_line_and_fails_in_one_line() {
 fn deltamoe_routed_to_expert_zero_is_the_instruct_model() {
     // The paper's preservation property: an MoE-CPT whose attention, norms, embeddings and
     // expert 0 equal the base's (experts 1..3 trained further, routers learned), grafted
-    // with α = 1 and forced onto expert 0, computes θ_inst.
+    // with α = 1 and forced onto expert 0, computes θ_inst — in the Mixtral, qwen2_moe (its
+    // zero shared expert kept) and qwen3_moe layouts.
+    for dense in ["tiny-llama", "tiny-qwen2", "tiny-qwen3"] {
+        expert_zero_is_instruct(dense);
+    }
+}
+
+fn expert_zero_is_instruct(dense: &str) {
     use moegraft::model::routing::RouterMode;
     let d = Dirs::new();
-    let b = base();
+    let b = Model::read(&tiny(dense));
     let i = b.perturbed(8, 0.02);
     let t = upcycled(&b, 1);
     let bd = d.write("base", &b, DType::F32);
@@ -1050,13 +1075,13 @@ fn deltamoe_routed_to_expert_zero_is_the_instruct_model() {
     let diff = common::max_abs_diff(&expert0, &inst);
     assert!(
         diff < 1e-4,
-        "DeltaMoE on expert 0 differs from instruct by {diff}"
+        "{dense}: DeltaMoE on expert 0 differs from instruct by {diff}"
     );
     // The learned routing mixes in the new-language experts: it must differ, or the test
     // could not fail.
     let learned = common::max_abs_diff(&logits(&out, None), &inst);
     assert!(
         learned > 100.0 * diff.max(1e-6),
-        "learned routing equals instruct ({learned})"
+        "{dense}: learned routing equals instruct ({learned})"
     );
 }

@@ -1018,6 +1018,43 @@ fn swiglu_and_add_match_cpu() {
     eprintln!("swiglu: worst error/tolerance {worst:.3}");
 }
 
+#[test]
+fn gated_add_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(61);
+    for (tokens, dim) in [(1, 1), (1, 7), (3, 48), (5, 255), (2, 257), (300, 301)] {
+        let mut gate = rng.vec(tokens, 6.0);
+        if tokens > 100 {
+            // Large magnitudes, where exp(−g) overflows or vanishes.
+            gate[..4].copy_from_slice(&[-100.0, -30.0, 30.0, 100.0]);
+        }
+        let y = rng.vec(tokens * dim, 2.0);
+        let x0 = rng.vec(tokens * dim + 3, 1.0);
+        let (yb, gb, xb) = (
+            ctx.upload_f32("y", &y),
+            ctx.upload_f32("gate", &gate),
+            ctx.upload_f32("x", &x0),
+        );
+        let mut batch = Batch::new(&ctx);
+        kernels::gated_add(&mut batch, &yb, &gb, &xb, tokens, dim);
+        batch.submit();
+        let got = read_f32(&ctx, &xb, tokens * dim + 3);
+        let mut want: Vec<f64> = x0.iter().map(|&v| v as f64).collect();
+        let mut tol = vec![0.0; want.len()];
+        for (t, g) in gate.iter().enumerate() {
+            let s = 1.0 / (1.0 + (-(*g as f64)).exp());
+            for n in 0..dim {
+                let i = t * dim + n;
+                let term = s * y[i] as f64;
+                want[i] += term;
+                // exp's few ulps in the sigmoid, then one rounding each for · and +.
+                tol[i] = 8.0 * EPS * (term.abs() + want[i].abs()) + 1e-30;
+            }
+        }
+        assert_close(&format!("gated_add {tokens}×{dim}"), &got, &want, &tol);
+    }
+}
+
 /// One fused gate/up projection (interleaved rows, as the loader stores them) against
 /// silu(x·gateᵀ + b) · (x·upᵀ + b) on the CPU; returns (chunks, worst err/tol).
 fn check_matmul_swiglu(

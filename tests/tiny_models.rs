@@ -1,6 +1,8 @@
 //! Tiny random checkpoints of every supported architecture (llama f32 tied, qwen2 bf16 with
 //! q/k/v biases, odd sizes and shards, mistral f16 with a sliding window, mixtral f16 with 4
-//! experts top-2, qwen3 bf16 with per-head q/k norms and head_dim ≠ hidden / heads) against
+//! experts top-2, qwen3 bf16 with per-head q/k norms and head_dim ≠ hidden / heads,
+//! qwen2_moe with a shared expert and a dense layer, qwen3_moe renormalised on every second
+//! layer; their seeds keep every router's k-th and (k+1)-th choice apart) against
 //! transformers' float32 outputs: tokenization, the full last-position
 //! logits (within 2e-3), top-10 ids, and 20 greedy tokens.
 
@@ -97,13 +99,30 @@ fn tiny_qwen3_with_qk_norms_and_wide_heads_matches_transformers() {
     check_model("tiny-qwen3");
 }
 
+#[test]
+fn tiny_qwen2_moe_with_shared_expert_and_a_dense_layer_matches_transformers() {
+    check_model("tiny-qwen2moe");
+}
+
+#[test]
+fn tiny_qwen3_moe_renormalised_every_second_layer_matches_transformers() {
+    check_model("tiny-qwen3moe");
+}
+
 /// The estimate a page shows before loading is what loading then allocates, to the byte, for
 /// the weights as stored and as Q8_0.
 #[test]
 fn memory_estimate_matches_what_loading_allocates() {
-    for (name, weights) in ["tiny-llama", "tiny-mixtral", "tiny-qwen2", "tiny-qwen3"]
-        .into_iter()
-        .flat_map(|n| [(n, WeightChoice::AsStored), (n, WeightChoice::Q8_0)])
+    for (name, weights) in [
+        "tiny-llama",
+        "tiny-mixtral",
+        "tiny-qwen2",
+        "tiny-qwen3",
+        "tiny-qwen2moe",
+        "tiny-qwen3moe",
+    ]
+    .into_iter()
+    .flat_map(|n| [(n, WeightChoice::AsStored), (n, WeightChoice::Q8_0)])
     {
         let dir = fixtures().join("tiny").join(name);
         let ckpt = pollster::block_on(moegraft::checkpoint::Checkpoint::open(

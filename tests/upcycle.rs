@@ -82,34 +82,121 @@ fn prompt_ids(case: usize) -> Vec<u32> {
 }
 
 /// (a) Experts that are all copies of the base FFN make the MoE the dense model, whatever the
-/// router picks and however many experts each token mixes.
+/// router picks and however many experts each token mixes: llama → Mixtral, qwen2 (q/k/v
+/// biases) → qwen2_moe with its zero shared expert, qwen3 (q/k norms) → qwen3_moe.
 #[test]
 fn identical_experts_give_the_dense_logits() {
+    for (dense, arch) in [
+        ("tiny-llama", "mixtral"),
+        ("tiny-qwen2", "qwen2_moe"),
+        ("tiny-qwen3", "qwen3_moe"),
+    ] {
+        let base = fixtures().join("tiny").join(dense);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("moe");
+        let mut o = options(&out, vec![expert(&base, &["ja"]), expert(&base, &["de"])]);
+        o.base = base.clone();
+        o.samples = samples(tmp.path());
+        o.top_k = 2;
+        o.router = UpcycleRouter::LanguagePrior;
+        upcycle(&o).unwrap();
+        assert_eq!(json(&out.join("config.json"))["model_type"], arch);
+        let mut ids = prompt_ids(1);
+        ids.extend(prompt_ids(2));
+        let dense_logits = all_logits(&base, None, &ids);
+        for router in [
+            None,
+            Some(RouterChoice::Learned),
+            Some(RouterChoice::LanguagePrior),
+            Some(RouterChoice::Expert(2)),
+        ] {
+            let moe = all_logits(&out, router, &ids);
+            let diff = max_abs_diff(&moe, &dense_logits);
+            assert!(
+                diff < 1e-4,
+                "{dense} router {router:?}: max |Δlogit| {diff}"
+            );
+        }
+    }
+}
+
+/// What upcycle writes is still the layout transformers was seen to load, with the dense
+/// model's logits from identical experts (tools/check_upcycle.py, which ran the CLI with these
+/// settings): the config keys it builds the MoE from and every tensor's name, shape and dtype.
+#[test]
+fn writes_the_layouts_transformers_was_checked_to_load() {
+    let checked = json(&fixtures().join("upcycle/transformers.json"));
+    let tolerance = checked["tolerance"].as_f64().unwrap();
+    let models = checked["models"].as_object().unwrap();
+    assert_eq!(models.len(), 3);
+    for (dense, want) in models {
+        let diff = want["max_abs_logit_diff"].as_f64().unwrap();
+        assert!(
+            diff <= tolerance,
+            "{dense}: transformers saw |Δlogit| {diff}"
+        );
+        let base = fixtures().join("tiny").join(dense);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("moe");
+        let mut o = options(&out, vec![expert(&base, &["ja"]), expert(&base, &["de"])]);
+        o.base = base.clone();
+        o.samples = samples(tmp.path());
+        o.top_k = 2;
+        upcycle(&o).unwrap();
+        let config = json(&out.join("config.json"));
+        for (key, value) in want["config"].as_object().unwrap() {
+            assert_eq!(&config[key], value, "{dense}: config.json '{key}'");
+        }
+        let ckpt =
+            pollster::block_on(Checkpoint::open(ModelFiles::from_dir(&out).unwrap())).unwrap();
+        let mut tensors: Vec<serde_json::Value> = ckpt
+            .tensor_names()
+            .map(|n| {
+                let (_, info) = ckpt.info(n).unwrap();
+                serde_json::json!([n, info.shape, info.dtype_name])
+            })
+            .collect();
+        tensors.sort_by_key(|t| t[0].as_str().unwrap().to_string());
+        assert_eq!(
+            &serde_json::Value::Array(tensors),
+            &want["tensors"],
+            "{dense}: tensors"
+        );
+    }
+}
+
+/// qwen2 → qwen2_moe in the names and keys transformers and vLLM read: biases kept, every
+/// layer an MoE of the dense FFN's width renormalised top-k, a shared expert of zeros.
+#[test]
+fn writes_a_qwen2_moe_layout_that_loads() {
+    let base = fixtures().join("tiny/tiny-qwen2");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("moe");
-    let mut o = options(
-        &out,
-        vec![
-            expert(&tiny_llama(), &["ja"]),
-            expert(&tiny_llama(), &["de"]),
-        ],
-    );
+    let mut o = options(&out, vec![expert(&base, &["ja"])]);
+    o.base = base.clone();
     o.samples = samples(tmp.path());
-    o.top_k = 2;
-    o.router = UpcycleRouter::LanguagePrior;
     upcycle(&o).unwrap();
-    let mut ids = prompt_ids(1);
-    ids.extend(prompt_ids(2));
-    let dense = all_logits(&tiny_llama(), None, &ids);
-    for router in [
-        None,
-        Some(RouterChoice::Learned),
-        Some(RouterChoice::LanguagePrior),
-        Some(RouterChoice::Expert(2)),
-    ] {
-        let moe = all_logits(&out, router, &ids);
-        let diff = max_abs_diff(&moe, &dense);
-        assert!(diff < 1e-4, "router {router:?}: max |Δlogit| {diff}");
+    let config = json(&out.join("config.json"));
+    assert_eq!(config["architectures"][0], "Qwen2MoeForCausalLM");
+    assert_eq!(config["num_experts"], 2);
+    assert_eq!(config["norm_topk_prob"], true);
+    assert_eq!(config["shared_expert_intermediate_size"], 1);
+    let ckpt = pollster::block_on(Checkpoint::open(ModelFiles::from_dir(&out).unwrap())).unwrap();
+    let (h, i) = (ckpt.config.hidden_size, ckpt.config.intermediate_size);
+    assert_eq!(ckpt.config.expert_intermediate_size, i);
+    for l in 0..ckpt.config.num_layers {
+        let m = format!("model.layers.{l}.mlp");
+        ckpt.expect_shape(&format!("{m}.gate.weight"), &[2, h])
+            .unwrap();
+        ckpt.expect_shape(&format!("{m}.experts.1.up_proj.weight"), &[i, h])
+            .unwrap();
+        ckpt.expect_shape(&format!("{m}.shared_expert.down_proj.weight"), &[h, 1])
+            .unwrap();
+        let gate =
+            pollster::block_on(ckpt.read_f32(&format!("{m}.shared_expert_gate.weight"))).unwrap();
+        assert!(gate.iter().all(|v| *v == 0.0));
+        assert!(ckpt.has(&format!("model.layers.{l}.self_attn.q_proj.bias")));
+        assert!(!ckpt.has(&format!("{m}.up_proj.weight")));
     }
 }
 

@@ -11,6 +11,10 @@ Dev-only tool; its outputs are committed under tests/fixtures/tiny/:
     tiny-mistral/ f16, sliding_window = 8
     tiny-mixtral/ f16, 4 experts top-2, legacy per-expert tensor layout
     tiny-qwen3/   bf16, per-head q/k RMSNorm, head_dim 16 where hidden / heads = 12
+    tiny-qwen2moe/ bf16, 4 routed experts top-2 (softmax not renormalised) + a shared expert
+                  with its sigmoid gate, q/k/v biases, layer 1 dense (mlp_only_layers)
+    tiny-qwen3moe/ bf16, qwen3 attention, 4 experts top-2 renormalised (norm_topk_prob),
+                  every second layer MoE (decoder_sparse_step 2)
     reference.json             float32 CPU logits / top-10 / greedy ids
 
 Usage (from the repo root):
@@ -52,8 +56,12 @@ from transformers import (
     MixtralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2
@@ -224,6 +232,21 @@ def make_config(kind: str, vocab_size: int):
             num_hidden_layers=2, intermediate_size=80, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, **c,
         )
+    if kind == "tiny-qwen2moe":
+        return Qwen2MoeConfig(
+            hidden_size=48, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3,
+            intermediate_size=72, moe_intermediate_size=20, shared_expert_intermediate_size=36,
+            num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1,
+            mlp_only_layers=[1], tie_word_embeddings=False, use_sliding_window=False,
+            output_router_logits=False, **c,
+        )
+    if kind == "tiny-qwen3moe":
+        return Qwen3MoeConfig(
+            hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            num_hidden_layers=2, intermediate_size=64, moe_intermediate_size=24, num_experts=4,
+            num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=2, mlp_only_layers=[],
+            tie_word_embeddings=True, use_sliding_window=False, output_router_logits=False, **c,
+        )
     if kind == "tiny-mistral":
         return MistralConfig(
             hidden_size=64, num_attention_heads=4, num_key_value_heads=1, num_hidden_layers=2,
@@ -245,8 +268,12 @@ MODEL_CLS = {
     "tiny-mistral": (MistralForCausalLM, torch.float16),
     "tiny-mixtral": (MixtralForCausalLM, torch.float16),
     "tiny-qwen3": (Qwen3ForCausalLM, torch.bfloat16),
+    "tiny-qwen2moe": (Qwen2MoeForCausalLM, torch.bfloat16),
+    "tiny-qwen3moe": (Qwen3MoeForCausalLM, torch.bfloat16),
 }
-SEED_BASE = {"tiny-llama": 1000, "tiny-qwen2": 2000, "tiny-mistral": 3000, "tiny-mixtral": 4000, "tiny-qwen3": 5000}
+SEED_BASE = {"tiny-llama": 1000, "tiny-qwen2": 2000, "tiny-mistral": 3000, "tiny-mixtral": 4000,
+             "tiny-qwen3": 5000, "tiny-qwen2moe": 6000, "tiny-qwen3moe": 7000}
+MIN_ROUTER_MARGIN = 1e-4  # min gap between the k-th and (k+1)-th router probability (Qwen MoEs)
 MAX_SEED_TRIES = 500
 MIN_TOP_GAP = 0.01  # min adjacent gap inside every top-10 (float32 logits)
 MIN_GREEDY_MARGIN = 0.02  # min top1 - top2 on every greedy step
@@ -313,14 +340,32 @@ def init_model(kind: str, vocab_size: int, seed: int):
 
 
 @torch.no_grad()
+def router_margin(model_f32, ids: list) -> float:
+    """Smallest gap between the k-th and (k+1)-th router probability over every token and MoE
+    layer (inf for models without routers): a near-tie would let rounding pick other experts."""
+    if not hasattr(model_f32.config, "num_experts_per_tok") or "qwen" not in model_f32.config.model_type:
+        return float("inf")
+    k = model_f32.config.num_experts_per_tok
+    out = model_f32(torch.tensor([ids]), output_router_logits=True)
+    margin = float("inf")
+    for logits in out.router_logits or ():
+        p = torch.softmax(logits.float(), dim=-1).sort(dim=-1, descending=True).values
+        margin = min(margin, (p[:, k - 1] - p[:, k]).min().item())
+    return margin
+
+
+@torch.no_grad()
 def robustness(model_f32, cases: list) -> tuple:
-    """(smallest adjacent gap in any top-10, smallest top1-top2 margin on any greedy step)."""
-    gap, margin = float("inf"), float("inf")
+    """(smallest adjacent gap in any top-10, smallest top1-top2 margin on any greedy step,
+    smallest router margin over prompts and their greedy continuations)."""
+    gap, margin, routed = float("inf"), float("inf"), float("inf")
     for c in cases:
         tv = torch.topk(model_f32(torch.tensor([c["input_ids"]])).logits[0, -1], TOPK).values.tolist()
         gap = min(gap, min(a - b for a, b in zip(tv, tv[1:])))
-        margin = min(margin, min(greedy_kv(model_f32, c["input_ids"], N_GREEDY)[1]))
-    return gap, margin
+        greedy, margins = greedy_kv(model_f32, c["input_ids"], N_GREEDY)
+        margin = min(margin, min(margins))
+        routed = min(routed, router_margin(model_f32, c["input_ids"] + greedy))
+    return gap, margin, routed
 
 
 def pick_seed(kind: str, vocab_size: int, cases: list) -> tuple:
@@ -328,12 +373,14 @@ def pick_seed(kind: str, vocab_size: int, cases: list) -> tuple:
     Deterministically scan seeds and keep the first whose float32 reference (of
     the dtype-rounded weights, exactly what gets stored) has no near-ties, so GPU
     results that differ by rounding noise still reproduce orderings exactly."""
-    for seed in range(SEED_BASE[kind], SEED_BASE[kind] + MAX_SEED_TRIES):
+    # Routers add a third condition: MoE kinds scan longer.
+    tries = MAX_SEED_TRIES * (6 if "moe" in kind else 1)
+    for seed in range(SEED_BASE[kind], SEED_BASE[kind] + tries):
         m = init_model(kind, vocab_size, seed)
-        gap, margin = robustness(m, cases)
-        if gap >= MIN_TOP_GAP and margin >= MIN_GREEDY_MARGIN:
+        gap, margin, routed = robustness(m, cases)
+        if gap >= MIN_TOP_GAP and margin >= MIN_GREEDY_MARGIN and routed >= MIN_ROUTER_MARGIN:
             return seed, gap, margin
-    raise RuntimeError(f"no seed for {kind} within {MAX_SEED_TRIES} tries")
+    raise RuntimeError(f"no seed for {kind} within {tries} tries")
 
 
 def build_model(kind: str, vocab_size: int, seed: int, out_root: Path, tok_dir: Path) -> Path:

@@ -27,7 +27,12 @@ fn matrices(w: &ModelWeights) -> Vec<&GpuMatrix> {
         out.extend([&a.qkv, &a.o]);
         match &l.ffn {
             Ffn::Dense(f) => out.extend([&f.gate_up, &f.down]),
-            Ffn::Moe(m) => out.extend([&m.router, &m.gate_up, &m.w2]),
+            Ffn::Moe(m) => {
+                out.extend([&m.router, &m.gate_up, &m.w2]);
+                if let Some(e) = &m.shared {
+                    out.extend([&e.ffn.gate_up, &e.ffn.down, &e.gate]);
+                }
+            }
         }
     }
     if !tied(w) {
@@ -69,8 +74,9 @@ fn vector_bytes(m: &Model) -> u64 {
     ((c.num_layers * per_layer + c.hidden_size) * 4) as u64
 }
 
-/// Weight bytes one decode step reads: every layer matrix (for MoE the router and the
-/// `experts_per_token` chosen experts), the vocabulary projection, one embedding row.
+/// Weight bytes one decode step reads: every layer matrix (for MoE the router, the
+/// `experts_per_token` chosen experts and a shared expert), the vocabulary projection, one
+/// embedding row.
 pub fn decode_weight_bytes(m: &Model) -> u64 {
     let c = &m.config;
     let w = &m.weights;
@@ -83,7 +89,10 @@ pub fn decode_weight_bytes(m: &Model) -> u64 {
             Ffn::Moe(e) => {
                 let experts = (e.gate_up.bytes() + e.w2.bytes()) as f64;
                 let share = c.experts_per_token as f64 / c.num_experts.max(1) as f64;
-                e.router.bytes() + (experts * share) as u64
+                let shared = e.shared.as_ref().map_or(0, |s| {
+                    s.ffn.gate_up.bytes() + s.ffn.down.bytes() + s.gate.bytes()
+                });
+                e.router.bytes() + (experts * share) as u64 + shared
             }
         };
     }

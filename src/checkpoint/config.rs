@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+pub use super::moe_layout::{ExpertProj, MoeLayout};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +13,11 @@ pub enum Architecture {
     /// Qwen2's layout without q/k/v biases, plus a per-head RMSNorm of q and k before RoPE.
     Qwen3,
     Mixtral,
+    /// Qwen2's attention; routed experts (softmax, then top-k) beside a shared expert with a
+    /// sigmoid gate.
+    Qwen2Moe,
+    /// Qwen3's attention; routed experts, no shared expert.
+    Qwen3Moe,
 }
 
 impl Architecture {
@@ -22,6 +28,8 @@ impl Architecture {
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
             Architecture::Mixtral => "mixtral",
+            Architecture::Qwen2Moe => "qwen2_moe",
+            Architecture::Qwen3Moe => "qwen3_moe",
         }
     }
 
@@ -32,7 +40,39 @@ impl Architecture {
             Architecture::Qwen2 => "Qwen2ForCausalLM",
             Architecture::Qwen3 => "Qwen3ForCausalLM",
             Architecture::Mixtral => "MixtralForCausalLM",
+            Architecture::Qwen2Moe => "Qwen2MoeForCausalLM",
+            Architecture::Qwen3Moe => "Qwen3MoeForCausalLM",
         }
+    }
+
+    /// Where the MoE blocks' tensors live, for the MoE architectures.
+    pub fn moe_layout(self) -> Option<MoeLayout> {
+        match self {
+            Architecture::Mixtral => Some(MoeLayout::Mixtral),
+            Architecture::Qwen2Moe | Architecture::Qwen3Moe => Some(MoeLayout::Qwen),
+            _ => None,
+        }
+    }
+
+    /// The MoE architecture a dense model of this one is upcycled into, or None where no MoE
+    /// layout that transformers, vLLM and llama.cpp load holds it.
+    pub fn upcycled(self) -> Option<Architecture> {
+        match self {
+            Architecture::Llama | Architecture::Mistral => Some(Architecture::Mixtral),
+            Architecture::Qwen2 => Some(Architecture::Qwen2Moe),
+            Architecture::Qwen3 => Some(Architecture::Qwen3Moe),
+            _ => None,
+        }
+    }
+
+    /// Qwen2's attention: q/k/v biases, no q/k norms.
+    fn has_qwen2_attention(self) -> bool {
+        matches!(self, Architecture::Qwen2 | Architecture::Qwen2Moe)
+    }
+
+    /// Qwen3's attention: per-head q/k norms, `attention_bias` for all four projections.
+    fn has_qwen3_attention(self) -> bool {
+        matches!(self, Architecture::Qwen3 | Architecture::Qwen3Moe)
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -42,6 +82,8 @@ impl Architecture {
             "qwen2" | "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
             "qwen3" | "Qwen3ForCausalLM" => Some(Architecture::Qwen3),
             "mixtral" | "MixtralForCausalLM" => Some(Architecture::Mixtral),
+            "qwen2_moe" | "Qwen2MoeForCausalLM" => Some(Architecture::Qwen2Moe),
+            "qwen3_moe" | "Qwen3MoeForCausalLM" => Some(Architecture::Qwen3Moe),
             _ => None,
         }
     }
@@ -91,6 +133,15 @@ pub struct ModelConfig {
     /// MoE: number of experts per layer (0 for dense models).
     pub num_experts: usize,
     pub experts_per_token: usize,
+    /// An expert's intermediate size (Mixtral: `intermediate_size`; Qwen MoE:
+    /// `moe_intermediate_size`, dense layers keeping `intermediate_size`).
+    pub expert_intermediate_size: usize,
+    /// The shared expert's intermediate size (qwen2_moe), 0 without one.
+    pub shared_expert_intermediate_size: usize,
+    /// The chosen experts' softmax weights are renormalised to sum to 1 (Mixtral always).
+    pub norm_topk_prob: bool,
+    /// Per layer: an MoE block (else a dense FFN of `intermediate_size`). Empty when dense.
+    pub sparse_layers: Vec<bool>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     /// The raw JSON, so exports can carry fields moegraft does not interpret.
@@ -100,6 +151,27 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn is_moe(&self) -> bool {
         self.num_experts > 0
+    }
+
+    /// Whether layer `l` holds an MoE block.
+    pub fn is_moe_layer(&self, l: usize) -> bool {
+        self.sparse_layers.get(l).copied().unwrap_or(false)
+    }
+
+    /// Every layer is an MoE block of routed experts alone (the Mixtral shape).
+    pub fn all_layers_moe(&self) -> bool {
+        self.is_moe() && self.sparse_layers.iter().all(|s| *s)
+    }
+
+    /// The widest dense FFN the model runs: a dense layer's or the shared expert's (0: none).
+    pub fn widest_dense_ffn(&self) -> usize {
+        let dense_layers = (0..self.num_layers).any(|l| !self.is_moe_layer(l));
+        let dense = if dense_layers {
+            self.intermediate_size
+        } else {
+            0
+        };
+        dense.max(self.shared_expert_intermediate_size)
     }
 
     pub fn q_dim(&self) -> usize {
@@ -199,30 +271,36 @@ impl ModelConfig {
             .or(rope_params);
         let rope_scaling = parse_rope_scaling(scaling_value, file)?;
 
-        let (num_experts, experts_per_token) = if architecture == Architecture::Mixtral {
-            let e = size("num_local_experts")?;
-            let k = size("num_experts_per_tok")?;
-            if k > e || e > 256 || k > 16 {
-                return Err(err(format!(
-                    "num_experts_per_tok {k} / num_local_experts {e} out of range (k ≤ experts, experts ≤ 256, k ≤ 16)"
-                )));
-            }
-            (e, k)
-        } else {
-            (0, 0)
+        let num_layers = size("num_hidden_layers")?;
+        let intermediate_size = size("intermediate_size")?;
+        let moe = match architecture.moe_layout() {
+            Some(layout) => Some(parse_moe(
+                &raw,
+                architecture,
+                layout,
+                num_layers,
+                intermediate_size,
+                file,
+            )?),
+            None => None,
         };
 
         let attention_bias = flag("attention_bias", false);
-        let qkv_bias = architecture == Architecture::Qwen2 || attention_bias;
+        let qkv_bias = if architecture.has_qwen2_attention() {
+            // qwen2_moe names it (default true); qwen2 always has them.
+            flag("qkv_bias", true)
+        } else {
+            attention_bias
+        };
+        let qwen = architecture.has_qwen2_attention() || architecture.has_qwen3_attention();
         let sliding_window = match architecture {
-            Architecture::Qwen2 | Architecture::Qwen3 if !flag("use_sliding_window", false) => {
-                None
-            }
-            Architecture::Qwen3 => {
-                return Err(err(
-                    "qwen3 with use_sliding_window (per-layer windows from layer_types) is not supported yet"
-                        .into(),
-                ))
+            _ if qwen && !flag("use_sliding_window", false) => None,
+            Architecture::Qwen2 => opt_size("sliding_window")?,
+            _ if qwen => {
+                return Err(err(format!(
+                    "{} with use_sliding_window (per-layer windows from layer_types) is not supported yet",
+                    architecture.model_type()
+                )))
             }
             Architecture::Llama => None,
             _ => opt_size("sliding_window")?,
@@ -236,8 +314,8 @@ impl ModelConfig {
             architecture,
             vocab_size: size("vocab_size")?,
             hidden_size,
-            intermediate_size: size("intermediate_size")?,
-            num_layers: size("num_hidden_layers")?,
+            intermediate_size,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -248,12 +326,16 @@ impl ModelConfig {
             tie_word_embeddings: flag("tie_word_embeddings", false),
             qkv_bias,
             o_bias: attention_bias
-                && matches!(architecture, Architecture::Llama | Architecture::Qwen3),
-            qk_norm: architecture == Architecture::Qwen3,
+                && (architecture == Architecture::Llama || architecture.has_qwen3_attention()),
+            qk_norm: architecture.has_qwen3_attention(),
             mlp_bias: flag("mlp_bias", false) && architecture == Architecture::Llama,
             sliding_window,
-            num_experts,
-            experts_per_token,
+            num_experts: moe.as_ref().map_or(0, |m| m.experts),
+            experts_per_token: moe.as_ref().map_or(0, |m| m.top_k),
+            expert_intermediate_size: moe.as_ref().map_or(0, |m| m.intermediate),
+            shared_expert_intermediate_size: moe.as_ref().map_or(0, |m| m.shared_intermediate),
+            norm_topk_prob: moe.as_ref().is_some_and(|m| m.norm_topk_prob),
+            sparse_layers: moe.map_or_else(Vec::new, |m| m.sparse_layers),
             bos_token_id: token_id(raw.get("bos_token_id")),
             eos_token_ids: token_ids(raw.get("eos_token_id")),
             raw,
@@ -297,6 +379,97 @@ impl ModelConfig {
             }
         }
     }
+}
+
+/// The MoE keys of config.json, as one architecture's layout reads them.
+struct MoeKeys {
+    experts: usize,
+    top_k: usize,
+    intermediate: usize,
+    shared_intermediate: usize,
+    norm_topk_prob: bool,
+    sparse_layers: Vec<bool>,
+}
+
+fn parse_moe(
+    raw: &Value,
+    architecture: Architecture,
+    layout: MoeLayout,
+    layers: usize,
+    intermediate_size: usize,
+    file: &str,
+) -> Result<MoeKeys> {
+    let err = |m: String| Error::config(file, m);
+    let positive = |key: &str| -> Result<Option<usize>> {
+        match raw.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 && n <= 1 << 31 => Ok(Some(n as usize)),
+                _ => Err(err(format!("'{key}' must be a positive integer, got {v}"))),
+            },
+        }
+    };
+    let required = |key: &str| positive(key)?.ok_or_else(|| err(format!("missing '{key}'")));
+    // Qwen's configs say num_experts; transformers 5 writes num_local_experts for qwen3_moe.
+    let experts = match layout {
+        MoeLayout::Mixtral => required("num_local_experts")?,
+        MoeLayout::Qwen => match positive("num_experts")? {
+            Some(e) => e,
+            None => required("num_local_experts")?,
+        },
+    };
+    let top_k = required("num_experts_per_tok")?;
+    if top_k > experts || experts > 256 || top_k > 16 {
+        return Err(err(format!(
+            "num_experts_per_tok {top_k} / {experts} experts out of range (k ≤ experts, experts ≤ 256, k ≤ 16)"
+        )));
+    }
+    if layout == MoeLayout::Mixtral {
+        return Ok(MoeKeys {
+            experts,
+            top_k,
+            intermediate: intermediate_size,
+            shared_intermediate: 0,
+            norm_topk_prob: true,
+            sparse_layers: vec![true; layers],
+        });
+    }
+    let step = positive("decoder_sparse_step")?.unwrap_or(1);
+    let dense: Vec<usize> = match raw.get("mlp_only_layers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .map(|n| n as usize)
+                    .filter(|n| *n < layers)
+                    .ok_or_else(|| {
+                        err(format!(
+                            "mlp_only_layers holds {v}, not a layer index below {layers}"
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?,
+        Some(v) => return Err(err(format!("mlp_only_layers must be a list, got {v}"))),
+    };
+    let shared_intermediate = match architecture {
+        Architecture::Qwen2Moe => required("shared_expert_intermediate_size")?,
+        _ => 0,
+    };
+    Ok(MoeKeys {
+        experts,
+        top_k,
+        intermediate: required("moe_intermediate_size")?,
+        shared_intermediate,
+        norm_topk_prob: raw
+            .get("norm_topk_prob")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        // transformers: an MoE block where the layer is not MLP-only and (l + 1) % step == 0.
+        sparse_layers: (0..layers)
+            .map(|l| !dense.contains(&l) && (l + 1) % step == 0)
+            .collect(),
+    })
 }
 
 fn parse_rope_scaling(value: Option<&Value>, file: &str) -> Result<RopeScaling> {
@@ -373,6 +546,85 @@ mod tests {
         );
         let c = ModelConfig::from_json(&text, "config.json").unwrap();
         assert_eq!(c.rope_theta, 500000.0);
+    }
+
+    const QWEN2_MOE: &str = r#"{"model_type":"qwen2_moe","vocab_size":100,"hidden_size":64,
+        "intermediate_size":128,"moe_intermediate_size":32,"shared_expert_intermediate_size":48,
+        "num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"num_experts":8,
+        "num_experts_per_tok":2,"decoder_sparse_step":2,"mlp_only_layers":[3]}"#;
+
+    #[test]
+    fn parses_qwen_moe_layouts() {
+        let c = ModelConfig::from_json(QWEN2_MOE, "config.json").unwrap();
+        assert_eq!(c.architecture.moe_layout(), Some(MoeLayout::Qwen));
+        assert_eq!((c.num_experts, c.experts_per_token), (8, 2));
+        assert_eq!(c.expert_intermediate_size, 32);
+        assert_eq!(c.shared_expert_intermediate_size, 48);
+        assert!(!c.norm_topk_prob && c.qkv_bias && !c.qk_norm);
+        // (l + 1) % 2 == 0, and layer 3 is MLP-only.
+        assert_eq!(c.sparse_layers, vec![false, true, false, false]);
+        assert_eq!(c.widest_dense_ffn(), 128);
+        // qwen3_moe: Qwen's own configs say num_experts, transformers 5 num_local_experts.
+        let qwen3 = QWEN2_MOE
+            .replace("qwen2_moe", "qwen3_moe")
+            .replace("\"num_experts\"", "\"num_local_experts\"")
+            .replace("\"mlp_only_layers\":[3]", "\"norm_topk_prob\":true");
+        let c = ModelConfig::from_json(&qwen3, "config.json").unwrap();
+        assert_eq!(c.num_experts, 8);
+        assert!(c.norm_topk_prob && c.qk_norm && !c.qkv_bias);
+        assert_eq!(c.shared_expert_intermediate_size, 0);
+        assert_eq!(c.sparse_layers, vec![false, true, false, true]);
+        let mixtral = LLAMA.replace("\"llama\"", "\"mixtral\"").replace(
+            "\"vocab_size\"",
+            "\"num_local_experts\":4,\"num_experts_per_tok\":2,\"vocab_size\"",
+        );
+        let c = ModelConfig::from_json(&mixtral, "config.json").unwrap();
+        assert!(c.all_layers_moe() && c.norm_topk_prob);
+        assert_eq!(c.expert_intermediate_size, c.intermediate_size);
+        assert_eq!(c.widest_dense_ffn(), 0);
+    }
+
+    #[test]
+    fn rejects_bad_moe_configs() {
+        let cases = [
+            (
+                QWEN2_MOE.replace("[3]", "[4]"),
+                "mlp_only_layers holds 4, not a layer index below 4",
+            ),
+            (
+                QWEN2_MOE.replace("[3]", "3"),
+                "mlp_only_layers must be a list",
+            ),
+            (
+                QWEN2_MOE.replace("\"moe_intermediate_size\":32,", ""),
+                "missing 'moe_intermediate_size'",
+            ),
+            (
+                QWEN2_MOE.replace("\"shared_expert_intermediate_size\":48,", ""),
+                "missing 'shared_expert_intermediate_size'",
+            ),
+            (
+                QWEN2_MOE.replace("\"num_experts_per_tok\":2", "\"num_experts_per_tok\":9"),
+                "out of range",
+            ),
+            (
+                QWEN2_MOE.replace("\"decoder_sparse_step\":2", "\"decoder_sparse_step\":0"),
+                "'decoder_sparse_step' must be a positive integer",
+            ),
+            (
+                QWEN2_MOE.replace("}", ",\"use_sliding_window\":true}"),
+                "qwen2_moe with use_sliding_window",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = ModelConfig::from_json(&text, "m/config.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(needle) && e.starts_with("m/config.json"),
+                "{needle}: {e}"
+            );
+        }
     }
 
     #[test]

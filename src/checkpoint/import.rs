@@ -673,7 +673,8 @@ fn config_json(
             // llama.cpp runs Mixtral GGUFs with full attention.
             c.insert("sliding_window".into(), Value::Null);
         }
-        Architecture::Mistral => {}
+        // Hyper::read refuses qwen2moe/qwen3moe GGUFs for now: their keys are not read.
+        Architecture::Mistral | Architecture::Qwen2Moe | Architecture::Qwen3Moe => {}
     }
     if let Some(id) = tok.bos_id {
         c.insert("bos_token_id".into(), json!(id));

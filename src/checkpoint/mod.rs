@@ -8,6 +8,7 @@ pub mod dtype;
 pub mod gguf;
 mod gguf_tokenizer;
 pub mod import;
+pub mod moe_layout;
 pub mod moegraft_section;
 pub mod provenance;
 pub mod safetensors;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::is_vocab_tensor;
+use super::moe_layout::MoeLayout;
 use super::moegraft_section::{MoegraftSection, RouterChoice};
 use super::provenance::{read_provenance, Provenance};
 use super::Checkpoint;
@@ -196,13 +197,13 @@ fn expert_parameters(cp: &Checkpoint) -> BTreeMap<usize, Vec<u64>> {
     layers
 }
 
-/// `model.layers.L.block_sparse_moe.experts.E.…` → (L, E).
+/// A routed expert's tensor (`model.layers.L.block_sparse_moe.experts.E.w1.weight`,
+/// `model.layers.L.mlp.experts.E.gate_proj.weight`, …) → (L, E).
 pub fn expert_of(name: &str) -> Option<(usize, usize)> {
-    let rest = name.strip_prefix("model.layers.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let rest = rest.strip_prefix("block_sparse_moe.experts.")?;
-    let (expert, _) = rest.split_once('.')?;
-    Some((layer.parse().ok()?, expert.parse().ok()?))
+    [MoeLayout::Mixtral, MoeLayout::Qwen]
+        .iter()
+        .find_map(|layout| layout.parse_expert(name))
+        .map(|(layer, expert, _)| (layer, expert))
 }
 
 fn dtype_shares(cp: &Checkpoint) -> Vec<DTypeShare> {
@@ -253,5 +254,11 @@ mod tests {
             None
         );
         assert_eq!(expert_of("model.layers.1.mlp.up_proj.weight"), None);
+        let q = "model.layers.2.mlp.experts.7.down_proj.weight";
+        assert_eq!(expert_of(q), Some((2, 7)));
+        assert_eq!(
+            expert_of("model.layers.2.mlp.shared_expert.up_proj.weight"),
+            None
+        );
     }
 }

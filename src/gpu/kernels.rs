@@ -672,6 +672,30 @@ fn elementwise(
     );
 }
 
+/// x[t, n] += sigmoid(gate[t]) · y[t, n] for `tokens` rows of `dim` (qwen2_moe's shared
+/// expert).
+pub fn gated_add(
+    batch: &mut Batch,
+    y: &wgpu::Buffer,
+    gate: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    tokens: usize,
+    dim: usize,
+) {
+    let count = tokens * dim;
+    let params = CountParams {
+        count: u(count),
+        _pad: [u(dim), 0, 0],
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Activation, "gated_add"));
+    batch.dispatch(
+        pipeline,
+        bytemuck::bytes_of(&params),
+        vec![(1, b(y)), (2, b(gate)), (3, b(x))],
+        u(count.div_ceil(256)),
+    );
+}
+
 /// out = silu(gate) · up, element-wise over `count` values.
 pub fn swiglu(
     batch: &mut Batch,

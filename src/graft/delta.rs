@@ -2,11 +2,17 @@
 //!
 //! θ_DeltaMoE = θ_cpt-MoE + expand(α·Δ):
 //! - attention, norms, embeddings, lm_head: W += α·Δ[W], once;
-//! - every expert e of every MoE layer: w1_e += α_e·Δ[gate_proj], w3_e += α_e·Δ[up_proj],
-//!   w2_e += α_e·Δ[down_proj] (Mixtral's names for the dense FFN's three matrices);
-//! - routers: unchanged, since the dense model has no router for Δ to come from.
+//! - every expert e of every MoE layer: gate_e += α_e·Δ[gate_proj], up_e += α_e·Δ[up_proj],
+//!   down_e += α_e·Δ[down_proj] (Mixtral names them w1, w3, w2);
+//! - a shared expert (qwen2_moe) as wide as the dense FFN takes Δ's FFN too, at the shared α;
+//!   a narrower one (the zero expert `upcycle` writes) has no counterpart and is kept;
+//! - routers and the shared expert's gate: unchanged, since the dense model has no router
+//!   for Δ to come from.
 //!
-//! ParamΔ (a dense target) is the degenerate case: every tensor takes its own Δ, once.
+//! ParamΔ (a target of the base's own architecture, MoE or not) is the degenerate case:
+//! every tensor takes its own Δ, once.
+
+use crate::checkpoint::config::{ExpertProj, MoeLayout};
 
 /// Which α scales a tensor's Δ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,18 +28,25 @@ pub enum Scale {
 pub enum DeltaSource {
     /// W += scale · (θ_inst[tensor] − θ_base[tensor]).
     Add { tensor: String, scale: Scale },
-    /// No counterpart in Δ (a router): copied from the target unchanged.
+    /// As `Add` where the target tensor has Δ's shape, else kept (a shared expert).
+    AddIfSameShape { tensor: String, scale: Scale },
+    /// No counterpart in Δ (a router, a shared expert's gate): copied from the target.
     Keep,
 }
 
-const MOE_BLOCK: &str = ".block_sparse_moe.";
-
-/// The Δ that feeds target tensor `name`. `base_ties_embeddings`: the base has no lm_head of
-/// its own, so an untied target's lm_head takes the embedding's Δ (the matrix the base used
-/// as its output projection).
-pub fn delta_source(name: &str, base_ties_embeddings: bool) -> DeltaSource {
-    if let Some((layer, rest)) = name.split_once(MOE_BLOCK) {
-        return moe_delta(layer, rest);
+/// The Δ that feeds target tensor `name`. `expansion`: the target's MoE layout when a dense Δ
+/// is expanded onto it (DeltaMoE), `None` under ParamΔ. `base_ties_embeddings`: the base has
+/// no lm_head of its own, so an untied target's lm_head takes the embedding's Δ (the matrix
+/// the base used as its output projection).
+pub fn delta_source(
+    name: &str,
+    expansion: Option<MoeLayout>,
+    base_ties_embeddings: bool,
+) -> DeltaSource {
+    if let Some(layout) = expansion {
+        if let Some(source) = moe_delta(layout, name) {
+            return source;
+        }
     }
     if name == "lm_head.weight" && base_ties_embeddings {
         return add("model.embed_tokens.weight", Scale::Shared);
@@ -41,33 +54,31 @@ pub fn delta_source(name: &str, base_ties_embeddings: bool) -> DeltaSource {
     add(name, Scale::Shared)
 }
 
-/// `rest` follows `model.layers.L.block_sparse_moe.`: `gate.weight` (the router) or
-/// `experts.E.w1|w3|w2.weight`.
-fn moe_delta(layer: &str, rest: &str) -> DeltaSource {
-    if rest.starts_with("gate.") {
-        return DeltaSource::Keep;
+/// The Δ of an MoE block's tensor in `layout`; None for tensors outside MoE blocks (and
+/// names the layout does not know, which then take their own name's Δ and are reported
+/// missing from it).
+fn moe_delta(layout: MoeLayout, name: &str) -> Option<DeltaSource> {
+    if layout.is_gate(name) {
+        return Some(DeltaSource::Keep);
     }
-    let mut parts = rest.split('.');
-    let (Some("experts"), Some(expert), Some(w), Some(suffix), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        // Not a tensor of the Mixtral layout: let validation report it missing from Δ.
-        return add(&format!("{layer}{MOE_BLOCK}{rest}"), Scale::Shared);
-    };
-    let dense = match w {
-        "w1" => "gate_proj",
-        "w3" => "up_proj",
-        "w2" => "down_proj",
-        _ => return add(&format!("{layer}{MOE_BLOCK}{rest}"), Scale::Shared),
-    };
-    match expert.parse::<usize>() {
-        Ok(e) => add(&format!("{layer}.mlp.{dense}.{suffix}"), Scale::Expert(e)),
-        Err(_) => add(&format!("{layer}{MOE_BLOCK}{rest}"), Scale::Shared),
+    if let Some((layer, expert, proj)) = layout.parse_expert(name) {
+        return Some(add(&dense_ffn(layer, proj), Scale::Expert(expert)));
     }
+    let (layer, rest) = name
+        .strip_prefix("model.layers.")?
+        .split_once(".mlp.shared_expert.")?;
+    let layer: usize = layer.parse().ok()?;
+    let proj = ExpertProj::ALL
+        .into_iter()
+        .find(|p| rest == format!("{}.weight", p.dense_name()))?;
+    (layout == MoeLayout::Qwen).then(|| DeltaSource::AddIfSameShape {
+        tensor: dense_ffn(layer, proj),
+        scale: Scale::Shared,
+    })
+}
+
+fn dense_ffn(layer: usize, proj: ExpertProj) -> String {
+    format!("model.layers.{layer}.mlp.{}.weight", proj.dense_name())
 }
 
 fn add(tensor: &str, scale: Scale) -> DeltaSource {
@@ -83,32 +94,52 @@ mod tests {
 
     #[test]
     fn experts_take_the_dense_ffn_delta() {
-        let p = "model.layers.3.block_sparse_moe";
-        for (w, dense) in [("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")] {
+        for layout in [MoeLayout::Mixtral, MoeLayout::Qwen] {
+            for proj in ExpertProj::ALL {
+                assert_eq!(
+                    delta_source(&layout.expert(3, 2, proj), Some(layout), false),
+                    add(&dense_ffn(3, proj), Scale::Expert(2))
+                );
+            }
             assert_eq!(
-                delta_source(&format!("{p}.experts.2.{w}.weight"), false),
-                add(
-                    &format!("model.layers.3.mlp.{dense}.weight"),
-                    Scale::Expert(2)
-                )
+                delta_source(&layout.router(3), Some(layout), false),
+                DeltaSource::Keep
             );
         }
+        let q = MoeLayout::Qwen;
         assert_eq!(
-            delta_source(&format!("{p}.gate.weight"), false),
+            delta_source(&q.shared_gate(1), Some(q), false),
             DeltaSource::Keep
         );
+        assert_eq!(
+            delta_source(&q.shared_expert(1, ExpertProj::Down), Some(q), false),
+            DeltaSource::AddIfSameShape {
+                tensor: "model.layers.1.mlp.down_proj.weight".into(),
+                scale: Scale::Shared
+            }
+        );
+    }
+
+    #[test]
+    fn paramdelta_gives_every_tensor_its_own_delta() {
+        for layout in [MoeLayout::Mixtral, MoeLayout::Qwen] {
+            for name in [layout.router(0), layout.expert(0, 1, ExpertProj::Up)] {
+                assert_eq!(delta_source(&name, None, false), add(&name, Scale::Shared));
+            }
+        }
     }
 
     #[test]
     fn other_tensors_take_their_own_delta_once() {
         let q = "model.layers.0.self_attn.q_proj.weight";
-        assert_eq!(delta_source(q, true), add(q, Scale::Shared));
+        let mixtral = Some(MoeLayout::Mixtral);
+        assert_eq!(delta_source(q, mixtral, true), add(q, Scale::Shared));
         assert_eq!(
-            delta_source("lm_head.weight", true),
+            delta_source("lm_head.weight", mixtral, true),
             add("model.embed_tokens.weight", Scale::Shared)
         );
         assert_eq!(
-            delta_source("lm_head.weight", false),
+            delta_source("lm_head.weight", None, false),
             add("lm_head.weight", Scale::Shared)
         );
     }

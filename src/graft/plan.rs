@@ -8,7 +8,7 @@ use super::delta::{delta_source, DeltaSource, Scale};
 use crate::checkpoint::is_vocab_tensor;
 use crate::checkpoint::moegraft_section::{MoegraftSection, RouterChoice};
 use crate::checkpoint::writer::TensorSpec;
-use crate::checkpoint::{Architecture, Checkpoint, DType, ModelConfig};
+use crate::checkpoint::{Checkpoint, DType, ModelConfig};
 use crate::error::{Error, Result};
 
 /// How many mismatches the error message lists before "and N more".
@@ -135,6 +135,10 @@ pub fn plan(
     };
 
     let base_ties = !base.has("lm_head.weight");
+    let expansion = match method {
+        Method::DeltaMoe => target.config.architecture.moe_layout(),
+        Method::ParamDelta => None,
+    };
     let mut tensors = Vec::new();
     let mut used = BTreeSet::new();
     let mut planner = Planner {
@@ -148,9 +152,15 @@ pub fn plan(
         let Some(t) = planner.report.info(target, name) else {
             continue;
         };
-        let delta = match delta_source(name, base_ties) {
+        let delta = match delta_source(name, expansion, base_ties) {
             DeltaSource::Keep => None,
-            DeltaSource::Add { tensor, scale } => {
+            DeltaSource::AddIfSameShape { tensor, .. }
+                if base.info(&tensor).map(|(_, i)| i.shape.clone()).ok()
+                    != Some(t.shape.clone()) =>
+            {
+                None
+            }
+            DeltaSource::Add { tensor, scale } | DeltaSource::AddIfSameShape { tensor, scale } => {
                 used.insert(tensor.clone());
                 match planner.delta(name, &t, tensor, scale) {
                     Some(d) => Some(d),
@@ -285,19 +295,18 @@ fn check_configs(
     check_twins(base, instruct, report);
     let method = if t.architecture == b.architecture && t.num_experts == b.num_experts {
         Some(Method::ParamDelta)
-    } else if t.architecture == Architecture::Mixtral
-        && !b.is_moe()
-        && matches!(b.architecture, Architecture::Llama | Architecture::Mistral)
-    {
+    } else if !b.is_moe() && b.architecture.upcycled() == Some(t.architecture) {
         Some(Method::DeltaMoe)
     } else {
         report.push(format!(
-            "{} is {}{} but {} is {}: the target must be the base's architecture or a Mixtral MoE upcycled from a llama/mistral base",
+            "{} is {}{} but {} is {}: the target must be the base's architecture or the MoE upcycled from it ({})",
             name(target),
             t.architecture.model_type(),
             if t.is_moe() { " (MoE)" } else { "" },
             name(base),
-            b.architecture.model_type()
+            b.architecture.model_type(),
+            b.architecture.upcycled()
+                .map_or("none for this architecture", |a| a.model_type())
         ));
         None
     };

@@ -242,6 +242,15 @@ pub fn family_of(name: &str) -> (Option<usize>, String) {
     let short = |rest: &str| {
         let rest = rest.strip_suffix(".weight").unwrap_or(rest);
         let rest = rest.strip_prefix("model.").unwrap_or(rest);
+        // Qwen MoEs keep their router and experts under `mlp.`.
+        if rest == "mlp.gate" {
+            return "router".to_string();
+        }
+        if let Some(r) = rest.strip_prefix("mlp.experts.") {
+            if let Some((_, w)) = r.split_once('.') {
+                return format!("experts.{w}");
+            }
+        }
         for prefix in ["self_attn.", "mlp."] {
             if let Some(r) = rest.strip_prefix(prefix) {
                 return r.to_string();
@@ -386,6 +395,17 @@ mod tests {
                 "model.layers.5.block_sparse_moe.experts.7.w2.weight",
                 Some(5),
                 "experts.w2",
+            ),
+            ("model.layers.6.mlp.gate.weight", Some(6), "router"),
+            (
+                "model.layers.6.mlp.experts.1.up_proj.weight",
+                Some(6),
+                "experts.up_proj",
+            ),
+            (
+                "model.layers.6.mlp.shared_expert.up_proj.weight",
+                Some(6),
+                "shared_expert.up_proj",
             ),
         ];
         for (name, layer, family) in cases {

@@ -1,5 +1,6 @@
-//! Training-free upcycling (Branch-Train-MiX style, PAPER.md): a Mixtral-layout MoE built from
-//! dense checkpoints of one base. Expert 0 is the base's FFN (its original languages), expert i
+//! Training-free upcycling (Branch-Train-MiX style, PAPER.md): an MoE built from dense
+//! checkpoints of one base, in the layout engines load for its family (llama/mistral →
+//! Mixtral, qwen2 → qwen2_moe, qwen3 → qwen3_moe). Expert 0 is the base's FFN (its original languages), expert i
 //! the FFN of dense checkpoint i (continued-pretrained for language i); every other tensor comes
 //! from the base, or is averaged over base and experts as BTX does. The router is a centroid
 //! router computed from sample text; config.json's `moegraft` section records each expert's
@@ -12,10 +13,11 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use super::centroid::{self, centroid_row, mean_router_inputs};
+use crate::checkpoint::config::ExpertProj;
 use crate::checkpoint::dtype::{from_f32, to_f32};
 use crate::checkpoint::moegraft_section::MoegraftSection;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES};
-use crate::checkpoint::{Architecture, Checkpoint, DType, ModelFiles};
+use crate::checkpoint::{Architecture, Checkpoint, DType, ModelConfig, ModelFiles};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::model::open::largest_tensor_bytes;
@@ -131,12 +133,13 @@ pub(super) async fn copy_side_files<O: OutputFiles>(
     Ok(())
 }
 
-/// Dense FFN projections and the Mixtral expert matrices they become.
-const FFN_MAP: [(&str, &str); 3] = [("gate_proj", "w1"), ("up_proj", "w3"), ("down_proj", "w2")];
-
-fn ffn_name(layer: usize, proj: &str) -> String {
-    format!("model.layers.{layer}.mlp.{proj}.weight")
+fn ffn_name(layer: usize, proj: ExpertProj) -> String {
+    format!("model.layers.{layer}.mlp.{}.weight", proj.dense_name())
 }
+
+/// qwen2_moe always has a shared expert: the upcycled one is one unit wide and all zeros, so
+/// it adds exactly 0 (its down projection is 0, whatever its sigmoid gate says).
+const ZERO_SHARED_EXPERT_WIDTH: usize = 1;
 
 fn is_ffn(name: &str) -> bool {
     name.starts_with("model.layers.") && name.contains(".mlp.")
@@ -150,6 +153,8 @@ enum Source {
     Average(String),
     /// Layer ℓ's router.
     Router(usize),
+    /// Zeros (qwen2_moe's shared expert and its gate).
+    Zeros,
 }
 
 /// Builds the MoE into a new directory `o.out`, which appears only once it is complete.
@@ -278,24 +283,30 @@ async fn write<O: OutputFiles>(
             source,
         ));
     }
+    let arch = c
+        .architecture
+        .upcycled()
+        .ok_or_else(|| Error::config(base.files.label(), "this architecture has no MoE layout"))?;
+    let layout = arch
+        .moe_layout()
+        .ok_or_else(|| Error::config(base.files.label(), "not an MoE layout"))?;
     for layer in 0..c.num_layers {
-        let moe = format!("model.layers.{layer}.block_sparse_moe");
-        let router_dtype = dtype_of(&ffn_name(layer, "gate_proj"))?;
+        let router_dtype = dtype_of(&ffn_name(layer, ExpertProj::Gate))?;
         plan.push((
             TensorSpec::new(
-                format!("{moe}.gate.weight"),
+                layout.router(layer),
                 router_dtype,
                 vec![experts, c.hidden_size],
             ),
             Source::Router(layer),
         ));
         for e in 0..experts {
-            for (proj, w) in FFN_MAP {
+            for proj in ExpertProj::ALL {
                 let from = ffn_name(layer, proj);
                 let (_, info) = base.info(&from)?;
                 plan.push((
                     TensorSpec::new(
-                        format!("{moe}.experts.{e}.{w}.weight"),
+                        layout.expert(layer, e, proj),
                         dtype_of(&from)?,
                         info.shape.clone(),
                     ),
@@ -303,10 +314,23 @@ async fn write<O: OutputFiles>(
                 ));
             }
         }
+        if arch == Architecture::Qwen2Moe {
+            let (h, w) = (c.hidden_size, ZERO_SHARED_EXPERT_WIDTH);
+            for (proj, shape) in [
+                (ExpertProj::Gate, vec![w, h]),
+                (ExpertProj::Up, vec![w, h]),
+                (ExpertProj::Down, vec![h, w]),
+            ] {
+                let spec = TensorSpec::new(layout.shared_expert(layer, proj), router_dtype, shape);
+                plan.push((spec, Source::Zeros));
+            }
+            let gate = TensorSpec::new(layout.shared_gate(layer), router_dtype, vec![1, h]);
+            plan.push((gate, Source::Zeros));
+        }
     }
 
     let labels: Vec<String> = ckpts.iter().map(|k| k.files.label().to_string()).collect();
-    let config = moe_config(o, c.raw.clone(), &languages, &labels);
+    let config = moe_config(o, arch, c, &languages, &labels);
     let specs: Vec<TensorSpec> = plan.iter().map(|(s, _)| s.clone()).collect();
     let mut writer = ShardedWriter::to(&mut out, specs, DEFAULT_MAX_SHARD_BYTES)?;
     for (spec, source) in &plan {
@@ -355,16 +379,25 @@ fn check_compatible(ckpts: &[Checkpoint]) -> Result<()> {
     let base = &ckpts[0];
     let c = &base.config;
     let label = base.files.label().to_string();
-    if !matches!(c.architecture, Architecture::Llama | Architecture::Mistral) || c.is_moe() {
+    let Some(arch) = c.architecture.upcycled().filter(|_| !c.is_moe()) else {
         return Err(Error::config(
             &label,
-            "upcycling needs a dense llama or mistral base model",
+            format!(
+                "upcycling needs a dense llama, mistral, qwen2 or qwen3 base model, not {}",
+                c.architecture.model_type()
+            ),
+        ));
+    };
+    if arch == Architecture::Mixtral && (c.qkv_bias || c.o_bias) {
+        return Err(Error::config(
+            &label,
+            "the Mixtral layout has no attention biases; this base has some",
         ));
     }
-    if c.qkv_bias || c.o_bias || c.mlp_bias {
+    if c.mlp_bias {
         return Err(Error::config(
             &label,
-            "the Mixtral layout has no attention or MLP biases; this base has some",
+            "MoE experts have no MLP biases; this base has some",
         ));
     }
     let key = |c: &crate::checkpoint::ModelConfig| {
@@ -495,10 +528,11 @@ async fn router_rows(
     Ok((rows, warnings))
 }
 
-/// Mixtral's config from the base's: the same sizes plus the expert counts and our section.
+/// The MoE's config from the base's: the same sizes plus the expert counts and our section.
 fn moe_config(
     o: &UpcycleSettings,
-    mut raw: Value,
+    arch: Architecture,
+    base: &ModelConfig,
     languages: &[Vec<String>],
     labels: &[String],
 ) -> Value {
@@ -507,17 +541,40 @@ fn moe_config(
         UpcycleRouter::Centroid => "centroid",
         UpcycleRouter::LanguagePrior => "language-prior",
     };
+    let mut raw = base.raw.clone();
     if let Some(map) = raw.as_object_mut() {
-        map.insert("architectures".into(), json!(["MixtralForCausalLM"]));
-        map.insert("model_type".into(), json!("mixtral"));
-        map.insert("num_local_experts".into(), json!(experts));
+        map.insert("architectures".into(), json!([arch.class_name()]));
+        map.insert("model_type".into(), json!(arch.model_type()));
         map.insert("num_experts_per_tok".into(), json!(o.top_k));
         map.insert("output_router_logits".into(), json!(false));
-        map.entry("router_aux_loss_coef").or_insert(json!(0.02));
-        // Llama has no sliding window; Mixtral reads the key, so make "none" explicit.
-        map.entry("sliding_window").or_insert(Value::Null);
-        for key in ["mlp_bias", "attention_bias"] {
-            map.remove(key);
+        if arch == Architecture::Mixtral {
+            map.insert("num_local_experts".into(), json!(experts));
+            map.entry("router_aux_loss_coef").or_insert(json!(0.02));
+            // Llama has no sliding window; Mixtral reads the key, so make "none" explicit.
+            map.entry("sliding_window").or_insert(Value::Null);
+            for key in ["mlp_bias", "attention_bias"] {
+                map.remove(key);
+            }
+        } else {
+            // Every layer an MoE of the dense FFN's width, the top-k weights summing to 1 so
+            // identical experts give the dense model.
+            map.insert("num_experts".into(), json!(experts));
+            map.remove("num_local_experts");
+            map.insert(
+                "moe_intermediate_size".into(),
+                json!(base.intermediate_size),
+            );
+            map.insert("norm_topk_prob".into(), json!(true));
+            map.insert("decoder_sparse_step".into(), json!(1));
+            map.insert("mlp_only_layers".into(), json!([]));
+            map.entry("router_aux_loss_coef").or_insert(json!(0.001));
+            if arch == Architecture::Qwen2Moe {
+                map.insert("qkv_bias".into(), json!(base.qkv_bias));
+                map.insert(
+                    "shared_expert_intermediate_size".into(),
+                    json!(ZERO_SHARED_EXPERT_WIDTH),
+                );
+            }
         }
         map.insert(
             MoegraftSection::KEY.into(),
@@ -542,6 +599,10 @@ async fn tensor_bytes(
 ) -> Result<Vec<u8>> {
     match source {
         Source::Copy(i, name) => Ok(ckpts[*i].read(name).await?.into_dtype(spec.dtype)),
+        Source::Zeros => Ok(from_f32(
+            spec.dtype,
+            &vec![0.0; spec.shape.iter().product()],
+        )),
         Source::Average(name) => {
             let mut sum: Vec<f64> = Vec::new();
             for ckpt in ckpts {

@@ -1,10 +1,11 @@
 //! One forward pass over a chunk of tokens, recorded into a batch: the decoder layers of
-//! Llama/Mistral/Qwen2 and, for Mixtral-layout MoE layers, router → GPU top-k → the chosen
-//! experts' projections → weighted combine.
+//! Llama/Mistral/Qwen2/Qwen3 and, for MoE layers (Mixtral, qwen2_moe, qwen3_moe), the
+//! shared expert if any, then router → GPU top-k → the chosen experts' projections →
+//! weighted combine.
 
 use super::routing::RouterMode;
 use super::session::Session;
-use super::weights::{DenseFfn, Ffn, LayerWeights, MoeFfn};
+use super::weights::{DenseFfn, Ffn, LayerWeights, MoeFfn, SharedExpert};
 use super::Model;
 use crate::gpu::kernels::{self, AttentionShape, HeadNormTarget, Output, QkvSplit, RouteSteer};
 use crate::gpu::Batch;
@@ -49,7 +50,14 @@ impl Model {
                 batch.copy(&sc.h, 0, captured, at, tokens as u64 * row);
             }
             match &layer.ffn {
-                Ffn::Dense(ffn) => self.record_dense_ffn(batch, s, ffn, tokens),
+                Ffn::Dense(ffn) => self.record_dense_ffn(
+                    batch,
+                    s,
+                    ffn,
+                    c.intermediate_size,
+                    Output::new(&sc.x, c.hidden_size).accumulate(),
+                    tokens,
+                ),
                 Ffn::Moe(moe) => self.record_moe_ffn(batch, s, moe, i, tokens),
             }
         }
@@ -210,10 +218,18 @@ impl Model {
         }
     }
 
-    fn record_dense_ffn(&self, batch: &mut Batch, s: &Session, f: &DenseFfn, tokens: usize) {
-        let c = &self.config;
+    /// A dense FFN of width `i` over `sc.h`, its down projection written to `out`.
+    fn record_dense_ffn(
+        &self,
+        batch: &mut Batch,
+        s: &Session,
+        f: &DenseFfn,
+        i: usize,
+        out: Output,
+        tokens: usize,
+    ) {
         let sc = &s.scratch;
-        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let h = self.config.hidden_size;
         kernels::matmul_swiglu(
             batch,
             &sc.h,
@@ -231,7 +247,32 @@ impl Model {
             i,
             &f.down,
             f.down_bias.as_ref(),
-            Output::new(&sc.x, h).accumulate(),
+            out,
+        );
+    }
+
+    /// qwen2_moe's shared expert: x += sigmoid(gate · h) · FFN(h).
+    fn record_shared_expert(
+        &self,
+        batch: &mut Batch,
+        s: &Session,
+        e: &SharedExpert,
+        tokens: usize,
+    ) {
+        let c = &self.config;
+        let sc = &s.scratch;
+        let out = Output::new(&sc.shared_out, c.hidden_size);
+        let width = c.shared_expert_intermediate_size;
+        self.record_dense_ffn(batch, s, &e.ffn, width, out, tokens);
+        let gate = Output::new(&sc.shared_gate, 1);
+        kernels::matmul(batch, &sc.h, tokens, c.hidden_size, &e.gate, None, gate);
+        kernels::gated_add(
+            batch,
+            &sc.shared_out,
+            &sc.shared_gate,
+            &sc.x,
+            tokens,
+            c.hidden_size,
         );
     }
 
@@ -247,10 +288,13 @@ impl Model {
         let sc = &s.scratch;
         let (h, i, e, k) = (
             c.hidden_size,
-            c.intermediate_size,
+            c.expert_intermediate_size,
             c.num_experts,
             c.experts_per_token,
         );
+        if let Some(shared) = &m.shared {
+            self.record_shared_expert(batch, s, shared, tokens);
+        }
         kernels::matmul(
             batch,
             &sc.h,
@@ -268,7 +312,7 @@ impl Model {
             tokens,
             e,
             k,
-            true,
+            c.norm_topk_prob,
             self.route_steer(s),
         );
         if let Some(routes) = &s.routes {

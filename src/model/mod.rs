@@ -130,6 +130,10 @@ impl Model {
             .map(|l| {
                 (0..s.last_chunk)
                     .map(|t| {
+                        if !self.config.is_moe_layer(l) {
+                            // A dense layer of a Qwen MoE routes nothing.
+                            return Vec::new();
+                        }
                         let at = (l * s.scratch.chunk + t) * k;
                         all.get(at..at + k).map(<[u32]>::to_vec).unwrap_or_default()
                     })

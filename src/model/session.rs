@@ -19,10 +19,14 @@ pub struct Scratch {
     pub qkv: wgpu::Buffer,
     pub q: wgpu::Buffer,
     pub attn: wgpu::Buffer,
-    /// Dense prefill: the gate/up pairs before the SwiGLU pass (unused by MoE layers).
+    /// Dense prefill: the gate/up pairs before the SwiGLU pass (unused by routed experts).
     pub gate: wgpu::Buffer,
     /// The SwiGLU's output: a dense layer's per token, an MoE layer's per (token, slot).
     pub act: wgpu::Buffer,
+    /// [chunk, hidden]: the shared expert's output before its gate (qwen2_moe).
+    pub shared_out: wgpu::Buffer,
+    /// [chunk]: the shared expert's gate logits (qwen2_moe).
+    pub shared_gate: wgpu::Buffer,
     /// Decoding attention's per-key-range partial softmaxes (`kernels::attention`).
     pub attn_partials: wgpu::Buffer,
     pub router_logits: wgpu::Buffer,
@@ -80,6 +84,13 @@ impl Session {
         let slots = chunk * c.experts_per_token.max(1);
         let logits_rows = if all_logits { chunk } else { 1 };
         let s = |label: &str, len: usize| ctx.create_storage(label, len);
+        let shared = |len: usize| {
+            if c.shared_expert_intermediate_size > 0 {
+                len
+            } else {
+                1
+            }
+        };
         let scratch = Scratch {
             chunk,
             ids: s("ids", chunk)?,
@@ -88,16 +99,14 @@ impl Session {
             qkv: s("qkv", chunk * qkv_width(c))?,
             q: s("q", chunk * c.q_dim())?,
             attn: s("attn", chunk * c.q_dim())?,
-            // A dense layer's prefill projects gate/up pairs here before the SwiGLU pass.
-            gate: s(
-                "gate",
-                if c.is_moe() {
-                    1
-                } else {
-                    2 * chunk * c.intermediate_size
-                },
+            // A dense FFN's prefill projects gate/up pairs here before the SwiGLU pass.
+            gate: s("gate", (2 * chunk * c.widest_dense_ffn()).max(1))?,
+            act: s(
+                "act",
+                (slots * c.expert_intermediate_size).max(chunk * c.widest_dense_ffn()),
             )?,
-            act: s("act", slots * c.intermediate_size)?,
+            shared_out: s("shared_out", shared(chunk * c.hidden_size))?,
+            shared_gate: s("shared_gate", shared(chunk))?,
             // Past the binding limit (a huge context) attention keeps its keys whole.
             attn_partials: s(
                 "attn_partials",
@@ -173,7 +182,8 @@ fn fit_chunk(ctx: &GpuContext, c: &ModelConfig, wanted: usize, all_logits: bool)
     let widest_row = [
         c.hidden_size,
         qkv_width(c),
-        ffn_slots(c) * c.intermediate_size,
+        c.experts_per_token * c.expert_intermediate_size,
+        2 * c.widest_dense_ffn(),
         if all_logits { c.vocab_size } else { 0 },
     ]
     .into_iter()
@@ -186,14 +196,4 @@ fn fit_chunk(ctx: &GpuContext, c: &ModelConfig, wanted: usize, all_logits: bool)
 
 fn qkv_width(c: &ModelConfig) -> usize {
     c.q_dim() + 2 * c.kv_dim()
-}
-
-/// Intermediate-size rows per token in the FFN's widest scratch: `act`'s one per chosen
-/// expert (MoE), or `gate`'s gate/up pair (dense).
-fn ffn_slots(c: &ModelConfig) -> usize {
-    if c.is_moe() {
-        c.experts_per_token.max(1)
-    } else {
-        2
-    }
 }

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::checkpoint::config::MoeLayout;
 use crate::checkpoint::DType;
 use crate::gpu::{q8_0, WeightFormat};
 
@@ -64,10 +65,12 @@ impl std::str::FromStr for WeightChoice {
     }
 }
 
-/// An MoE router (`…block_sparse_moe.gate.weight`): small, and its top-k choice should not
-/// move with quantization, so it keeps its dtype.
+/// An MoE router or shared-expert gate (`…block_sparse_moe.gate.weight`, `…mlp.gate.weight`):
+/// small, and its top-k choice should not move with quantization, so it keeps its dtype.
 fn is_router(name: &str) -> bool {
-    name.ends_with(".block_sparse_moe.gate.weight")
+    [MoeLayout::Mixtral, MoeLayout::Qwen]
+        .iter()
+        .any(|layout| layout.is_gate(name))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! in the format the user picked (see `WeightChoice`).
 
 use super::weight_choice::WeightChoice;
+use crate::checkpoint::config::{ExpertProj, MoeLayout};
 use crate::checkpoint::{Checkpoint, DType, ModelConfig};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuMatrix, WeightFormat};
@@ -27,14 +28,23 @@ pub struct DenseFfn {
     pub down_bias: Option<wgpu::Buffer>,
 }
 
-/// A Mixtral-layout MoE block: the experts' matrices stacked, expert e at rows e·rows…
+/// An MoE block: the routed experts' matrices stacked, expert e at rows e·rows…
 pub struct MoeFfn {
     pub router: GpuMatrix,
-    /// [experts·2·intermediate, hidden]: each expert's w1 (gate) and w3 (up) rows interleaved
+    /// [experts·2·intermediate, hidden]: each expert's gate (w1) and up (w3) rows interleaved
     /// as in `DenseFfn::gate_up`, expert e's pair n at rows e·2·intermediate + 2n, + 1.
     pub gate_up: GpuMatrix,
-    /// [experts·hidden, intermediate]
+    /// [experts·hidden, intermediate]: the down projections (w2).
     pub w2: GpuMatrix,
+    /// qwen2_moe's shared expert, added to every token's output.
+    pub shared: Option<Box<SharedExpert>>,
+}
+
+/// A dense FFN every token goes through, scaled by sigmoid(gate · x).
+pub struct SharedExpert {
+    pub ffn: DenseFfn,
+    /// [1, hidden]
+    pub gate: GpuMatrix,
 }
 
 pub enum Ffn {
@@ -236,6 +246,95 @@ impl Loader<'_> {
     }
 }
 
+impl Loader<'_> {
+    /// A dense FFN of width `i_size` whose projections are `names("gate_proj")` … (biases
+    /// where the config has them).
+    async fn dense_ffn(
+        &mut self,
+        c: &ModelConfig,
+        names: &dyn Fn(&str) -> String,
+        i_size: usize,
+    ) -> Result<DenseFfn> {
+        let h = c.hidden_size;
+        let (gate, up, down) = (names("gate_proj"), names("up_proj"), names("down_proj"));
+        let label = names("{gate,up}_proj");
+        Ok(DenseFfn {
+            gate_up: self
+                .interleaved(
+                    &format!("{label}.weight"),
+                    &[(format!("{gate}.weight"), format!("{up}.weight"))],
+                    i_size,
+                    h,
+                )
+                .await?,
+            down: self.matrix(&format!("{down}.weight"), h, i_size).await?,
+            gate_up_bias: self
+                .optional_interleaved_vector(
+                    c.mlp_bias,
+                    &format!("{label}.bias"),
+                    &format!("{gate}.bias"),
+                    &format!("{up}.bias"),
+                    i_size,
+                )
+                .await?,
+            down_bias: self
+                .optional_vector(c.mlp_bias, &format!("{down}.bias"), h)
+                .await?,
+        })
+    }
+
+    /// Layer `l`'s MoE block in `layout`: router, stacked experts, shared expert if any.
+    async fn moe_ffn(&mut self, c: &ModelConfig, layout: MoeLayout, l: usize) -> Result<MoeFfn> {
+        let (h, i_size, experts) = (c.hidden_size, c.expert_intermediate_size, c.num_experts);
+        let block = layout.block(l);
+        let names = |proj: ExpertProj, rows: usize| -> Vec<(String, usize)> {
+            (0..experts)
+                .map(|e| (layout.expert(l, e, proj), rows))
+                .collect()
+        };
+        let pairs: Vec<(String, String)> = (0..experts)
+            .map(|e| {
+                (
+                    layout.expert(l, e, ExpertProj::Gate),
+                    layout.expert(l, e, ExpertProj::Up),
+                )
+            })
+            .collect();
+        let (gate, up, down) = ExpertProj::ALL.map(|p| layout.proj_name(p)).into();
+        let shared = if c.shared_expert_intermediate_size > 0 {
+            let prefix = format!("{block}.shared_expert");
+            let names = |proj: &str| format!("{prefix}.{proj}");
+            Some(Box::new(SharedExpert {
+                ffn: self
+                    .dense_ffn(c, &names, c.shared_expert_intermediate_size)
+                    .await?,
+                gate: self.matrix(&layout.shared_gate(l), 1, h).await?,
+            }))
+        } else {
+            None
+        };
+        Ok(MoeFfn {
+            router: self.matrix(&layout.router(l), experts, h).await?,
+            gate_up: self
+                .interleaved(
+                    &format!("{block}.experts.*.{{{gate},{up}}}"),
+                    &pairs,
+                    i_size,
+                    h,
+                )
+                .await?,
+            w2: self
+                .stacked(
+                    &format!("{block}.experts.*.{down}"),
+                    &names(ExpertProj::Down, h),
+                    i_size,
+                )
+                .await?,
+            shared,
+        })
+    }
+}
+
 /// Bytes of every tensor the model will read (for progress and memory estimates).
 pub fn total_bytes(ckpt: &Checkpoint) -> u64 {
     ckpt.tensor_names()
@@ -301,60 +400,13 @@ pub async fn load(
                 )
                 .await?,
         };
-        let ffn = if c.is_moe() {
-            let m = format!("{p}.block_sparse_moe");
-            let i_size = c.intermediate_size;
-            let names = |w: &str, rows: usize| -> Vec<(String, usize)> {
-                (0..c.num_experts)
-                    .map(|e| (format!("{m}.experts.{e}.{w}.weight"), rows))
-                    .collect()
-            };
-            let pairs: Vec<(String, String)> = (0..c.num_experts)
-                .map(|e| {
-                    let expert = format!("{m}.experts.{e}");
-                    (format!("{expert}.w1.weight"), format!("{expert}.w3.weight"))
-                })
-                .collect();
-            Ffn::Moe(MoeFfn {
-                router: l
-                    .matrix(&format!("{m}.gate.weight"), c.num_experts, h)
-                    .await?,
-                gate_up: l
-                    .interleaved(&format!("{m}.experts.*.{{w1,w3}}"), &pairs, i_size, h)
-                    .await?,
-                w2: l
-                    .stacked(&format!("{m}.experts.*.w2"), &names("w2", h), i_size)
-                    .await?,
-            })
-        } else {
-            let m = format!("{p}.mlp");
-            let i_size = c.intermediate_size;
-            let (gate, up) = (format!("{m}.gate_proj"), format!("{m}.up_proj"));
-            Ffn::Dense(DenseFfn {
-                gate_up: l
-                    .interleaved(
-                        &format!("{m}.{{gate,up}}_proj.weight"),
-                        &[(format!("{gate}.weight"), format!("{up}.weight"))],
-                        i_size,
-                        h,
-                    )
-                    .await?,
-                down: l
-                    .matrix(&format!("{m}.down_proj.weight"), h, i_size)
-                    .await?,
-                gate_up_bias: l
-                    .optional_interleaved_vector(
-                        c.mlp_bias,
-                        &format!("{m}.{{gate,up}}_proj.bias"),
-                        &format!("{gate}.bias"),
-                        &format!("{up}.bias"),
-                        i_size,
-                    )
-                    .await?,
-                down_bias: l
-                    .optional_vector(c.mlp_bias, &format!("{m}.down_proj.bias"), h)
-                    .await?,
-            })
+        let ffn = match c.architecture.moe_layout() {
+            Some(layout) if c.is_moe_layer(i) => Ffn::Moe(l.moe_ffn(c, layout, i).await?),
+            _ => {
+                let m = format!("{p}.mlp");
+                let names = |proj: &str| format!("{m}.{proj}");
+                Ffn::Dense(l.dense_ffn(c, &names, c.intermediate_size).await?)
+            }
         };
         layers.push(LayerWeights {
             input_norm: l.vector(&format!("{p}.input_layernorm.weight"), h).await?,

@@ -14,7 +14,7 @@ use super::kernels::{
 };
 use super::memory;
 use super::state::{self, LayerTensors, SavedLayer, Scratch, Trained};
-use crate::checkpoint::{Checkpoint, ModelConfig};
+use crate::checkpoint::{Architecture, Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::batch::PendingReadback;
 use crate::gpu::kernels::{self as gk, RopeTarget};
@@ -167,6 +167,12 @@ impl<'m> Trainer<'m> {
             return Err(Error::InvalidArgument(format!(
                 "{} is not an MoE model with new experts: upcycle it first",
                 c.architecture.class_name()
+            )));
+        }
+        if c.architecture != Architecture::Mixtral {
+            return Err(Error::InvalidArgument(format!(
+                "training takes Mixtral-layout MoEs for now; {} is not one yet",
+                c.architecture.model_type()
             )));
         }
         if c.num_experts > 32 {

@@ -64,6 +64,9 @@ struct ModelInfo<'a> {
     num_experts: usize,
     experts_per_token: usize,
     is_moe: bool,
+    /// The layers that hold an MoE block (every layer of a Mixtral; Qwen MoEs may keep dense
+    /// ones); their route lists are the only non-empty ones.
+    moe_layers: Vec<usize>,
     /// How MoE layers route: `learned`, `language-prior` or `expert=N`.
     router: String,
     /// The languages each expert was trained for, where config.json records them.
@@ -165,6 +168,7 @@ impl WebModel {
             num_experts: c.num_experts,
             experts_per_token: c.experts_per_token,
             is_moe: c.is_moe(),
+            moe_layers: (0..c.num_layers).filter(|l| c.is_moe_layer(*l)).collect(),
             router: inner.model.router_mode().to_string(),
             expert_languages: MoegraftSection::from_config(c, "config.json")
                 .ok()

@@ -197,6 +197,28 @@ describe('moegraft page in Chromium (WebGPU on SwiftShader)', { timeout: 170_000
     await checkCases('tiny-qwen3');
   });
 
+  test('tiny-qwen2moe (shared expert, a dense layer) and tiny-qwen3moe generate the reference tokens; dense layers route nothing', async () => {
+    const info = await pickLoaded('tiny-qwen2moe', '#folder', path.join(fixtures, 'tiny-qwen2moe'));
+    assert.equal(info.architecture, 'qwen2_moe');
+    assert.deepEqual(info.moe_layers, [0, 2]);
+    await checkCases('tiny-qwen2moe');
+    const ids = reference.models['tiny-qwen2moe'].cases[0].input_ids;
+    const routed = await page.evaluate(
+      ([i]) => window.__moegraft.generateIds(i, { max_tokens: 3, temperature: 0, ignore_eos: true, routes: true }),
+      [ids],
+    );
+    assert.equal(routed.routes.length, ids.length + 3);
+    for (const token of routed.routes) {
+      assert.deepEqual(token.map((slots) => slots.length), [2, 0, 2], 'top-2 in layers 0 and 2, none in the dense layer 1');
+    }
+    const heat = await page.evaluate(() => window.__moegraft.routing.heat);
+    assert.equal(heat.length, 2, 'a heatmap row per MoE layer');
+    assert.equal(await page.textContent('#routing-heatmap tbody tr:nth-child(2) th'), '2');
+    const qwen3 = await pickLoaded('tiny-qwen3moe', '#folder', path.join(fixtures, 'tiny-qwen3moe'));
+    assert.equal(qwen3.architecture, 'qwen3_moe');
+    await checkCases('tiny-qwen3moe');
+  });
+
   test('bad input is an error, not a crash', async () => {
     const err = await page.evaluate(() => window.__moegraft.generateIds([999999], { max_tokens: 2 }).then(() => null, (e) => e.message));
     assert.match(err, /outside the vocabulary/);

@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+use moegraft::checkpoint::config::{ExpertProj, MoeLayout};
 use moegraft::checkpoint::writer::{write_json, ModelWriter, TensorSpec};
-use moegraft::checkpoint::{dtype, Checkpoint, DType, ModelFiles};
+use moegraft::checkpoint::{dtype, Architecture, Checkpoint, DType, ModelFiles};
 use serde_json::Value;
 
 pub const EXPERTS: usize = 4;
@@ -115,14 +116,38 @@ pub fn base() -> Model {
     Model::read(&tiny("tiny-llama"))
 }
 
-/// A Mixtral-layout MoE upcycled from `base`: attention, norms and embeddings equal the
-/// base's, expert 0 is the base FFN, experts 1..3 are perturbed copies, routers random.
+/// The MoE of `base`'s family (llama → Mixtral, qwen2 → qwen2_moe, qwen3 → qwen3_moe)
+/// upcycled from it: attention, norms and embeddings equal the base's, expert 0 is the base
+/// FFN, experts 1..3 are perturbed copies, routers random; qwen2_moe's shared expert is one
+/// unit of zeros, as `moegraft upcycle` writes it.
 pub fn upcycled(base: &Model, seed: u64) -> Model {
+    upcycled_with(base, seed, false)
+}
+
+/// As `upcycled`, with `wide_shared`: qwen2_moe's shared expert as wide as the FFN (a
+/// perturbed copy, so Δ's FFN reaches it) and its gate random.
+pub fn upcycled_with(base: &Model, seed: u64, wide_shared: bool) -> Model {
     let mut config = base.config.clone();
-    config["model_type"] = "mixtral".into();
-    config["architectures"] = serde_json::json!(["MixtralForCausalLM"]);
-    config["num_local_experts"] = EXPERTS.into();
+    let dense = config["model_type"]
+        .as_str()
+        .expect("model_type")
+        .to_string();
+    let (arch, layout) = match dense.as_str() {
+        "llama" | "mistral" => (Architecture::Mixtral, MoeLayout::Mixtral),
+        "qwen2" => (Architecture::Qwen2Moe, MoeLayout::Qwen),
+        "qwen3" => (Architecture::Qwen3Moe, MoeLayout::Qwen),
+        other => panic!("no MoE layout for {other}"),
+    };
+    config["model_type"] = arch.model_type().into();
+    config["architectures"] = serde_json::json!([arch.class_name()]);
     config["num_experts_per_tok"] = 2.into();
+    if layout == MoeLayout::Mixtral {
+        config["num_local_experts"] = EXPERTS.into();
+    } else {
+        config["num_experts"] = EXPERTS.into();
+        config["moe_intermediate_size"] = config["intermediate_size"].clone();
+        config["norm_topk_prob"] = true.into();
+    }
     let hidden = config["hidden_size"].as_u64().expect("hidden") as usize;
     let mut tensors = Vec::new();
     for (name, shape, values) in &base.tensors {
@@ -130,21 +155,47 @@ pub fn upcycled(base: &Model, seed: u64) -> Model {
             tensors.push((name.clone(), shape.clone(), values.clone()));
             continue;
         };
-        let moe = format!("{layer}.block_sparse_moe");
-        let w = match w {
-            "gate_proj.weight" => "w1",
-            "up_proj.weight" => "w3",
-            "down_proj.weight" => "w2",
-            other => panic!("unexpected {other}"),
-        };
+        let l: usize = layer
+            .strip_prefix("model.layers.")
+            .and_then(|l| l.parse().ok())
+            .expect("layer");
+        let proj = ExpertProj::ALL
+            .into_iter()
+            .find(|p| w == format!("{}.weight", p.dense_name()))
+            .unwrap_or_else(|| panic!("unexpected {w}"));
         for e in 0..EXPERTS {
             let mut v = values.clone();
             if e > 0 {
                 perturb(&mut v, seed + (e * 131 + w.len()) as u64, 0.05);
             }
-            tensors.push((format!("{moe}.experts.{e}.{w}.weight"), shape.clone(), v));
+            tensors.push((layout.expert(l, e, proj), shape.clone(), v));
         }
-        let gate = format!("{moe}.gate.weight");
+        if arch == Architecture::Qwen2Moe {
+            let (shape, v) = if wide_shared {
+                let mut v = values.clone();
+                perturb(&mut v, seed + 77 + w.len() as u64, 0.05);
+                (shape.clone(), v)
+            } else if proj == ExpertProj::Down {
+                (vec![hidden, 1], vec![0.0; hidden])
+            } else {
+                (vec![1, hidden], vec![0.0; hidden])
+            };
+            tensors.push((layout.shared_expert(l, proj), shape, v));
+            let gate = layout.shared_gate(l);
+            if !tensors.iter().any(|t| t.0 == gate) {
+                config["shared_expert_intermediate_size"] = if wide_shared {
+                    config["intermediate_size"].clone()
+                } else {
+                    1.into()
+                };
+                let mut v = vec![0.0; hidden];
+                if wide_shared {
+                    perturb(&mut v, seed ^ 0x9a7e, 0.5);
+                }
+                tensors.push((gate, vec![1, hidden], v));
+            }
+        }
+        let gate = layout.router(l);
         if !tensors.iter().any(|t| t.0 == gate) {
             let mut v = vec![0.0; EXPERTS * hidden];
             perturb(&mut v, seed ^ 0x5eed, 0.5);

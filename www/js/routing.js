@@ -28,16 +28,21 @@ export async function showRouting(model, result) {
   shown = { model: model.label, info, ids, texts, routes: result.routes, prompt: result.input_ids.length };
   ui.layer.replaceChildren(
     el('option', { value: 'all' }, 'all layers (most frequent top-1)'),
-    ...Array.from({ length: info.num_layers }, (_, l) => el('option', { value: String(l) }, `layer ${l}`)),
+    ...moeLayers(info).map((l) => el('option', { value: String(l) }, `layer ${l}`)),
   );
   ui.section.hidden = false;
   render();
 }
 
+/** The layers that route (a Qwen MoE may keep dense layers, whose route lists are empty). */
+function moeLayers(info) {
+  return info.moe_layers ?? Array.from({ length: info.num_layers }, (_, l) => l);
+}
+
 function topOne(routes, layer) {
   if (layer !== 'all') return routes[Number(layer)][0];
   const counts = new Map();
-  for (const slots of routes) counts.set(slots[0], (counts.get(slots[0]) ?? 0) + 1);
+  for (const slots of routes) if (slots.length) counts.set(slots[0], (counts.get(slots[0]) ?? 0) + 1);
   return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0][0];
 }
 
@@ -59,7 +64,7 @@ function render() {
   ui.tokens.replaceChildren(
     ...texts.map((text, t) => {
       const e = topOne(routes[t], layer);
-      const detail = routes[t].map((slots, l) => `layer ${l}: ${slots.join('+')}`).join('\n');
+      const detail = routes[t].map((slots, l) => `layer ${l}: ${slots.length ? slots.join('+') : 'dense'}`).join('\n');
       return el(
         'span',
         {
@@ -79,13 +84,14 @@ function render() {
 function heat(which) {
   const { info, routes, prompt } = shown;
   const picked = routes.filter((_, t) => which === 'all' || (which === 'prompt') === (t < prompt));
-  const rows = Array.from({ length: info.num_layers }, (_, l) => {
+  const layers = moeLayers(info);
+  const rows = layers.map((l) => {
     const counts = new Array(info.num_experts).fill(0);
     // A forced expert fills every slot with itself (the others weigh 0): count it once.
     for (const r of picked) for (const e of new Set(r[l])) counts[e] += 1;
     return counts.map((c) => (picked.length ? c / picked.length : 0));
   });
-  return { tokens: picked.length, rows };
+  return { tokens: picked.length, rows, layers };
 }
 
 function renderHeatmap() {
@@ -95,18 +101,19 @@ function renderHeatmap() {
   state.hook.routing = { model: shown.model, tokens: shown.routes.length, which, heat: h.rows };
   const labels = Array.from({ length: info.num_experts }, (_, e) => `expert ${e}${languagesOf(info, e)}`);
   ui.heatmap.replaceChildren(
-    ...shareTable(h.rows, labels, `Share of ${h.tokens} ${which === 'all' ? '' : `${which} `}tokens sending to each expert (top-${info.experts_per_token})`),
+    ...shareTable(h.rows, labels, `Share of ${h.tokens} ${which === 'all' ? '' : `${which} `}tokens sending to each expert (top-${info.experts_per_token})`, h.layers),
   );
 }
 
-/** A layer × expert table of shares (0…1), each expert in its colour: caption, head, body. */
-export function shareTable(rows, labels, caption) {
+/** A layer × expert table of shares (0…1), each expert in its colour: caption, head, body;
+ *  `layers` names the rows (default 0, 1, …). */
+export function shareTable(rows, labels, caption, layers = rows.map((_, l) => l)) {
   const head = el('tr', {}, el('th', {}, 'layer'), ...labels.map((label, e) => el('th', { style: `--c: ${colour(e)}` }, label)));
   const body = rows.map((row, l) =>
     el(
       'tr',
       {},
-      el('th', {}, String(l)),
+      el('th', {}, String(layers[l])),
       ...row.map((share, e) =>
         el('td', { style: `--c: ${colour(e)}; --share: ${(share * 100).toFixed(1)}%` }, `${Math.round(share * 100)}%`),
       ),
