@@ -2,13 +2,22 @@
 // y = x · r · w and r = 1 / sqrt(mean(x²) + eps),
 //   dx_i = r · w_i · dy_i − x_i · r³ · mean_j(x_j · w_j · dy_j),
 // added to dx when `accumulate` (the residual stream's gradient). r is recomputed from x,
-// the saved input, instead of being kept. One workgroup per token.
+// the saved input, instead of being kept. One workgroup per row of `dim`.
+//
+// Rows of dy/dx are contiguous; x's row r is head r % heads of token r / heads in a buffer
+// of `x_stride` per token from `x_offset` (a whole token when heads = 1 and x_stride = dim;
+// qwen3's per-head q/k norm reads the saved q|k|v projection), and the weight starts at
+// `w_offset` (q_norm's or k_norm's half of the stacked pair).
 
 struct Params {
-    tokens: u32,
+    rows: u32,
     dim: u32,
     eps: f32,
     accumulate: u32,
+    heads: u32,
+    x_stride: u32,
+    x_offset: u32,
+    w_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -25,16 +34,18 @@ fn rms_norm_backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let t = wg.x + wg.y * nwg.x;
-    if (t >= p.tokens) {
+    let row = wg.x + wg.y * nwg.x;
+    if (row >= p.rows) {
         return;
     }
-    let base = t * p.dim;
+    let base = row * p.dim;
+    let xb = (row / p.heads) * p.x_stride + p.x_offset + (row % p.heads) * p.dim;
+    let wb = p.w_offset;
     // (Σ x², Σ x·w·dy)
     var s = vec2<f32>(0.0);
     for (var i = lid; i < p.dim; i += 64u) {
-        let v = x[base + i];
-        s += vec2<f32>(v * v, v * weight[i] * dy[base + i]);
+        let v = x[xb + i];
+        s += vec2<f32>(v * v, v * weight[wb + i] * dy[base + i]);
     }
     sums[lid] = s;
     workgroupBarrier();
@@ -48,7 +59,7 @@ fn rms_norm_backward(
     let r = inverseSqrt(sums[0].x / dim + p.eps);
     let c = r * r * r * sums[0].y / dim;
     for (var i = lid; i < p.dim; i += 64u) {
-        var g = r * weight[i] * dy[base + i] - x[base + i] * c;
+        var g = r * weight[wb + i] * dy[base + i] - x[xb + i] * c;
         if (p.accumulate != 0u) {
             g += dx[base + i];
         }

@@ -559,6 +559,89 @@ fn headless_runs_print_only_moegraft_output() {
 /// `teach` on the kit's base: a few steps of Russian with an English review write a taught
 /// MoE that loads, with its loss curves in `--json` and in moegraft.json; an MoE input and a
 /// text shorter than one window are refused with the file named.
+/// qwen3: the dense model upcycles into a qwen3_moe whose new expert learns through the q/k
+/// norms of the frozen attention; the output, an MoE of Qwen's names, gains a second expert.
+#[test]
+fn teach_takes_qwen3_into_a_qwen3_moe_and_extends_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let qwen3 = root.join("tests/fixtures/tiny/tiny-qwen3");
+    let out = tempfile::tempdir().expect("tempdir");
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let (first, second) = (out.path().join("first"), out.path().join("second"));
+    let teach = |model: &Path, lang: &str, dest: &Path| {
+        let text = root.join(format!("demo/eval/{lang}.txt"));
+        let lang = format!("{lang}={}", s(&text));
+        let replay = format!("en={}", s(&root.join("demo/eval/en.txt")));
+        let args = [
+            "teach",
+            "--model",
+            &s(model),
+            "--lang",
+            &lang,
+            "--replay",
+            &replay,
+            "--out",
+            &s(dest),
+            "--steps",
+            "2",
+            "--review-steps",
+            "1",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--json",
+        ];
+        stdout_json(&moegraft(&args))
+    };
+    let report = teach(&qwen3, "ru", &first);
+    assert_eq!(report["stage1"]["loss"].as_array().map(Vec::len), Some(2));
+    let open = |dir: &Path| {
+        pollster::block_on(moegraft::checkpoint::Checkpoint::open(
+            moegraft::checkpoint::ModelFiles::from_dir(dir).expect("files"),
+        ))
+        .expect("opens")
+    };
+    let taught = open(&first);
+    assert_eq!(taught.config.raw["model_type"], "qwen3_moe");
+    assert_eq!(taught.config.num_experts, 2);
+    let name = |l: usize, e: usize| format!("model.layers.{l}.mlp.experts.{e}.down_proj.weight");
+    let tensor = |c: &moegraft::checkpoint::Checkpoint, name: &str| {
+        pollster::block_on(c.read(name)).expect("tensor").bytes
+    };
+    assert_ne!(
+        tensor(&taught, &name(1, 1)),
+        tensor(&taught, &name(1, 0)),
+        "expert 1 learnt"
+    );
+    teach(&first, "it", &second);
+    let extended = open(&second);
+    assert_eq!(extended.config.num_experts, 3);
+    assert_eq!(
+        extended.config.raw["moegraft"]["expert_languages"],
+        serde_json::json!([["en"], ["ru"], ["it"]])
+    );
+    for l in 0..extended.config.num_layers {
+        for e in 0..2 {
+            assert_eq!(
+                tensor(&taught, &name(l, e)),
+                tensor(&extended, &name(l, e)),
+                "frozen"
+            );
+        }
+    }
+    let generated = moegraft(&[
+        "generate",
+        "--model",
+        &s(&second),
+        "--prompt",
+        "Привет",
+        "--max-tokens",
+        "3",
+    ]);
+    assert!(generated.status.success());
+}
+
 #[test]
 fn teach_writes_a_taught_moe_and_refuses_bad_input() {
     let kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");

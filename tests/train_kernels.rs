@@ -500,6 +500,77 @@ fn rms_norm_backward_matches_cpu_and_finite_differences() {
     }
 }
 
+/// qwen3's per-head q/k norm: rows of head_dim read from a strided q|k|v buffer at an offset,
+/// the weight from its half of the stacked pair.
+#[test]
+fn head_rms_norm_backward_matches_cpu_and_finite_differences() {
+    let ctx = context(None);
+    let mut rng = Rng::new(0x4f);
+    let eps = 1e-6;
+    // (tokens, heads, head_dim, stride, offset, weight offset)
+    for &(tokens, heads, hd, stride, offset, w_off) in &[
+        (1, 1, 2, 6, 0, 0),
+        (3, 4, 16, 96, 0, 0),
+        (5, 2, 16, 96, 64, 16),
+        (2, 3, 130, 400, 7, 130),
+        (9, 1, 64, 128, 64, 64),
+    ] {
+        let x = rng.vec(tokens * stride, 2.0);
+        let w = rng.vec(w_off + hd, 1.5);
+        let dy = rng.vec(tokens * heads * hd, 1.0);
+        let dx0 = rng.vec(tokens * heads * hd + 5, 1.0);
+        let (xb, wb, dyb, dxb) = (
+            ctx.upload_f32("x", &x),
+            ctx.upload_f32("w", &w),
+            ctx.upload_f32("dy", &dy),
+            ctx.upload_f32("dx", &dx0),
+        );
+        let input = kernels::HeadNormInput {
+            x: &xb,
+            tokens,
+            heads,
+            head_dim: hd,
+            stride,
+            offset,
+            weight: &wb,
+            weight_offset: w_off,
+        };
+        run(&ctx, |batch| {
+            kernels::head_rms_norm_backward(batch, input, &dyb, &dxb, eps)
+        });
+        let got = read(&ctx, &dxb, tokens * heads * hd + 5);
+        let wf = f64s(&w[w_off..]);
+        for t in 0..tokens {
+            for head in 0..heads {
+                let at = t * stride + offset + head * hd;
+                let row = (t * heads + head) * hd;
+                let xt = f64s(&x[at..at + hd]);
+                let dyt = f64s(&dy[row..row + hd]);
+                let ms = xt.iter().map(|v| v * v).sum::<f64>() / hd as f64;
+                let r = 1.0 / (ms + eps as f64).sqrt();
+                let dot: f64 = (0..hd).map(|i| xt[i] * wf[i] * dyt[i]).sum::<f64>() / hd as f64;
+                let grad: Vec<f64> = (0..hd)
+                    .map(|i| r * wf[i] * dyt[i] - xt[i] * r * r * r * dot)
+                    .collect();
+                let label = format!("{tokens}×{heads}×{hd} stride {stride} token {t} head {head}");
+                let f = |x: &[f64]| {
+                    rms_norm_cpu(x, &wf, eps as f64)
+                        .iter()
+                        .zip(&dyt)
+                        .map(|(y, d)| y * d)
+                        .sum::<f64>()
+                };
+                check_gradient(&label, &f, &xt, &grad, &mut rng);
+                let scale = grad.iter().fold(1.0f64, |m, g| m.max(g.abs()));
+                assert_close(&label, &got[row..row + hd], &grad, |_| 1e-5 * scale);
+            }
+        }
+        // Past the rows: untouched.
+        let n = tokens * heads * hd;
+        assert_eq!(&got[n..], &dx0[n..], "tail");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SwiGLU backward
 

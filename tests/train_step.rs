@@ -63,6 +63,12 @@ fn training_steps_with_two_frozen_experts_match_pytorch() {
     check_steps("train_step_frozen2");
 }
 
+/// qwen3_moe: the backward runs through the per-head q/k norms of the frozen attention.
+#[test]
+fn training_steps_on_qwen3_moe_match_pytorch() {
+    check_steps("train_step_qwen3moe");
+}
+
 fn check_steps(fixture_dir: &str) {
     let dir = common::fixtures().join(fixture_dir);
     let fixture = common::json(&dir.join("steps.json"));

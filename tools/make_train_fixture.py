@@ -6,9 +6,12 @@ Dev-only (PyTorch + transformers; /opt/refvenv here):
 
     /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step
     /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step_frozen2 --experts 4 --frozen 2
+    /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step_qwen3moe --arch qwen3_moe
 
 (the second: an MoE that gains experts — experts 0 and 1 both frozen, as `teach` trains an
-earlier lesson's output).
+earlier lesson's output; the third: a qwen3_moe as `upcycle` writes one from qwen3 —
+per-head q/k norms before RoPE, the chosen experts' weights renormalised — saved under
+Qwen's per-expert names).
 
 Stage 1 (two steps on the same batch): the new experts (1…) and the routers learn, LM loss +
 0.01 × the Switch/Mixtral load-balancing loss per layer (E · Σ_i f_i · P_i, f_i the share of
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import MixtralConfig, MixtralForCausalLM  # noqa: E402
+from transformers import MixtralConfig, MixtralForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM  # noqa: E402
 
 from tools.make_tiny_models import mixtral_to_legacy  # noqa: E402
 
@@ -43,19 +46,27 @@ BATCH, SEQ = 2, 9
 LR, WEIGHT_DECAY, BETAS, EPS, MAX_NORM = 1e-2, 0.1, (0.9, 0.95), 1e-8, 1.0
 LOAD_BALANCE, LANGUAGE_PRIOR = 0.01, 0.1
 IGNORE = 0xFFFFFFFF
-EXPERTS, FROZEN = 3, 1  # set from the command line
+EXPERTS, FROZEN, ARCH = 3, 1, "mixtral"  # set from the command line
 
 
 def model() -> MixtralForCausalLM:
     torch.manual_seed(SEED)
-    config = MixtralConfig(
+    common = dict(
         vocab_size=48, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=4, max_position_embeddings=64,
-        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True, num_local_experts=EXPERTS,
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
         num_experts_per_tok=2, router_aux_loss_coef=LOAD_BALANCE, sliding_window=None,
         bos_token_id=None, eos_token_id=2, pad_token_id=0, initializer_range=0.3,
     )
-    m = MixtralForCausalLM(config).float()
+    if ARCH == "qwen3_moe":
+        config = Qwen3MoeConfig(
+            num_experts=EXPERTS, moe_intermediate_size=12, norm_topk_prob=True,
+            decoder_sparse_step=1, mlp_only_layers=[], attention_bias=False,
+            use_sliding_window=False, **common,
+        )
+        m = Qwen3MoeForCausalLM(config).float()
+    else:
+        m = MixtralForCausalLM(MixtralConfig(num_local_experts=EXPERTS, **common)).float()
     with torch.no_grad():
         # Norms away from 1 and routers with real preferences, so every term matters.
         for name, p in m.named_parameters():
@@ -66,10 +77,32 @@ def model() -> MixtralForCausalLM:
     return m.eval()  # no dropout; autograd still runs
 
 
+def intermediate(c) -> int:
+    return c.moe_intermediate_size if ARCH == "qwen3_moe" else c.intermediate_size
+
+
+def per_expert_names(sd: dict, c) -> dict:
+    """transformers-5 fused experts -> the per-expert names Qwen's checkpoints carry."""
+    i, out = intermediate(c), {}
+    for k, v in sd.items():
+        if k.endswith(".mlp.experts.gate_up_proj"):
+            pre = k[: -len("gate_up_proj")]
+            for e in range(v.shape[0]):
+                out[f"{pre}{e}.gate_proj.weight"] = v[e, :i].clone().contiguous()
+                out[f"{pre}{e}.up_proj.weight"] = v[e, i:].clone().contiguous()
+        elif k.endswith(".mlp.experts.down_proj"):
+            pre = k[: -len("down_proj")]
+            for e in range(v.shape[0]):
+                out[f"{pre}{e}.down_proj.weight"] = v[e].clone().contiguous()
+        else:
+            out[k] = v
+    return out
+
+
 def trained_views(m: MixtralForCausalLM, stage: int) -> list[tuple[str, torch.Tensor, callable]]:
     """(name, tensor in moegraft's layout, how to write such a tensor back into the model)."""
     c = m.config
-    i = c.intermediate_size
+    i = intermediate(c)
     out = []
     for l, layer in enumerate(m.model.layers):
         moe = layer.mlp
@@ -155,7 +188,7 @@ def steps(stage: int, count: int, ids, targets, original) -> dict:
 
 def trained_views_grads(m, stage):
     """The trained parts' gradients, in moegraft's layout (as trained_views lays out values)."""
-    i = m.config.intermediate_size
+    i = intermediate(m.config)
     out = []
     for l, layer in enumerate(m.model.layers):
         moe = layer.mlp
@@ -169,18 +202,20 @@ def trained_views_grads(m, stage):
 
 
 def main() -> int:
-    global EXPERTS, FROZEN
+    global EXPERTS, FROZEN, ARCH
     ap = argparse.ArgumentParser()
     ap.add_argument("out", nargs="?", default="tests/fixtures/train_step")
     ap.add_argument("--experts", type=int, default=3)
     ap.add_argument("--frozen", type=int, default=1)
+    ap.add_argument("--arch", choices=["mixtral", "qwen3_moe"], default="mixtral")
     args = ap.parse_args()
-    EXPERTS, FROZEN = args.experts, args.frozen
+    EXPERTS, FROZEN, ARCH = args.experts, args.frozen, args.arch
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     m = model()
     sd = {k: v.detach().contiguous() for k, v in m.state_dict().items() if k != "lm_head.weight"}
-    save_file(mixtral_to_legacy(sd, m.config), str(out / "model.safetensors"), metadata={"format": "pt"})
+    names = per_expert_names if ARCH == "qwen3_moe" else mixtral_to_legacy
+    save_file(names(sd, m.config), str(out / "model.safetensors"), metadata={"format": "pt"})
     config = m.config.to_dict()
     config["torch_dtype"] = config["dtype"] = "float32"
     config.pop("output_router_logits", None)

@@ -48,7 +48,7 @@ enum Command {
     Generate(GenerateArgs),
     /// Convert a GGUF file into a Hugging Face model directory.
     ImportGguf(ImportArgs),
-    /// Build a Mixtral-layout language-expert MoE from dense checkpoints of one base.
+    /// Build a language-expert MoE (Mixtral, qwen2_moe or qwen3_moe layout) from dense checkpoints of one base.
     Upcycle(UpcycleArgs),
     /// Teach a model new languages on the GPU (MoE-LPR): upcycle a dense one (or give an MoE
     /// more experts), train one new expert per language and the routers on that language's

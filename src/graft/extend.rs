@@ -15,10 +15,11 @@ use serde_json::{json, Value};
 
 use super::centroid::{centroid_row, mean_router_inputs, router_warnings, DEFAULT_TEMPERATURE};
 use super::upcycle::{copy_side_files, UpcycleSummary};
+use crate::checkpoint::config::{ExpertProj, MoeLayout};
 use crate::checkpoint::dtype::from_f32;
 use crate::checkpoint::moegraft_section::MoegraftSection;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES};
-use crate::checkpoint::{Architecture, Checkpoint, ModelFiles};
+use crate::checkpoint::{Checkpoint, ModelFiles};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::model::open::largest_tensor_bytes;
@@ -27,17 +28,13 @@ use crate::model::{LoadOptions, Model};
 use crate::tokenizer::Tokenizer;
 
 pub struct ExtendSources {
-    /// A Mixtral-layout MoE.
+    /// An MoE of routed experts in every layer (Mixtral, qwen3_moe, a shared-expert-free
+    /// qwen2_moe).
     pub moe: ModelFiles,
     /// Expert 0's languages where the model's config does not record them.
     pub base_languages: Vec<String>,
     /// One new expert per entry: its language and a sample of its text (the router row).
     pub languages: Vec<(String, String)>,
-}
-
-/// The Mixtral names of layer `l`'s MoE block.
-fn moe_prefix(l: usize) -> String {
-    format!("model.layers.{l}.block_sparse_moe")
 }
 
 /// Where an output tensor's bytes come from.
@@ -49,10 +46,11 @@ enum Source {
 }
 
 /// The layer whose router `name` is, if it is one.
-fn router_layer(name: &str) -> Option<usize> {
+fn router_layer(layout: MoeLayout, name: &str) -> Option<usize> {
     let rest = name.strip_prefix("model.layers.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    (rest == "block_sparse_moe.gate.weight").then(|| layer.parse().ok())?
+    let (layer, _) = rest.split_once('.')?;
+    let layer = layer.parse().ok()?;
+    (layout.router(layer) == name).then_some(layer)
 }
 
 /// Writes the MoE with `sources.languages.len()` more experts into `out`, routing `top_k`;
@@ -66,12 +64,18 @@ pub async fn extend_to<O: OutputFiles>(
     let ckpt = Checkpoint::open(sources.moe).await?;
     let c = &ckpt.config;
     let label = ckpt.files.label().to_string();
-    if c.architecture != Architecture::Mixtral || !c.is_moe() {
-        return Err(Error::config(
-            &label,
-            "adding experts needs a Mixtral-layout MoE (model_type mixtral)",
-        ));
-    }
+    let layout = match c.architecture.moe_layout() {
+        Some(layout) if c.all_layers_moe() => layout,
+        _ => {
+            return Err(Error::config(
+                &label,
+                format!(
+                    "adding experts needs an MoE whose every layer routes (mixtral, qwen2_moe, qwen3_moe); this is {}",
+                    c.architecture.model_type()
+                ),
+            ))
+        }
+    };
     if sources.languages.is_empty() {
         return Err(Error::InvalidArgument(
             "adding experts needs at least one new language".into(),
@@ -96,7 +100,7 @@ pub async fn extend_to<O: OutputFiles>(
     let (h, layers) = (c.hidden_size, c.num_layers);
     let mut routers = Vec::with_capacity(layers);
     for l in 0..layers {
-        let name = format!("{}.gate.weight", moe_prefix(l));
+        let name = layout.router(l);
         ckpt.expect_shape(&name, &[old, h])?;
         routers.push(ckpt.read(&name).await?.to_f32());
     }
@@ -120,7 +124,7 @@ pub async fn extend_to<O: OutputFiles>(
             Error::tensor_format(ckpt.files.display_name(""), name, "not a weight dtype")
         })?;
         let mut shape = info.shape.clone();
-        let source = match router_layer(name) {
+        let source = match router_layer(layout, name) {
             Some(l) if l < layers => {
                 shape[0] = experts;
                 Source::Router(l)
@@ -131,8 +135,8 @@ pub async fn extend_to<O: OutputFiles>(
     }
     for l in 0..layers {
         for e in old..experts {
-            for w in ["w1", "w2", "w3"] {
-                let from = format!("{}.experts.0.{w}.weight", moe_prefix(l));
+            for proj in ExpertProj::ALL {
+                let from = layout.expert(l, 0, proj);
                 let (dtype, shape) = plan
                     .iter()
                     .find(|(s, _)| s.name == from)
@@ -140,8 +144,8 @@ pub async fn extend_to<O: OutputFiles>(
                     .ok_or_else(|| {
                         Error::tensor_format(ckpt.files.display_name(""), &from, "missing")
                     })?;
-                let name = format!("{}.experts.{e}.{w}.weight", moe_prefix(l));
-                plan.push((TensorSpec::new(name, dtype, shape), Source::Copy(from)));
+                let spec = TensorSpec::new(layout.expert(l, e, proj), dtype, shape);
+                plan.push((spec, Source::Copy(from)));
             }
         }
     }
@@ -229,7 +233,15 @@ fn extended_config(
     let label = ckpt.files.label().to_string();
     labels.extend(new_languages.iter().map(|_| format!("{label} (expert 0)")));
     let mut raw = c.raw.clone();
-    raw["num_local_experts"] = json!(languages.len());
+    match c.architecture.moe_layout() {
+        Some(MoeLayout::Qwen) => {
+            raw["num_experts"] = json!(languages.len());
+            if let Some(map) = raw.as_object_mut() {
+                map.remove("num_local_experts");
+            }
+        }
+        _ => raw["num_local_experts"] = json!(languages.len()),
+    }
     raw["num_experts_per_tok"] = json!(top_k);
     let mut moegraft = raw
         .get(MoegraftSection::KEY)

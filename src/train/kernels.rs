@@ -239,10 +239,14 @@ pub fn cross_entropy(
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct NormGradParams {
-    tokens: u32,
+    rows: u32,
     dim: u32,
     eps: f32,
     accumulate: u32,
+    heads: u32,
+    x_stride: u32,
+    x_offset: u32,
+    w_offset: u32,
 }
 
 /// RMSNorm's input gradient from its saved input `x` and the output's gradient `dy`;
@@ -260,11 +264,58 @@ pub fn rms_norm_backward(
     accumulate: bool,
 ) {
     let params = NormGradParams {
-        tokens: u(tokens),
+        rows: u(tokens),
         dim: u(dim),
         eps,
         accumulate: u32::from(accumulate),
+        heads: 1,
+        x_stride: u(dim),
+        x_offset: 0,
+        w_offset: 0,
     };
+    norm_backward(batch, params, [x, weight, dy, dx]);
+}
+
+/// The saved input of a per-head RMSNorm (qwen3's q_norm or k_norm): `heads` heads of
+/// `head_dim` per token, in rows of `stride` from `offset` (the q|k|v projection before
+/// the norm), normalised with `weight` from `weight_offset`.
+pub struct HeadNormInput<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub stride: usize,
+    pub offset: usize,
+    pub weight: &'a wgpu::Buffer,
+    pub weight_offset: usize,
+}
+
+/// A per-head RMSNorm's input gradient: dy and dx are [tokens, heads · head_dim].
+pub fn head_rms_norm_backward(
+    batch: &mut Batch,
+    input: HeadNormInput,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    eps: f32,
+) {
+    let params = NormGradParams {
+        rows: u(input.tokens * input.heads),
+        dim: u(input.head_dim),
+        eps,
+        accumulate: 0,
+        heads: u(input.heads),
+        x_stride: u(input.stride),
+        x_offset: u(input.offset),
+        w_offset: u(input.weight_offset),
+    };
+    norm_backward(batch, params, [input.x, input.weight, dy, dx]);
+}
+
+fn norm_backward(
+    batch: &mut Batch,
+    params: NormGradParams,
+    [x, weight, dy, dx]: [&wgpu::Buffer; 4],
+) {
     let pipeline = batch
         .ctx()
         .pipeline(key(Shader::NormGrad, "rms_norm_backward"));
@@ -272,7 +323,7 @@ pub fn rms_norm_backward(
         pipeline,
         bytemuck::bytes_of(&params),
         vec![(1, b(x)), (2, b(weight)), (3, b(dy)), (4, b(dx))],
-        u(tokens),
+        params.rows,
     );
 }
 

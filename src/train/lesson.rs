@@ -11,6 +11,7 @@ use super::lesson_model::LessonModel;
 use super::memory::TrainMemory;
 use super::resume::{self, RunState, TensorState};
 use super::step::{PendingLoss, Stage, StepInput, TrainOptions, Trainer};
+use crate::checkpoint::config::ExpertProj;
 use crate::checkpoint::dtype::from_f32;
 use crate::checkpoint::provenance::MANIFEST_FILE;
 use crate::checkpoint::writer::{OutputFiles, ShardedWriter, TensorSpec, DEFAULT_MAX_SHARD_BYTES};
@@ -493,12 +494,12 @@ pub fn record(
 /// The trained tensors under their checkpoint names, as f32.
 pub async fn read_trained(trainer: &Trainer<'_>) -> Result<Vec<(String, Vec<f32>)>> {
     let c = &trainer.config;
-    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let (h, i) = (c.hidden_size, c.expert_intermediate_size);
+    let layout = super::state::layout(c)?;
     let frozen = trainer.frozen_experts();
     let mut out = Vec::new();
     for (l, t) in trainer.layers.iter().enumerate() {
-        let m = format!("model.layers.{l}.block_sparse_moe");
-        out.push((format!("{m}.gate.weight"), trainer.read(&t.router).await?));
+        out.push((layout.router(l), trainer.read(&t.router).await?));
         let gate_up = trainer.read(&t.gate_up).await?;
         let down = trainer.read(&t.down).await?;
         for e in frozen..c.num_experts {
@@ -513,10 +514,10 @@ pub async fn read_trained(trainer: &Trainer<'_>) -> Result<Vec<(String, Vec<f32>
                     .copied()
                     .collect()
             };
-            out.push((format!("{m}.experts.{e}.w1.weight"), rows(0)));
-            out.push((format!("{m}.experts.{e}.w3.weight"), rows(1)));
+            out.push((layout.expert(l, e, ExpertProj::Gate), rows(0)));
+            out.push((layout.expert(l, e, ExpertProj::Up), rows(1)));
             out.push((
-                format!("{m}.experts.{e}.w2.weight"),
+                layout.expert(l, e, ExpertProj::Down),
                 down[k * h * i..(k + 1) * h * i].to_vec(),
             ));
         }

@@ -25,10 +25,11 @@ pub fn estimate(c: &ModelConfig, frozen: usize, batch: usize, seq: usize) -> Tra
     let n = batch * seq;
     let (h, i, e, l) = (
         c.hidden_size,
-        c.intermediate_size,
+        c.expert_intermediate_size,
         c.num_experts,
         c.num_layers,
     );
+    let qkv = n * (c.q_dim() + 2 * c.kv_dim());
     let new = e.saturating_sub(frozen);
     let trained_per_layer = [
         ("router", e * h),
@@ -38,7 +39,8 @@ pub fn estimate(c: &ModelConfig, frozen: usize, batch: usize, seq: usize) -> Tra
     let saved_per_layer = [
         ("residual in", n * h),
         ("residual mid", n * h),
-        ("q|k|v", n * (c.q_dim() + 2 * c.kv_dim())),
+        ("q|k|v", qkv),
+        ("q|k|v before the q/k norm", if c.qk_norm { qkv } else { 0 }),
         ("attention out", n * c.q_dim()),
         ("log-sum-exp", n * c.num_heads),
         ("post-attention norm", n * h),
@@ -58,6 +60,14 @@ pub fn estimate(c: &ModelConfig, frozen: usize, batch: usize, seq: usize) -> Tra
         ("d attention out, dq", 2 * n * c.q_dim()),
         ("attention delta", n * c.num_heads),
         ("dk, dv", 2 * n * c.kv_dim()),
+        (
+            "dq, dk before the q/k norm",
+            if c.qk_norm {
+                n * (c.q_dim() + c.kv_dim())
+            } else {
+                2
+            },
+        ),
         ("d expert outputs", e * n * h),
         ("d gates, d router", 2 * n * e),
         ("d SwiGLU", n * i),
@@ -76,7 +86,7 @@ pub fn estimate(c: &ModelConfig, frozen: usize, batch: usize, seq: usize) -> Tra
         ("new experts' down", new * h * i),
         ("logits", n * c.vocab_size),
         ("expert outputs", e * n * h),
-        ("q|k|v", n * (c.q_dim() + 2 * c.kv_dim())),
+        ("q|k|v", qkv),
         ("gate/up of one expert", n * 2 * i),
     ];
     let (name, words) = single

@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 
+use crate::checkpoint::config::{ExpertProj, MoeLayout};
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -41,27 +42,37 @@ pub struct LayerTensors {
     pub down: Trained,
 }
 
-/// The checkpoint's Mixtral tensors of layer `l` as f32, in `LayerTensors`' layout.
+/// The MoE layout of a model the trainer accepted.
+pub fn layout(c: &ModelConfig) -> Result<MoeLayout> {
+    c.architecture.moe_layout().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{} is not an MoE architecture",
+            c.architecture.model_type()
+        ))
+    })
+}
+
+/// The checkpoint's MoE tensors of layer `l` as f32, in `LayerTensors`' layout.
 async fn read_layer(ckpt: &Checkpoint, l: usize, frozen: usize) -> Result<[Vec<f32>; 3]> {
     let c = &ckpt.config;
-    let m = format!("model.layers.{l}.block_sparse_moe");
-    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let layout = layout(c)?;
+    let (h, i) = (c.hidden_size, c.expert_intermediate_size);
     let read = |name: String, shape: [usize; 2]| async move {
         ckpt.expect_shape(&name, &shape)?;
         Ok::<_, Error>(ckpt.read(&name).await?.to_f32())
     };
-    let router = read(format!("{m}.gate.weight"), [c.num_experts, h]).await?;
+    let router = read(layout.router(l), [c.num_experts, h]).await?;
     let new = c.num_experts - frozen;
     let mut gate_up = Vec::with_capacity(new * 2 * i * h);
     let mut down = Vec::with_capacity(new * h * i);
     for e in frozen..c.num_experts {
-        let w1 = read(format!("{m}.experts.{e}.w1.weight"), [i, h]).await?;
-        let w3 = read(format!("{m}.experts.{e}.w3.weight"), [i, h]).await?;
+        let w1 = read(layout.expert(l, e, ExpertProj::Gate), [i, h]).await?;
+        let w3 = read(layout.expert(l, e, ExpertProj::Up), [i, h]).await?;
         for (g, u) in w1.chunks_exact(h).zip(w3.chunks_exact(h)) {
             gate_up.extend_from_slice(g);
             gate_up.extend_from_slice(u);
         }
-        down.extend(read(format!("{m}.experts.{e}.w2.weight"), [h, i]).await?);
+        down.extend(read(layout.expert(l, e, ExpertProj::Down), [h, i]).await?);
     }
     Ok([router, gate_up, down])
 }
@@ -73,21 +84,23 @@ pub async fn layer_tensors(
     frozen: usize,
     allocated: &Cell<u64>,
 ) -> Result<Vec<LayerTensors>> {
+    let layout = layout(&ckpt.config)?;
+    let [gate, up, down_name] = ExpertProj::ALL.map(|p| layout.proj_name(p));
     let mut out = Vec::with_capacity(ckpt.config.num_layers);
     for l in 0..ckpt.config.num_layers {
         let [router, gate_up, down] = read_layer(ckpt, l, frozen).await?;
-        let m = format!("model.layers.{l}.block_sparse_moe");
+        let m = layout.block(l);
         out.push(LayerTensors {
-            router: Trained::new(ctx, format!("{m}.gate.weight"), &router, allocated)?,
+            router: Trained::new(ctx, layout.router(l), &router, allocated)?,
             gate_up: Trained::new(
                 ctx,
-                format!("{m}.experts.{{{frozen}..}}.{{w1,w3}}"),
+                format!("{m}.experts.{{{frozen}..}}.{{{gate},{up}}}"),
                 &gate_up,
                 allocated,
             )?,
             down: Trained::new(
                 ctx,
-                format!("{m}.experts.{{{frozen}..}}.w2"),
+                format!("{m}.experts.{{{frozen}..}}.{down_name}"),
                 &down,
                 allocated,
             )?,
@@ -103,6 +116,8 @@ pub struct SavedLayer {
     pub res_mid: wgpu::Buffer,
     /// q | k | v per token, after RoPE.
     pub qkv: wgpu::Buffer,
+    /// qwen3: the same before the per-head q/k norm (its backward's input).
+    pub qkv_pre_norm: Option<wgpu::Buffer>,
     pub attn_out: wgpu::Buffer,
     pub lse: wgpu::Buffer,
     /// The post-attention norm's output: the router's and the experts' input.
@@ -136,6 +151,9 @@ pub struct Scratch {
     pub dq: wgpu::Buffer,
     pub dk: wgpu::Buffer,
     pub dv: wgpu::Buffer,
+    /// qwen3: dq and dk before the per-head q/k norm.
+    pub dq_pre_norm: wgpu::Buffer,
+    pub dk_pre_norm: wgpu::Buffer,
     pub d_expert_out: wgpu::Buffer,
     pub d_gates: wgpu::Buffer,
     pub d_hidden: wgpu::Buffer,
@@ -152,7 +170,7 @@ pub fn saved_layers(
     n: usize,
     allocated: &Cell<u64>,
 ) -> Result<Vec<SavedLayer>> {
-    let (h, i, e) = (c.hidden_size, c.intermediate_size, c.num_experts);
+    let (h, i, e) = (c.hidden_size, c.expert_intermediate_size, c.num_experts);
     let qkv = c.q_dim() + 2 * c.kv_dim();
     (0..c.num_layers)
         .map(|l| {
@@ -164,6 +182,11 @@ pub fn saved_layers(
                 res_in: s("res_in", n * h)?,
                 res_mid: s("res_mid", n * h)?,
                 qkv: s("qkv", n * qkv)?,
+                qkv_pre_norm: if c.qk_norm {
+                    Some(s("qkv_pre_norm", n * qkv)?)
+                } else {
+                    None
+                },
                 attn_out: s("attn_out", n * c.q_dim())?,
                 lse: s("lse", n * c.num_heads)?,
                 xn2: s("xn2", n * h)?,
@@ -189,7 +212,7 @@ pub fn scratch(
     trained: usize,
     allocated: &Cell<u64>,
 ) -> Result<Scratch> {
-    let (h, i, e) = (c.hidden_size, c.intermediate_size, c.num_experts);
+    let (h, i, e) = (c.hidden_size, c.expert_intermediate_size, c.num_experts);
     let s = |what: &str, len: usize| {
         allocated.set(allocated.get() + 4 * len as u64);
         ctx.create_storage(what, len)
@@ -211,6 +234,8 @@ pub fn scratch(
         dq: s("dq", n * c.q_dim())?,
         dk: s("dk", n * c.kv_dim())?,
         dv: s("dv", n * c.kv_dim())?,
+        dq_pre_norm: s("dq_pre_norm", if c.qk_norm { n * c.q_dim() } else { 1 })?,
+        dk_pre_norm: s("dk_pre_norm", if c.qk_norm { n * c.kv_dim() } else { 1 })?,
         d_expert_out: s("d_expert_out", e * n * h)?,
         d_gates: s("d_gates", n * e)?,
         d_hidden: s("d_hidden", n * i)?,

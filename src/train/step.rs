@@ -14,10 +14,10 @@ use super::kernels::{
 };
 use super::memory;
 use super::state::{self, LayerTensors, SavedLayer, Scratch, Trained};
-use crate::checkpoint::{Architecture, Checkpoint, ModelConfig};
+use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::batch::PendingReadback;
-use crate::gpu::kernels::{self as gk, RopeTarget};
+use crate::gpu::kernels::{self as gk, HeadNormTarget, RopeTarget};
 use crate::gpu::{Batch, GpuContext, GpuMatrix};
 use crate::model::weights::{Ffn, ModelWeights, MoeFfn};
 use crate::model::{rope_tables, Model};
@@ -169,9 +169,11 @@ impl<'m> Trainer<'m> {
                 c.architecture.class_name()
             )));
         }
-        if c.architecture != Architecture::Mixtral {
+        // The routing the kernels compute: top-k of the softmax, renormalised, in every
+        // layer, routed experts only.
+        if !c.all_layers_moe() || !c.norm_topk_prob || c.shared_expert_intermediate_size > 0 {
             return Err(Error::InvalidArgument(format!(
-                "training takes Mixtral-layout MoEs for now; {} is not one yet",
+                "training takes MoEs whose every layer routes renormalised top-k experts with no shared expert (Mixtral, or a qwen3_moe as upcycle writes it); this {} is not one",
                 c.architecture.model_type()
             )));
         }
@@ -180,11 +182,6 @@ impl<'m> Trainer<'m> {
                 "{} experts: training routes at most 32",
                 c.num_experts
             )));
-        }
-        if c.qk_norm {
-            return Err(Error::InvalidArgument(
-                "training does not take per-head q/k norms (qwen3) yet".into(),
-            ));
         }
         if c.qkv_bias || c.o_bias || c.mlp_bias {
             return Err(Error::InvalidArgument(
@@ -273,7 +270,7 @@ impl<'m> Trainer<'m> {
 
     /// Expert e's gate/up rows as a gemm operand (a frozen one from the model).
     fn expert_gate_up(&self, l: usize, e: usize, transposed: bool) -> Result<Stored<'_>> {
-        let two_i = 2 * self.config.intermediate_size;
+        let two_i = 2 * self.config.expert_intermediate_size;
         let frozen = self.options.frozen_experts;
         if e < frozen {
             return rows_of(
@@ -289,7 +286,10 @@ impl<'m> Trainer<'m> {
     }
 
     fn expert_down(&self, l: usize, e: usize, transposed: bool) -> Result<Stored<'_>> {
-        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
+        let (h, i) = (
+            self.config.hidden_size,
+            self.config.expert_intermediate_size,
+        );
         let frozen = self.options.frozen_experts;
         if e < frozen {
             return rows_of(&moe_of(self.weights, l)?.w2, e * h, h, transposed);
@@ -322,7 +322,7 @@ impl<'m> Trainer<'m> {
         let (n, h, i, e) = (
             self.tokens(),
             c.hidden_size,
-            c.intermediate_size,
+            c.expert_intermediate_size,
             c.num_experts,
         );
         let (qd, kvd) = (c.q_dim(), c.kv_dim());
@@ -341,6 +341,18 @@ impl<'m> Trainer<'m> {
                 &w.attention.qkv,
                 Output::new(&saved.qkv, qkv_width),
             );
+            if let (Some(pre), Some(weight)) = (&saved.qkv_pre_norm, &w.attention.qk_norm) {
+                batch.copy(&saved.qkv, 0, pre, 0, bytes(n * qkv_width));
+                let target = HeadNormTarget {
+                    qkv: &saved.qkv,
+                    tokens: n,
+                    q_heads: c.num_heads,
+                    kv_heads: c.num_kv_heads,
+                    head_dim: c.head_dim,
+                    stride: qkv_width,
+                };
+                gk::head_rms_norm(batch, target, weight, c.rms_norm_eps);
+            }
             for (offset, heads) in [(0, c.num_heads), (qd, c.num_kv_heads)] {
                 let target = RopeTarget {
                     buffer: &saved.qkv,
@@ -459,7 +471,7 @@ impl<'m> Trainer<'m> {
         let (n, h, i, e) = (
             self.tokens(),
             c.hidden_size,
-            c.intermediate_size,
+            c.expert_intermediate_size,
             c.num_experts,
         );
         let (qd, kvd) = (c.q_dim(), c.kv_dim());
@@ -639,11 +651,11 @@ impl<'m> Trainer<'m> {
                 };
                 gk::rope(batch, target, &self.cos, &self.neg_sin);
             }
+            let (dq, dk) = self.qk_norm_backward(batch, l, saved);
             let qkv = &w.attention.qkv;
-            for (j, (d, start, width)) in
-                [(&sc.dq, 0, qd), (&sc.dk, qd, kvd), (&sc.dv, qd + kvd, kvd)]
-                    .into_iter()
-                    .enumerate()
+            for (j, (d, start, width)) in [(dq, 0, qd), (dk, qd, kvd), (&sc.dv, qd + kvd, kvd)]
+                .into_iter()
+                .enumerate()
             {
                 let mut out = Output::new(&sc.d_xn, h);
                 out.accumulate = j > 0;
@@ -670,6 +682,48 @@ impl<'m> Trainer<'m> {
             );
         }
         Ok(())
+    }
+
+    /// qwen3: dq and dk through the per-head q/k norm (to the projection's output); as they
+    /// are without one.
+    fn qk_norm_backward<'b>(
+        &'b self,
+        batch: &mut Batch,
+        l: usize,
+        saved: &'b SavedLayer,
+    ) -> (&'b wgpu::Buffer, &'b wgpu::Buffer) {
+        let c = &self.config;
+        let sc = &self.scratch;
+        let (Some(x), Some(weight)) = (
+            &saved.qkv_pre_norm,
+            &self.weights.layers[l].attention.qk_norm,
+        ) else {
+            return (&sc.dq, &sc.dk);
+        };
+        let parts = [
+            (&sc.dq, &sc.dq_pre_norm, c.num_heads, 0, 0),
+            (
+                &sc.dk,
+                &sc.dk_pre_norm,
+                c.num_kv_heads,
+                c.q_dim(),
+                c.head_dim,
+            ),
+        ];
+        for (dy, dx, heads, offset, weight_offset) in parts {
+            let input = k::HeadNormInput {
+                x,
+                tokens: self.tokens(),
+                heads,
+                head_dim: c.head_dim,
+                stride: c.q_dim() + 2 * c.kv_dim(),
+                offset,
+                weight,
+                weight_offset,
+            };
+            k::head_rms_norm_backward(batch, input, dy, dx, c.rms_norm_eps);
+        }
+        (&sc.dq_pre_norm, &sc.dk_pre_norm)
     }
 
     /// The tensors `stage` trains.
