@@ -1,10 +1,11 @@
-// Element-wise steps: SwiGLU (silu(gate) · up), the residual add, the gated residual add.
+// Element-wise steps: SwiGLU (silu(gate) · up), the residual add, the gated residual add, a
+// bias added to every row.
 
 //!include silu
 
 struct Params {
     count: u32,
-    dim: u32,       // gated_add: values per row
+    dim: u32,       // gated_add, add_bias: values per row
     _pad1: u32,
     _pad2: u32,
 }
@@ -69,5 +70,18 @@ fn gated_add(
     let i = index(wg, nwg, lid);
     if (i < p.count) {
         out[i] += sigmoid(b[i / p.dim]) * a[i];
+    }
+}
+
+// out[t, n] += b[n] over rows of `dim` (a frozen projection's bias in the training forward).
+@compute @workgroup_size(256)
+fn add_bias(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = index(wg, nwg, lid);
+    if (i < p.count) {
+        out[i] += b[i % p.dim];
     }
 }

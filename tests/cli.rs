@@ -559,12 +559,19 @@ fn headless_runs_print_only_moegraft_output() {
 /// `teach` on the kit's base: a few steps of Russian with an English review write a taught
 /// MoE that loads, with its loss curves in `--json` and in moegraft.json; an MoE input and a
 /// text shorter than one window are refused with the file named.
-/// qwen3: the dense model upcycles into a qwen3_moe whose new expert learns through the q/k
-/// norms of the frozen attention; the output, an MoE of Qwen's names, gains a second expert.
+/// qwen3 and qwen2: the dense model upcycles into a qwen3_moe / qwen2_moe whose new expert
+/// learns through the frozen attention's q/k norms or q/k/v biases; the output, an MoE of
+/// Qwen's names, gains a second expert.
 #[test]
-fn teach_takes_qwen3_into_a_qwen3_moe_and_extends_it() {
+fn teach_takes_qwen3_and_qwen2_into_their_moes_and_extends_them() {
+    for (dense, arch) in [("tiny-qwen3", "qwen3_moe"), ("tiny-qwen2", "qwen2_moe")] {
+        teach_qwen(dense, arch);
+    }
+}
+
+fn teach_qwen(dense: &str, arch: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let qwen3 = root.join("tests/fixtures/tiny/tiny-qwen3");
+    let base = root.join("tests/fixtures/tiny").join(dense);
     let out = tempfile::tempdir().expect("tempdir");
     let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
     let (first, second) = (out.path().join("first"), out.path().join("second"));
@@ -594,7 +601,7 @@ fn teach_takes_qwen3_into_a_qwen3_moe_and_extends_it() {
         ];
         stdout_json(&moegraft(&args))
     };
-    let report = teach(&qwen3, "ru", &first);
+    let report = teach(&base, "ru", &first);
     assert_eq!(report["stage1"]["loss"].as_array().map(Vec::len), Some(2));
     let open = |dir: &Path| {
         pollster::block_on(moegraft::checkpoint::Checkpoint::open(
@@ -603,7 +610,7 @@ fn teach_takes_qwen3_into_a_qwen3_moe_and_extends_it() {
         .expect("opens")
     };
     let taught = open(&first);
-    assert_eq!(taught.config.raw["model_type"], "qwen3_moe");
+    assert_eq!(taught.config.raw["model_type"], arch);
     assert_eq!(taught.config.num_experts, 2);
     let name = |l: usize, e: usize| format!("model.layers.{l}.mlp.experts.{e}.down_proj.weight");
     let tensor = |c: &moegraft::checkpoint::Checkpoint, name: &str| {

@@ -1055,6 +1055,27 @@ fn gated_add_matches_cpu() {
     }
 }
 
+#[test]
+fn add_bias_matches_cpu() {
+    let ctx = context(None);
+    let mut rng = Rng::new(62);
+    for (tokens, dim) in [(1, 1), (3, 7), (5, 256), (2, 257), (300, 301)] {
+        let bias = rng.vec(dim, 2.0);
+        let x0 = rng.vec(tokens * dim + 3, 1.0);
+        let (bb, xb) = (ctx.upload_f32("bias", &bias), ctx.upload_f32("x", &x0));
+        let mut batch = Batch::new(&ctx);
+        kernels::add_bias(&mut batch, &bb, &xb, tokens, dim);
+        batch.submit();
+        let got = read_f32(&ctx, &xb, tokens * dim + 3);
+        let mut want: Vec<f64> = x0.iter().map(|&v| v as f64).collect();
+        for (i, w) in want.iter_mut().take(tokens * dim).enumerate() {
+            *w = (x0[i] + bias[i % dim]) as f64; // one f32 rounding, as the kernel does
+        }
+        let exact = vec![0.0; want.len()];
+        assert_close(&format!("add_bias {tokens}×{dim}"), &got, &want, &exact);
+    }
+}
+
 /// One fused gate/up projection (interleaved rows, as the loader stores them) against
 /// silu(x·gateᵀ + b) · (x·upᵀ + b) on the CPU; returns (chunks, worst err/tol).
 fn check_matmul_swiglu(

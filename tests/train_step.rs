@@ -69,6 +69,13 @@ fn training_steps_on_qwen3_moe_match_pytorch() {
     check_steps("train_step_qwen3moe");
 }
 
+/// qwen2_moe as upcycle writes it: q/k/v biases in the forward, the zero shared expert left
+/// out (it adds exactly 0).
+#[test]
+fn training_steps_on_qwen2_moe_match_pytorch() {
+    check_steps("train_step_qwen2moe");
+}
+
 fn check_steps(fixture_dir: &str) {
     let dir = common::fixtures().join(fixture_dir);
     let fixture = common::json(&dir.join("steps.json"));

@@ -7,11 +7,18 @@ Dev-only (PyTorch + transformers; /opt/refvenv here):
     /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step
     /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step_frozen2 --experts 4 --frozen 2
     /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step_qwen3moe --arch qwen3_moe
+    /opt/refvenv/bin/python tools/make_train_fixture.py tests/fixtures/train_step_qwen2moe --arch qwen2_moe --well-conditioned
 
 (the second: an MoE that gains experts — experts 0 and 1 both frozen, as `teach` trains an
 earlier lesson's output; the third: a qwen3_moe as `upcycle` writes one from qwen3 —
 per-head q/k norms before RoPE, the chosen experts' weights renormalised — saved under
-Qwen's per-expert names).
+Qwen's per-expert names; the fourth: a qwen2_moe as `upcycle` writes one from qwen2 — q/k/v
+biases, and a one-unit shared expert of zeros that adds nothing).
+
+`--well-conditioned` takes the first seed from SEED on whose first step no trained element's
+gradient is below 1e-5 of its tensor's largest: AdamW's first step moves such an element by
+about lr in the direction of f32 noise, and the second step's gradients then differ from
+PyTorch's by more than rounding.
 
 Stage 1 (two steps on the same batch): the new experts (1…) and the routers learn, LM loss +
 0.01 × the Switch/Mixtral load-balancing loss per layer (E · Σ_i f_i · P_i, f_i the share of
@@ -37,7 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import MixtralConfig, MixtralForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM  # noqa: E402
+from transformers import (  # noqa: E402
+    MixtralConfig,
+    MixtralForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
 
 from tools.make_tiny_models import mixtral_to_legacy  # noqa: E402
 
@@ -65,6 +79,13 @@ def model() -> MixtralForCausalLM:
             use_sliding_window=False, **common,
         )
         m = Qwen3MoeForCausalLM(config).float()
+    elif ARCH == "qwen2_moe":
+        config = Qwen2MoeConfig(
+            num_experts=EXPERTS, moe_intermediate_size=12, shared_expert_intermediate_size=1,
+            norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], qkv_bias=True,
+            use_sliding_window=False, **common,
+        )
+        m = Qwen2MoeForCausalLM(config).float()
     else:
         m = MixtralForCausalLM(MixtralConfig(num_local_experts=EXPERTS, **common)).float()
     with torch.no_grad():
@@ -74,11 +95,15 @@ def model() -> MixtralForCausalLM:
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
             if ".mlp.gate." in name:
                 p.copy_(torch.randn_like(p))
+            if name.endswith(".bias"):  # qwen2's q/k/v biases
+                p.copy_(0.3 * torch.randn_like(p))
+            if ".shared_expert" in name:  # upcycle's shared expert adds exactly 0
+                p.zero_()
     return m.eval()  # no dropout; autograd still runs
 
 
 def intermediate(c) -> int:
-    return c.moe_intermediate_size if ARCH == "qwen3_moe" else c.intermediate_size
+    return c.intermediate_size if ARCH == "mixtral" else c.moe_intermediate_size
 
 
 def per_expert_names(sd: dict, c) -> dict:
@@ -141,8 +166,9 @@ def loss(m, ids, targets, original, stage):
         for z in routers:
             p = torch.softmax(z.float(), -1)
             top = torch.topk(p, c.num_experts_per_tok, -1).indices
-            f = F.one_hot(top, c.num_local_experts).sum(1).float().mean(0)
-            aux = aux + c.num_local_experts * (f * p.mean(0)).sum()
+            experts = z.shape[-1]
+            f = F.one_hot(top, experts).sum(1).float().mean(0)
+            aux = aux + experts * (f * p.mean(0)).sum()
         return lm, lm + LOAD_BALANCE * aux / len(routers)
     lpr = 0.0
     for z in routers:
@@ -201,36 +227,56 @@ def trained_views_grads(m, stage):
     return out
 
 
+def batch():
+    g = torch.Generator().manual_seed(SEED + 1)
+    ids = torch.randint(0, 48, (BATCH, SEQ), generator=g)
+    targets = torch.cat([ids[:, 1:], torch.full((BATCH, 1), IGNORE)], 1)
+    targets[0, :3] = IGNORE  # a prompt: no loss on its tokens
+    original = (torch.arange(BATCH * SEQ) % 3 != 0).float()
+    return ids, targets, original
+
+
+def well_conditioned_seed() -> int:
+    global SEED
+    start = SEED
+    for SEED in range(start, start + 200):
+        ids, targets, original = batch()
+        first = [steps(stage, 1, ids, targets, original)["steps"][0]["grads"] for stage in (1, 2)]
+        if all(min(abs(x) for x in g) >= 1e-5 * max(abs(x) for x in g) for grads in first for g in grads.values()):
+            print(f"seed {SEED}: no trained element's first gradient at f32 noise")
+            return SEED
+    raise RuntimeError("no well-conditioned seed")
+
+
 def main() -> int:
-    global EXPERTS, FROZEN, ARCH
+    global EXPERTS, FROZEN, ARCH, SEED
     ap = argparse.ArgumentParser()
     ap.add_argument("out", nargs="?", default="tests/fixtures/train_step")
     ap.add_argument("--experts", type=int, default=3)
     ap.add_argument("--frozen", type=int, default=1)
-    ap.add_argument("--arch", choices=["mixtral", "qwen3_moe"], default="mixtral")
+    ap.add_argument("--arch", choices=["mixtral", "qwen3_moe", "qwen2_moe"], default="mixtral")
+    ap.add_argument("--well-conditioned", action="store_true")
     args = ap.parse_args()
     EXPERTS, FROZEN, ARCH = args.experts, args.frozen, args.arch
+    if args.well_conditioned:
+        SEED = well_conditioned_seed()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     m = model()
     sd = {k: v.detach().contiguous() for k, v in m.state_dict().items() if k != "lm_head.weight"}
-    names = per_expert_names if ARCH == "qwen3_moe" else mixtral_to_legacy
+    names = mixtral_to_legacy if ARCH == "mixtral" else per_expert_names
     save_file(names(sd, m.config), str(out / "model.safetensors"), metadata={"format": "pt"})
     config = m.config.to_dict()
     config["torch_dtype"] = config["dtype"] = "float32"
     config.pop("output_router_logits", None)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
-    g = torch.Generator().manual_seed(SEED + 1)
-    ids = torch.randint(0, m.config.vocab_size, (BATCH, SEQ), generator=g)
-    targets = torch.cat([ids[:, 1:], torch.full((BATCH, 1), IGNORE)], 1)
-    targets[0, :3] = IGNORE  # a prompt: no loss on its tokens
-    original = (torch.arange(BATCH * SEQ) % 3 != 0).float()
+    ids, targets, original = batch()
     fixture = {
         "about": "tools/make_train_fixture.py: PyTorch " + torch.__version__,
         "batch": BATCH, "seq": SEQ, "lr": LR, "weight_decay": WEIGHT_DECAY, "betas": BETAS, "eps": EPS,
         "max_grad_norm": MAX_NORM, "load_balance": LOAD_BALANCE, "language_prior": LANGUAGE_PRIOR,
-        "frozen_experts": FROZEN,
+        "frozen_experts": FROZEN, "seed": SEED,
         "ids": ids.reshape(-1).tolist(), "targets": targets.reshape(-1).tolist(),
         "original": [bool(o) for o in original.tolist()],
         "stage1": steps(1, 2, ids, targets, original),

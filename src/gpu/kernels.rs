@@ -682,16 +682,44 @@ pub fn gated_add(
     tokens: usize,
     dim: usize,
 ) {
+    let bindings = vec![(1, b(y)), (2, b(gate)), (3, b(x))];
+    rows_op(batch, "gated_add", bindings, tokens, dim);
+}
+
+/// x[t, n] += bias[n] for `tokens` rows of `dim`.
+pub fn add_bias(
+    batch: &mut Batch,
+    bias: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    tokens: usize,
+    dim: usize,
+) {
+    rows_op(
+        batch,
+        "add_bias",
+        vec![(2, b(bias)), (3, b(x))],
+        tokens,
+        dim,
+    );
+}
+
+fn rows_op(
+    batch: &mut Batch,
+    entry: &'static str,
+    bindings: Vec<(u32, Binding)>,
+    tokens: usize,
+    dim: usize,
+) {
     let count = tokens * dim;
     let params = CountParams {
         count: u(count),
         _pad: [u(dim), 0, 0],
     };
-    let pipeline = batch.ctx().pipeline(key(Shader::Activation, "gated_add"));
+    let pipeline = batch.ctx().pipeline(key(Shader::Activation, entry));
     batch.dispatch(
         pipeline,
         bytemuck::bytes_of(&params),
-        vec![(1, b(y)), (2, b(gate)), (3, b(x))],
+        bindings,
         u(count.div_ceil(256)),
     );
 }

@@ -14,6 +14,7 @@ use super::kernels::{
 };
 use super::memory;
 use super::state::{self, LayerTensors, SavedLayer, Scratch, Trained};
+use crate::checkpoint::config::ExpertProj;
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::batch::PendingReadback;
@@ -148,6 +149,27 @@ fn rows_of<'a>(
     })
 }
 
+/// Every shared expert's down projection is zero (upcycle's qwen2_moe, or none at all): it
+/// adds exactly 0 to the residual stream and passes no gradient, so training leaves it out.
+async fn shared_experts_add_nothing(ckpt: &Checkpoint) -> Result<bool> {
+    let c = &ckpt.config;
+    let Some(layout) = c.architecture.moe_layout() else {
+        return Ok(true);
+    };
+    if c.shared_expert_intermediate_size == 0 {
+        return Ok(true);
+    }
+    for l in 0..c.num_layers {
+        let down = ckpt
+            .read(&layout.shared_expert(l, ExpertProj::Down))
+            .await?;
+        if down.to_f32().iter().any(|v| *v != 0.0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn moe_of(weights: &ModelWeights, l: usize) -> Result<&MoeFfn> {
     match &weights.layers[l].ffn {
         Ffn::Moe(m) => Ok(m),
@@ -171,9 +193,11 @@ impl<'m> Trainer<'m> {
         }
         // The routing the kernels compute: top-k of the softmax, renormalised, in every
         // layer, routed experts only.
-        if !c.all_layers_moe() || !c.norm_topk_prob || c.shared_expert_intermediate_size > 0 {
+        if !c.all_layers_moe() || !c.norm_topk_prob || !shared_experts_add_nothing(ckpt).await? {
             return Err(Error::InvalidArgument(format!(
-                "training takes MoEs whose every layer routes renormalised top-k experts with no shared expert (Mixtral, or a qwen3_moe as upcycle writes it); this {} is not one",
+                "training takes MoEs whose every layer routes renormalised top-k experts, with no \
+                 shared expert or a zero one (Mixtral, or a qwen2_moe / qwen3_moe as upcycle \
+                 writes them); this {} is not one",
                 c.architecture.model_type()
             )));
         }
@@ -183,9 +207,9 @@ impl<'m> Trainer<'m> {
                 c.num_experts
             )));
         }
-        if c.qkv_bias || c.o_bias || c.mlp_bias {
+        if c.mlp_bias {
             return Err(Error::InvalidArgument(
-                "training does not take projection biases yet".into(),
+                "training does not take MLP biases (experts have none)".into(),
             ));
         }
         if options.seq == 0 || options.seq > k::MAX_TRAIN_SEQ || options.batch == 0 {
@@ -341,6 +365,9 @@ impl<'m> Trainer<'m> {
                 &w.attention.qkv,
                 Output::new(&saved.qkv, qkv_width),
             );
+            if let Some(bias) = &w.attention.qkv_bias {
+                gk::add_bias(batch, bias, &saved.qkv, n, qkv_width);
+            }
             if let (Some(pre), Some(weight)) = (&saved.qkv_pre_norm, &w.attention.qk_norm) {
                 batch.copy(&saved.qkv, 0, pre, 0, bytes(n * qkv_width));
                 let target = HeadNormTarget {
@@ -378,6 +405,9 @@ impl<'m> Trainer<'m> {
                 &w.attention.o,
                 Output::new(&sc.x, h).accumulate(),
             );
+            if let Some(bias) = &w.attention.o_bias {
+                gk::add_bias(batch, bias, &sc.x, n, h);
+            }
             batch.copy(&sc.x, 0, &saved.res_mid, 0, bytes(n * h));
             gk::rms_norm(
                 batch,
