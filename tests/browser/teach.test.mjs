@@ -2,14 +2,14 @@
 // section's folder input, learns Russian from the kit's sample with an English review. The run
 // is stopped in stage 1 and resumed from its checkpoint; the loss falls; the taught model
 // loads, answers, and takes Δ as the graft's target; the kit's cpt-moe gains an expert; a lesson that cannot run leaves the page
-// working with its models loaded.
+// working with its models loaded; a dense qwen3 is taught into a qwen3_moe.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { artifacts, checkPrerequisites, demo, openPage } from './harness.mjs';
+import { artifacts, checkPrerequisites, demo, fixtures, openPage } from './harness.mjs';
 
 const SETTINGS = { steps: 10, review_steps: 2, batch: 4, seq: 64 };
 
@@ -96,6 +96,21 @@ describe('teaching a language in the browser (WebGPU on SwiftShader)', { timeout
     assert.equal(done.report.settings.frozen_experts, 3);
     assert.equal(done.report.stage1.loss.length, 2);
     for (const row of done.report.expert_shares.ru) assert.equal(row.length, 4, 'four experts a layer');
+  });
+
+  test('a dense qwen3 is taught into a qwen3_moe in the tab; the taught model loads and answers', async () => {
+    await page.setInputFiles('#teach-model', path.join(fixtures, 'tiny/tiny-qwen3'));
+    const done = await hook((s) => window.__moegraft.teach(s), { steps: 2, review_steps: 1, batch: 2, seq: 32 });
+    assert.equal(done.report.stage1.loss.length, 2);
+    assert.deepEqual(done.report.expert_languages, [['en'], ['ru']]);
+    const loads = await hook(() => window.__moegraft.loads);
+    await hook(() => window.__moegraft.loadTaught());
+    await page.waitForFunction((n) => window.__moegraft.loads > n, loads, { timeout: 120_000 });
+    const model = await hook(() => window.__moegraft.model);
+    assert.equal(model.architecture, 'qwen3_moe');
+    assert.equal(model.num_experts, 2);
+    const answer = await hook(() => window.__moegraft.generate('Привет', { max_tokens: 3, temperature: 0 }));
+    assert.ok(answer.output_ids.length > 0, 'the taught qwen3_moe answers');
   });
 
   test('a lesson that cannot run leaves the page working and the models loaded', async () => {
