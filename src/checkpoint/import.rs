@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use super::config::Architecture;
+use super::config::{Architecture, ExpertProj, MoeLayout};
 use super::dequant::dequantize;
 use super::dtype::{self, DType};
 use super::gguf::{read_gguf, GgmlType, GgufFile, GgufTensorInfo};
@@ -172,6 +172,9 @@ struct Hyper {
     context: Option<usize>,
     n_experts: usize,
     n_experts_used: usize,
+    /// Qwen MoEs: an expert's FFN width and the shared expert's (0: none).
+    expert_ffn: usize,
+    shared_ffn: usize,
 }
 
 /// Sizes above this are refused as corrupt, as config.json's parser does.
@@ -190,6 +193,9 @@ impl Hyper {
         let base = match arch_name {
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
+            "qwen2moe" => Architecture::Qwen2Moe,
+            "qwen3moe" => Architecture::Qwen3Moe,
             _ => return Err(unsupported()),
         };
         let key = |k: &str| format!("{arch_name}.{k}");
@@ -232,20 +238,35 @@ impl Hyper {
             ));
         }
         let n_experts = g.get_u64(&key("expert_count"))?.unwrap_or(0) as usize;
-        let (arch, n_experts_used) = if n_experts > 0 {
-            if base != Architecture::Llama {
-                return Err(unsupported());
-            }
+        let qwen_moe = matches!(base, Architecture::Qwen2Moe | Architecture::Qwen3Moe);
+        let (arch, n_experts_used) = if n_experts > 0 || qwen_moe {
+            let arch = match base {
+                Architecture::Llama => Architecture::Mixtral,
+                a if qwen_moe => a,
+                _ => return Err(unsupported()),
+            };
+            let n = req("expert_count")?;
             let used = req("expert_used_count")?;
-            if used > n_experts || n_experts > 256 {
+            if used > n || n > 256 || used > 16 {
                 return Err(Error::config(
                     file,
-                    format!("expert_used_count {used} / expert_count {n_experts} out of range"),
+                    format!("expert_used_count {used} / expert_count {n} out of range"),
                 ));
             }
-            (Architecture::Mixtral, used)
+            (arch, used)
         } else {
             (base, 0)
+        };
+        let ffn = req("feed_forward_length")?;
+        // llama.cpp's Qwen MoEs: every layer routed, the experts' width apart from the dense
+        // FFN's, qwen2moe's shared expert beside them.
+        let (expert_ffn, shared_ffn) = match arch {
+            Architecture::Qwen2Moe => (
+                req("expert_feed_forward_length")?,
+                req("expert_shared_feed_forward_length")?,
+            ),
+            Architecture::Qwen3Moe => (req("expert_feed_forward_length")?, 0),
+            _ => (ffn, 0),
         };
         let float = |k: &str, default: f64| -> Result<f32> {
             Ok(g.get_f64(&key(k))?.unwrap_or(default) as f32)
@@ -255,7 +276,7 @@ impl Hyper {
             prefix: arch_name.to_string(),
             n_layers: req("block_count")?,
             hidden,
-            ffn: req("feed_forward_length")?,
+            ffn,
             n_head,
             n_head_kv,
             head_dim,
@@ -263,8 +284,10 @@ impl Hyper {
             rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
             rope_theta: float("rope.freq_base", 10000.0)?,
             context: opt("context_length")?,
-            n_experts,
+            n_experts: if n_experts_used > 0 { n_experts } else { 0 },
             n_experts_used,
+            expert_ffn,
+            shared_ffn,
         })
     }
 }
@@ -302,6 +325,9 @@ enum Target {
         expected: Option<Vec<usize>>,
         unpermute_heads: Option<usize>,
     },
+    /// One tensor of `shape` whatever the file's (the same elements): qwen2moe's shared-expert
+    /// gate, [hidden] in older files and [1, hidden] in newer ones.
+    Reshaped { hf: String, shape: Vec<usize> },
     /// A 3-D stack `[experts, rows, cols]` split into `<prefix>.<e>.<w>.weight`.
     Experts {
         prefix: String,
@@ -373,6 +399,20 @@ fn plan_tensors(g: &GgufFile, hp: &Hyper) -> Result<TensorPlan> {
                     unpermute_heads,
                 });
             }
+            Target::Reshaped { hf, shape: want } => {
+                let numel = |s: &[usize]| s.iter().product::<usize>();
+                if numel(&want) != numel(&shape) {
+                    check(&want, &shape)?;
+                }
+                tensors.push(PlannedTensor {
+                    hf_name: hf,
+                    shape: want,
+                    source: index,
+                    byte_start: 0,
+                    byte_len: info.n_bytes,
+                    unpermute_heads: None,
+                });
+            }
             Target::Experts {
                 prefix,
                 w,
@@ -402,7 +442,7 @@ fn plan_tensors(g: &GgufFile, hp: &Hyper) -> Result<TensorPlan> {
         tensors,
         vocab_size: vocab,
         tied: !has("output.weight"),
-        attention_bias: hp.arch != Architecture::Qwen2 && has("blk.0.attn_q.bias"),
+        attention_bias: has("blk.0.attn_q.bias"),
     })
 }
 
@@ -430,6 +470,21 @@ fn check_complete(g: &GgufFile, hp: &Hyper) -> Result<()> {
             if !has(&t(part)) {
                 return Err(missing(t(part)));
             }
+        }
+        let mut needed: Vec<&str> = Vec::new();
+        if matches!(hp.arch, Architecture::Qwen3 | Architecture::Qwen3Moe) {
+            needed.extend(["attn_q_norm", "attn_k_norm"]);
+        }
+        if hp.shared_ffn > 0 {
+            needed.extend([
+                "ffn_gate_shexp",
+                "ffn_up_shexp",
+                "ffn_down_shexp",
+                "ffn_gate_inp_shexp",
+            ]);
+        }
+        if let Some(part) = needed.into_iter().find(|part| !has(&t(part))) {
+            return Err(missing(t(part)));
         }
         if hp.arch == Architecture::Qwen2 {
             for part in ["attn_q", "attn_k", "attn_v"] {
@@ -509,8 +564,8 @@ impl NameCtx<'_> {
         let layer: usize = layer.parse().ok().filter(|&l| l < hp.n_layers)?;
         let p = format!("model.layers.{layer}");
         let (q_dim, kv_dim) = (hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim);
-        // llama.cpp permutes q/k rows for llama-family rotary layout; qwen2 is stored as is.
-        let permuted = hp.arch != Architecture::Qwen2;
+        // llama.cpp permutes q/k rows for llama-family rotary layout; Qwen's are stored as is.
+        let permuted = matches!(hp.arch, Architecture::Llama | Architecture::Mixtral);
         let attn = |proj: &str, shape: Vec<usize>, heads: Option<usize>| {
             Some(Target::One {
                 hf: format!("{p}.self_attn.{proj}.{suffix}"),
@@ -518,18 +573,23 @@ impl NameCtx<'_> {
                 unpermute_heads: heads.filter(|_| permuted),
             })
         };
-        let moe = format!("{p}.block_sparse_moe");
-        let experts = |w: &'static str, shape: Vec<usize>| {
+        let layout = hp.arch.moe_layout().unwrap_or(MoeLayout::Mixtral);
+        let moe = layout.block(layer);
+        let experts = |proj: ExpertProj, shape: Vec<usize>| {
             if is_bias || hp.n_experts == 0 {
                 return None;
             }
             Some(Target::Experts {
                 prefix: format!("{moe}.experts"),
-                w,
+                w: layout.proj_name(proj),
                 expected: shape,
             })
         };
-        let (ffn, e) = (hp.ffn, hp.n_experts);
+        let (ffn, e, xf, sf) = (hp.ffn, hp.n_experts, hp.expert_ffn, hp.shared_ffn);
+        let qk_norm = matches!(hp.arch, Architecture::Qwen3 | Architecture::Qwen3Moe);
+        let shared = |proj: &str, shape: Vec<usize>| {
+            (sf > 0 && !is_bias).then(|| one(&format!("{moe}.shared_expert.{proj}"), shape))?
+        };
         match part {
             "attn_norm" => one(&format!("{p}.input_layernorm"), vec![h]),
             "ffn_norm" => one(&format!("{p}.post_attention_layernorm"), vec![h]),
@@ -537,27 +597,41 @@ impl NameCtx<'_> {
             "attn_k" => attn("k_proj", vec![kv_dim, h], Some(hp.n_head_kv)),
             "attn_v" => attn("v_proj", vec![kv_dim, h], None),
             "attn_output" => attn("o_proj", vec![h, q_dim], None),
+            "attn_q_norm" if qk_norm && !is_bias => {
+                one(&format!("{p}.self_attn.q_norm"), vec![hp.head_dim])
+            }
+            "attn_k_norm" if qk_norm && !is_bias => {
+                one(&format!("{p}.self_attn.k_norm"), vec![hp.head_dim])
+            }
             "ffn_gate" if e == 0 => one(&format!("{p}.mlp.gate_proj"), vec![ffn, h]),
             "ffn_up" if e == 0 => one(&format!("{p}.mlp.up_proj"), vec![ffn, h]),
             "ffn_down" if e == 0 => one(&format!("{p}.mlp.down_proj"), vec![h, ffn]),
             "ffn_gate_inp" if e > 0 && !is_bias => one(&format!("{moe}.gate"), vec![e, h]),
-            "ffn_gate_exps" => experts("w1", vec![e, ffn, h]),
-            "ffn_up_exps" => experts("w3", vec![e, ffn, h]),
-            "ffn_down_exps" => experts("w2", vec![e, h, ffn]),
+            "ffn_gate_exps" => experts(ExpertProj::Gate, vec![e, xf, h]),
+            "ffn_up_exps" => experts(ExpertProj::Up, vec![e, xf, h]),
+            "ffn_down_exps" => experts(ExpertProj::Down, vec![e, h, xf]),
+            "ffn_gate_shexp" => shared("gate_proj", vec![sf, h]),
+            "ffn_up_shexp" => shared("up_proj", vec![sf, h]),
+            "ffn_down_shexp" => shared("down_proj", vec![h, sf]),
+            "ffn_gate_inp_shexp" if sf > 0 && !is_bias => Some(Target::Reshaped {
+                hf: layout.shared_gate(layer),
+                shape: vec![1, h],
+            }),
             _ => {
                 // Older MoE files store experts one by one: blk.N.ffn_gate.E.weight.
                 let (kind, index) = part.rsplit_once('.')?;
                 let index: usize = index.parse().ok().filter(|&i| i < e)?;
-                let (w, shape) = match kind {
-                    "ffn_gate" => ("w1", vec![ffn, h]),
-                    "ffn_up" => ("w3", vec![ffn, h]),
-                    "ffn_down" => ("w2", vec![h, ffn]),
+                let (proj, shape) = match kind {
+                    "ffn_gate" => (ExpertProj::Gate, vec![xf, h]),
+                    "ffn_up" => (ExpertProj::Up, vec![xf, h]),
+                    "ffn_down" => (ExpertProj::Down, vec![h, xf]),
                     _ => return None,
                 };
                 if is_bias {
                     return None;
                 }
-                one(&format!("{moe}.experts.{index}.{w}"), shape)
+                let name = layout.expert(layer, index, proj);
+                one(name.strip_suffix(".weight")?, shape)
             }
         }
     }
@@ -664,8 +738,33 @@ fn config_json(
             c.insert("attention_bias".into(), json!(plan.attention_bias));
             c.insert("mlp_bias".into(), json!(false));
         }
-        Architecture::Qwen2 | Architecture::Qwen3 => {
+        Architecture::Qwen2 => {
             c.insert("use_sliding_window".into(), json!(false));
+        }
+        Architecture::Qwen3 => {
+            c.insert("use_sliding_window".into(), json!(false));
+            c.insert("attention_bias".into(), json!(plan.attention_bias));
+        }
+        Architecture::Qwen2Moe | Architecture::Qwen3Moe => {
+            c.insert("use_sliding_window".into(), json!(false));
+            c.insert("num_experts".into(), json!(hp.n_experts));
+            c.insert("num_experts_per_tok".into(), json!(hp.n_experts_used));
+            c.insert("moe_intermediate_size".into(), json!(hp.expert_ffn));
+            // llama.cpp routes every layer and hard-codes the renormalisation per
+            // architecture (qwen2moe no, qwen3moe yes); it writes no key for either.
+            c.insert("decoder_sparse_step".into(), json!(1));
+            c.insert("mlp_only_layers".into(), json!([]));
+            let qwen2 = hp.arch == Architecture::Qwen2Moe;
+            c.insert("norm_topk_prob".into(), json!(!qwen2));
+            if qwen2 {
+                c.insert(
+                    "shared_expert_intermediate_size".into(),
+                    json!(hp.shared_ffn),
+                );
+                c.insert("qkv_bias".into(), json!(plan.attention_bias));
+            } else {
+                c.insert("attention_bias".into(), json!(plan.attention_bias));
+            }
         }
         Architecture::Mixtral => {
             c.insert("num_local_experts".into(), json!(hp.n_experts));
@@ -673,8 +772,7 @@ fn config_json(
             // llama.cpp runs Mixtral GGUFs with full attention.
             c.insert("sliding_window".into(), Value::Null);
         }
-        // Hyper::read refuses qwen2moe/qwen3moe GGUFs for now: their keys are not read.
-        Architecture::Mistral | Architecture::Qwen2Moe | Architecture::Qwen3Moe => {}
+        Architecture::Mistral => {}
     }
     if let Some(id) = tok.bos_id {
         c.insert("bos_token_id".into(), json!(id));
@@ -873,11 +971,18 @@ mod tests {
     }
 
     /// A 2-layer model with 2 heads (head_dim 4), 1 kv head, F32 weights whose values encode
-    /// their position. `kind`: "llama", "qwen2" (q/k/v biases) or "mixtral" (llama with two
-    /// stacked experts).
+    /// their position. `kind`: "llama", "qwen2" (q/k/v biases), "mixtral" (llama with two
+    /// stacked experts), "qwen3" (q/k norms), "qwen3moe" (q/k norms, two stacked experts of
+    /// width 6) or "qwen2moe" (biases, two experts of width 6, a shared expert of width 5 whose
+    /// gate is stored as [hidden], as older converters did).
     fn tiny(kind: &str, tied: bool) -> Vec<u8> {
-        let (h, ffn, vocab) = (8u64, 16u64, 10u64);
-        let arch = if kind == "qwen2" { "qwen2" } else { "llama" };
+        let (h, ffn, xf, sf, vocab) = (8u64, 16u64, 6u64, 5u64, 10u64);
+        let arch = match kind {
+            "mixtral" => "llama",
+            k => k,
+        };
+        let moe = matches!(kind, "mixtral" | "qwen3moe" | "qwen2moe");
+        let biases = matches!(kind, "qwen2" | "qwen2moe");
         let key = |k: &str| format!("{arch}.{k}");
         let mut b = GgufBuilder::new();
         b.str("general.architecture", arch)
@@ -889,11 +994,25 @@ mod tests {
             .u32(&key("context_length"), 64)
             .f32(&key("attention.layer_norm_rms_epsilon"), 1e-5)
             .f32(&key("rope.freq_base"), 10000.0);
-        if kind == "mixtral" {
-            b.u32("llama.expert_count", 2)
-                .u32("llama.expert_used_count", 1);
+        if moe {
+            b.u32(&key("expert_count"), 2)
+                .u32(&key("expert_used_count"), 1);
         }
-        let pre = if kind == "qwen2" { "qwen2" } else { "smollm" };
+        if kind.starts_with("qwen") && moe {
+            b.u32(&key("expert_feed_forward_length"), xf as u32);
+        }
+        if kind == "qwen2moe" {
+            b.u32(&key("expert_shared_feed_forward_length"), sf as u32);
+        }
+        if kind.starts_with("qwen3") {
+            b.u32(&key("attention.key_length"), 4)
+                .u32(&key("attention.value_length"), 4);
+        }
+        let pre = if kind.starts_with("qwen") {
+            "qwen2"
+        } else {
+            "smollm"
+        };
         tiny_tokenizer(&mut b, pre, kind == "llama");
         let vals = |n: u64, base: f32| (0..n).map(|i| base + i as f32).collect::<Vec<_>>();
         b.f32_tensor("token_embd.weight", &[h, vocab], &vals(h * vocab, 0.0));
@@ -901,6 +1020,7 @@ mod tests {
         if !tied {
             b.f32_tensor("output.weight", &[h, vocab], &vals(h * vocab, 2.0));
         }
+        let width = if kind == "mixtral" { ffn } else { xf };
         for l in 0..2 {
             let t = |n: &str| format!("blk.{l}.{n}.weight");
             b.f32_tensor(&t("attn_norm"), &[h], &vals(h, 3.0));
@@ -909,21 +1029,43 @@ mod tests {
             b.f32_tensor(&t("attn_v"), &[h, 4], &vals(32, 6.0));
             b.f32_tensor(&t("attn_output"), &[8, h], &vals(64, 7.0));
             b.f32_tensor(&t("ffn_norm"), &[h], &vals(h, 8.0));
-            if kind == "qwen2" {
+            if biases {
                 let bias = |n: &str| format!("blk.{l}.{n}.bias");
                 b.f32_tensor(&bias("attn_q"), &[8], &vals(8, 20.0));
                 b.f32_tensor(&bias("attn_k"), &[4], &vals(4, 30.0));
                 b.f32_tensor(&bias("attn_v"), &[4], &vals(4, 40.0));
             }
-            if kind == "mixtral" {
+            if kind.starts_with("qwen3") {
+                b.f32_tensor(&t("attn_q_norm"), &[4], &vals(4, 50.0));
+                b.f32_tensor(&t("attn_k_norm"), &[4], &vals(4, 60.0));
+            }
+            if moe {
                 b.f32_tensor(&t("ffn_gate_inp"), &[h, 2], &vals(h * 2, 12.0));
-                b.f32_tensor(&t("ffn_gate_exps"), &[h, ffn, 2], &vals(h * ffn * 2, 9.0));
-                b.f32_tensor(&t("ffn_up_exps"), &[h, ffn, 2], &vals(h * ffn * 2, 10.0));
-                b.f32_tensor(&t("ffn_down_exps"), &[ffn, h, 2], &vals(h * ffn * 2, 11.0));
+                b.f32_tensor(
+                    &t("ffn_gate_exps"),
+                    &[h, width, 2],
+                    &vals(h * width * 2, 9.0),
+                );
+                b.f32_tensor(
+                    &t("ffn_up_exps"),
+                    &[h, width, 2],
+                    &vals(h * width * 2, 10.0),
+                );
+                b.f32_tensor(
+                    &t("ffn_down_exps"),
+                    &[width, h, 2],
+                    &vals(h * width * 2, 11.0),
+                );
             } else {
                 b.f32_tensor(&t("ffn_gate"), &[h, ffn], &vals(h * ffn, 9.0));
                 b.f32_tensor(&t("ffn_up"), &[h, ffn], &vals(h * ffn, 10.0));
                 b.f32_tensor(&t("ffn_down"), &[ffn, h], &vals(h * ffn, 11.0));
+            }
+            if kind == "qwen2moe" {
+                b.f32_tensor(&t("ffn_gate_shexp"), &[h, sf], &vals(h * sf, 70.0));
+                b.f32_tensor(&t("ffn_up_shexp"), &[h, sf], &vals(h * sf, 71.0));
+                b.f32_tensor(&t("ffn_down_shexp"), &[sf, h], &vals(h * sf, 72.0));
+                b.f32_tensor(&t("ffn_gate_inp_shexp"), &[h], &vals(h, 73.0));
             }
         }
         b.build()
@@ -1044,6 +1186,59 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn qwen3_keeps_q_k_order_and_its_norms() {
+        let (dir, summary) = import_bytes("qwen3", tiny("qwen3", true), DType::F32).unwrap();
+        assert_eq!(summary.model.architecture, "qwen3");
+        let ck = open(&dir);
+        assert!(ck.config.qk_norm && !ck.config.qkv_bias);
+        assert_eq!(ck.config.head_dim, 4);
+        let q = pollster::block_on(ck.read_f32("model.layers.0.self_attn.q_proj.weight")).unwrap();
+        assert_eq!([q[0], q[8], q[16]], [4.0, 12.0, 20.0], "not permuted");
+        let kn = pollster::block_on(ck.read_f32("model.layers.1.self_attn.k_norm.weight")).unwrap();
+        assert_eq!(kn, vec![60.0, 61.0, 62.0, 63.0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn qwen_moes_split_their_experts_under_qwen_names() {
+        for kind in ["qwen3moe", "qwen2moe"] {
+            let (dir, summary) = import_bytes(kind, tiny(kind, false), DType::F32).unwrap();
+            let ck = open(&dir);
+            let c = &ck.config;
+            let qwen2 = kind == "qwen2moe";
+            assert_eq!(
+                summary.model.architecture,
+                if qwen2 { "qwen2_moe" } else { "qwen3_moe" }
+            );
+            assert_eq!((c.num_experts, c.experts_per_token), (2, 1));
+            assert_eq!(c.expert_intermediate_size, 6);
+            assert_eq!(
+                c.norm_topk_prob, !qwen2,
+                "llama.cpp's per-architecture choice"
+            );
+            assert!(c.all_layers_moe());
+            assert_eq!(c.qkv_bias, qwen2);
+            assert_eq!(c.shared_expert_intermediate_size, if qwen2 { 5 } else { 0 });
+            let layout = MoeLayout::Qwen;
+            ck.expect_shape(&layout.router(0), &[2, 8]).unwrap();
+            ck.expect_shape(&layout.expert(1, 1, ExpertProj::Down), &[8, 6])
+                .unwrap();
+            // Expert 1 of the stack starts after expert 0's 48 values.
+            let up = pollster::block_on(ck.read_f32(&layout.expert(0, 1, ExpertProj::Up))).unwrap();
+            assert_eq!((up.len(), up[0]), (48, 10.0 + 48.0));
+            if qwen2 {
+                let gate = layout.shared_gate(1);
+                ck.expect_shape(&gate, &[1, 8]).unwrap();
+                let g = pollster::block_on(ck.read_f32(&gate)).unwrap();
+                assert_eq!(g[7], 80.0);
+                ck.expect_shape(&layout.shared_expert(0, ExpertProj::Down), &[8, 5])
+                    .unwrap();
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
     type BuildFn = dyn Fn(&mut GgufBuilder);
 
     #[test]
@@ -1117,6 +1312,41 @@ mod tests {
                         .f32_tensor("output_norm.weight", &[8], &[0.0; 8]);
                 }),
                 "tensor 'blk.0.attn_norm.weight' is missing",
+            ),
+            (
+                Box::new(|b| {
+                    b.str("general.architecture", "qwen3moe")
+                        .u32("qwen3moe.block_count", 1)
+                        .u32("qwen3moe.embedding_length", 8)
+                        .u32("qwen3moe.attention.head_count", 2)
+                        .u32("qwen3moe.feed_forward_length", 4)
+                        .u32("qwen3moe.expert_count", 2)
+                        .u32("qwen3moe.expert_used_count", 1);
+                }),
+                "metadata 'qwen3moe.expert_feed_forward_length' is missing",
+            ),
+            (
+                Box::new(|b| {
+                    b.str("general.architecture", "qwen2moe")
+                        .u32("qwen2moe.block_count", 1)
+                        .u32("qwen2moe.embedding_length", 8)
+                        .u32("qwen2moe.attention.head_count", 2)
+                        .u32("qwen2moe.feed_forward_length", 4)
+                        .u32("qwen2moe.expert_count", 2)
+                        .u32("qwen2moe.expert_used_count", 3);
+                }),
+                "expert_used_count 3 / expert_count 2 out of range",
+            ),
+            (
+                Box::new(|b| {
+                    b.str("general.architecture", "qwen3")
+                        .u32("qwen3.block_count", 1)
+                        .u32("qwen3.embedding_length", 8)
+                        .u32("qwen3.attention.head_count", 2)
+                        .u32("qwen3.feed_forward_length", 4)
+                        .u32("qwen3.expert_count", 2);
+                }),
+                "unsupported architecture 'qwen3'",
             ),
         ];
         for (i, (build, needle)) in cases.into_iter().enumerate() {
