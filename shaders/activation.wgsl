@@ -46,6 +46,19 @@ fn swiglu_pairs(
     }
 }
 
+// out[i] = gelu_tanh(a[2i]) · a[2i + 1]: swiglu_pairs for gemma's GeGLU.
+@compute @workgroup_size(256)
+fn geglu_pairs(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = index(wg, nwg, lid);
+    if (i < p.count) {
+        out[i] = gelu_tanh(a[2u * i]) * a[2u * i + 1u];
+    }
+}
+
 // out = a + b.
 @compute @workgroup_size(256)
 fn add(

@@ -1,5 +1,5 @@
-// Embedding lookup: out[t, :] = E[ids[t], :] as f32, for the ids that fall in this row
-// chunk of the (possibly split) embedding matrix.
+// Embedding lookup: out[t, :] = E[ids[t], :] · scale as f32 (gemma scales by √hidden; else
+// 1), for the ids that fall in this row chunk of the (possibly split) embedding matrix.
 
 struct Params {
     tokens: u32,
@@ -7,7 +7,7 @@ struct Params {
     row_words: u32,
     row_start: u32,
     chunk_rows: u32,
-    _pad0: u32,
+    scale: f32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -33,6 +33,6 @@ fn embed(
     let k = i % p.cols;
     let id = ids[t];
     if (id >= p.row_start && id < p.row_start + p.chunk_rows) {
-        out[i] = load_w((id - p.row_start) * p.row_words, k);
+        out[i] = load_w((id - p.row_start) * p.row_words, k) * p.scale;
     }
 }

@@ -30,6 +30,8 @@ struct Params {
 // row 2n gate n and row 2n + 1 up n (bias likewise), row_start and chunk_rows count pairs,
 // and y[t, n] = silu(gate) · up (the SwiGLU, so no separate pass reads them back).
 override SWIGLU: bool = false;
+// With SWIGLU: the gate's activation is gelu_tanh (gemma's GeGLU) instead of silu.
+override GELU: bool = false;
 
 //!include silu
 
@@ -39,7 +41,8 @@ fn store_swiglu(t: u32, r: u32, gate_up: vec2<f32>) {
     if (p.has_bias != 0u) {
         v += vec2<f32>(bias[2u * n], bias[2u * n + 1u]);
     }
-    y[p.y_offset + t * p.y_stride + n] = silu(v.x) * v.y;
+    let gate = select(silu(v.x), gelu_tanh(v.x), GELU);
+    y[p.y_offset + t * p.y_stride + n] = gate * v.y;
 }
 
 fn store(t: u32, r: u32, value: f32) {

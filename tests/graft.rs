@@ -392,6 +392,7 @@ fn target_equal_to_base_gives_instruct_and_alpha_zero_gives_target() {
         Model::read(&tiny("tiny-qwen3")),
         Model::read(&tiny("tiny-qwen2moe")),
         Model::read(&tiny("tiny-qwen3moe")),
+        Model::read(&tiny("tiny-gemma3")),
     ] {
         graft_properties(b);
     }

@@ -7,6 +7,7 @@
 //! Elements a kernel must not touch are checked to be bit-for-bit unchanged.
 
 use half::{bf16, f16};
+use moegraft::checkpoint::config::Activation;
 use moegraft::checkpoint::DType;
 use moegraft::gpu::kernels::{
     self, AttentionShape, HeadNormTarget, Output, QkvSplit, RopeTarget, SampleSettings,
@@ -1082,10 +1083,29 @@ fn check_matmul_swiglu(
     ctx: &GpuContext,
     rng: &mut Rng,
     dtype: WeightFormat,
-    (tokens, n, cols): (usize, usize, usize),
+    case: (usize, usize, usize),
     bias: bool,
 ) -> (usize, f64) {
-    let label = format!("matmul_swiglu {dtype:?} tokens {tokens} n {n} cols {cols} bias {bias}");
+    check_matmul_gated(ctx, rng, dtype, case, bias, Activation::Silu)
+}
+
+/// gelu_tanh (`gelu_pytorch_tanh`) in f64.
+fn gelu_tanh(g: f64) -> f64 {
+    let u = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
+    0.5 * g * (1.0 + u.tanh())
+}
+
+fn check_matmul_gated(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    dtype: WeightFormat,
+    (tokens, n, cols): (usize, usize, usize),
+    bias: bool,
+    activation: Activation,
+) -> (usize, f64) {
+    let label = format!(
+        "matmul_gated {activation:?} {dtype:?} tokens {tokens} n {n} cols {cols} bias {bias}"
+    );
     let (w, wv) = random_matrix_in(ctx, rng, dtype, (2 * n, cols), 2);
     for c in &w.chunks {
         assert!(
@@ -1106,16 +1126,12 @@ fn check_matmul_swiglu(
     // Sized past the test's tiny binding limit, which is for the weights here.
     let scratch = ctx.upload_f32("pairs", &vec![0.0; tokens * 2 * n]);
     let mut batch = Batch::new(ctx);
-    kernels::matmul_swiglu(
-        &mut batch,
-        &xb,
-        tokens,
-        x_stride,
-        &w,
-        bias.then_some(&bb),
-        &yb,
-        &scratch,
-    );
+    let gated = kernels::GatedFfn {
+        gate_up: &w,
+        bias: bias.then_some(&bb),
+        activation,
+    };
+    kernels::matmul_gated(&mut batch, &xb, tokens, x_stride, gated, &yb, &scratch);
     batch.submit();
     let got = read_f32(ctx, &yb, y_len);
 
@@ -1138,12 +1154,26 @@ fn check_matmul_swiglu(
                 )
             };
             let ((g, tg), (u, tu)) = (dot(2 * j), dot(2 * j + 1));
-            let silu = g / (1.0 + (-g).exp());
             let i = t * n + j;
-            want[i] = silu * u;
-            // silu' stays within [-0.1, 1.1]: the dot products' errors carry over scaled by
-            // at most 1.1·|u| and |silu(g)|.
-            tol[i] = 1.1 * tg * u.abs() + tu * silu.abs() + swiglu_tol(g, want[i]);
+            tol[i] = match activation {
+                Activation::Silu => {
+                    let silu = g / (1.0 + (-g).exp());
+                    want[i] = silu * u;
+                    // silu' stays within [-0.1, 1.1]: the dot products' errors carry over
+                    // scaled by at most 1.1·|u| and |silu(g)|.
+                    1.1 * tg * u.abs() + tu * silu.abs() + swiglu_tol(g, want[i])
+                }
+                Activation::GeluTanh => {
+                    let gelu = gelu_tanh(g);
+                    want[i] = gelu * u;
+                    // gelu_tanh' stays within [-0.17, 1.13]; 1 + tanh cancels for very
+                    // negative g, leaving an absolute error of a few ulps of |g|·|u|.
+                    1.13 * tg * u.abs()
+                        + tu * gelu.abs()
+                        + swiglu_tol(g, want[i])
+                        + 8.0 * EPS * g.abs() * u.abs()
+                }
+            };
         }
     }
     (w.chunks.len(), assert_close(&label, &got, &want, &tol))
@@ -1168,7 +1198,13 @@ fn matmul_swiglu_matches_cpu() {
             }
             for case in cases {
                 let bias = rng.bool();
-                let (chunks, w) = check_matmul_swiglu(&ctx, &mut rng, dtype, case, bias);
+                // GeGLU (gemma) on every other case.
+                let activation = if rng.bool() {
+                    Activation::GeluTanh
+                } else {
+                    Activation::Silu
+                };
+                let (chunks, w) = check_matmul_gated(&ctx, &mut rng, dtype, case, bias, activation);
                 worst = worst.max(w);
                 split += (chunks > 1) as usize;
             }
@@ -1202,14 +1238,20 @@ fn check_embed(
     }
     let out0 = rng.vec(tokens * cols + 3, 1.0);
     let (ib, ob) = (ctx.upload_u32("ids", &ids), ctx.upload_f32("out", &out0));
+    // Gemma's √hidden on every other gather: one f32 product, as exact as the lookup.
+    let scale = if rng.bool() {
+        1.0
+    } else {
+        (cols as f32).sqrt()
+    };
     let mut batch = Batch::new(ctx);
-    kernels::embed(&mut batch, &ib, &table, &ob, tokens);
+    kernels::embed_scaled(&mut batch, &ib, &table, &ob, tokens, scale);
     batch.submit();
     let got = read_f32(ctx, &ob, out0.len());
     let mut want: Vec<f64> = out0.iter().map(|&v| v as f64).collect();
     for (t, &id) in ids.iter().enumerate() {
         for k in 0..cols {
-            want[t * cols + k] = tv[id as usize * cols + k] as f64;
+            want[t * cols + k] = (tv[id as usize * cols + k] * scale) as f64;
         }
     }
     assert_close(label, &got, &want, &vec![0.0; want.len()]);

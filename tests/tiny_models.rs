@@ -2,7 +2,8 @@
 //! q/k/v biases, odd sizes and shards, mistral f16 with a sliding window, mixtral f16 with 4
 //! experts top-2, qwen3 bf16 with per-head q/k norms and head_dim ≠ hidden / heads,
 //! qwen2_moe with a shared expert and a dense layer, qwen3_moe renormalised on every second
-//! layer; their seeds keep every router's k-th and (k+1)-th choice apart) against
+//! layer; their seeds keep every router's k-th and (k+1)-th choice apart; gemma3 f32 with
+//! its four norms a layer, GELU-tanh and sliding layers shorter than the prompts) against
 //! transformers' float32 outputs: tokenization, the full last-position
 //! logits (within 2e-3), top-10 ids, and 20 greedy tokens.
 
@@ -109,6 +110,11 @@ fn tiny_qwen3_moe_renormalised_every_second_layer_matches_transformers() {
     check_model("tiny-qwen3moe");
 }
 
+#[test]
+fn tiny_gemma3_with_sandwich_norms_geglu_and_sliding_layers_matches_transformers() {
+    check_model("tiny-gemma3");
+}
+
 /// The estimate a page shows before loading is what loading then allocates, to the byte, for
 /// the weights as stored and as Q8_0.
 #[test]
@@ -120,6 +126,7 @@ fn memory_estimate_matches_what_loading_allocates() {
         "tiny-qwen3",
         "tiny-qwen2moe",
         "tiny-qwen3moe",
+        "tiny-gemma3",
     ]
     .into_iter()
     .flat_map(|n| [(n, WeightChoice::AsStored), (n, WeightChoice::Q8_0)])

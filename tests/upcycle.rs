@@ -165,6 +165,23 @@ fn writes_the_layouts_transformers_was_checked_to_load() {
     }
 }
 
+/// Gemma has no MoE layout engines load: refused with the reason, nothing written.
+#[test]
+fn gemma_is_refused_with_the_reason() {
+    let base = fixtures().join("tiny/tiny-gemma3");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("moe");
+    let mut o = options(&out, vec![expert(&base, &["ja"])]);
+    o.base = base;
+    o.samples = samples(tmp.path());
+    let e = upcycle(&o).unwrap_err().to_string();
+    assert!(
+        e.contains("gemma3_text") && e.contains("no MoE layout"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
 /// qwen2 → qwen2_moe in the names and keys transformers and vLLM read: biases kept, every
 /// layer an MoE of the dense FFN's width renormalised top-k, a shared expert of zeros.
 #[test]

@@ -15,6 +15,9 @@ Dev-only tool; its outputs are committed under tests/fixtures/tiny/:
                   with its sigmoid gate, q/k/v biases, layer 1 dense (mlp_only_layers)
     tiny-qwen3moe/ bf16, qwen3 attention, 4 experts top-2 renormalised (norm_topk_prob),
                   every second layer MoE (decoder_sparse_step 2)
+    tiny-gemma3/  f32 (so √hidden is the same f32 in both), gemma3_text: embeddings × √hidden,
+                  (1 + w) norms, four norms a layer, q/k norms, query_pre_attn_scalar ≠ head_dim,
+                  GELU-tanh, two sliding layers (window 8) and a full one with their own RoPE bases
     reference.json             float32 CPU logits / top-10 / greedy ids
 
 Usage (from the repo root):
@@ -46,6 +49,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 import transformers
 from transformers import (
     AutoModelForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     AutoTokenizer,
     GenerationConfig,
     LlamaConfig,
@@ -247,6 +252,18 @@ def make_config(kind: str, vocab_size: int):
             num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=2, mlp_only_layers=[],
             tie_word_embeddings=True, use_sliding_window=False, output_router_logits=False, **c,
         )
+    if kind == "tiny-gemma3":
+        g = dict(c)
+        g.pop("rope_theta")
+        return Gemma3TextConfig(
+            hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            num_hidden_layers=3, intermediate_size=72, query_pre_attn_scalar=24, sliding_window=8,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                             "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}},
+            hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+            final_logit_softcapping=None, attn_logit_softcapping=None, **g,
+        )
     if kind == "tiny-mistral":
         return MistralConfig(
             hidden_size=64, num_attention_heads=4, num_key_value_heads=1, num_hidden_layers=2,
@@ -270,9 +287,10 @@ MODEL_CLS = {
     "tiny-qwen3": (Qwen3ForCausalLM, torch.bfloat16),
     "tiny-qwen2moe": (Qwen2MoeForCausalLM, torch.bfloat16),
     "tiny-qwen3moe": (Qwen3MoeForCausalLM, torch.bfloat16),
+    "tiny-gemma3": (Gemma3ForCausalLM, torch.float32),
 }
 SEED_BASE = {"tiny-llama": 1000, "tiny-qwen2": 2000, "tiny-mistral": 3000, "tiny-mixtral": 4000,
-             "tiny-qwen3": 5000, "tiny-qwen2moe": 6000, "tiny-qwen3moe": 7000}
+             "tiny-qwen3": 5000, "tiny-qwen2moe": 6000, "tiny-qwen3moe": 7000, "tiny-gemma3": 8000}
 MIN_ROUTER_MARGIN = 1e-4  # min gap between the k-th and (k+1)-th router probability (Qwen MoEs)
 MAX_SEED_TRIES = 500
 MIN_TOP_GAP = 0.01  # min adjacent gap inside every top-10 (float32 logits)

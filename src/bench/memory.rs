@@ -58,7 +58,9 @@ pub fn gpu_weight_bytes(m: &Model) -> u64 {
 /// f32 vectors read per token: norms and biases.
 fn vector_bytes(m: &Model) -> u64 {
     let c = &m.config;
-    let per_layer = 2 * c.hidden_size
+    // Two norms a layer; gemma's sandwich adds two more.
+    let norms = if c.sandwich_norms { 4 } else { 2 };
+    let per_layer = norms * c.hidden_size
         + if c.qkv_bias {
             c.q_dim() + 2 * c.kv_dim()
         } else {
@@ -102,8 +104,10 @@ pub fn decode_weight_bytes(m: &Model) -> u64 {
 /// KV-cache bytes one decode step reads at `context` cached tokens (f32 keys and values).
 pub fn kv_bytes(m: &Model, context: usize) -> u64 {
     let c = &m.config;
-    let span = c.sliding_window.map_or(context, |w| context.min(w));
-    (c.num_layers * 2 * span * c.kv_dim() * 4) as u64
+    let spans: usize = (0..c.num_layers)
+        .map(|l| c.window(l).map_or(context, |w| context.min(w)))
+        .sum();
+    (2 * spans * c.kv_dim() * 4) as u64
 }
 
 /// Elements of all weights (parameters), counting tied embeddings once.

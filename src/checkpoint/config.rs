@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 pub use super::moe_layout::{ExpertProj, MoeLayout};
+
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,18 @@ pub enum Architecture {
     Qwen2Moe,
     /// Qwen3's attention; routed experts, no shared expert.
     Qwen3Moe,
+    /// Gemma 3's text model: embeddings × √hidden, (1 + w) norms around both blocks, q/k
+    /// norms, GELU-tanh, sliding and full layers with their own RoPE bases.
+    Gemma3,
+}
+
+/// The FFN's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// silu(gate) · up (SwiGLU).
+    Silu,
+    /// gelu_tanh(gate) · up (GeGLU, `gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 impl Architecture {
@@ -30,6 +43,7 @@ impl Architecture {
             Architecture::Mixtral => "mixtral",
             Architecture::Qwen2Moe => "qwen2_moe",
             Architecture::Qwen3Moe => "qwen3_moe",
+            Architecture::Gemma3 => "gemma3_text",
         }
     }
 
@@ -42,6 +56,7 @@ impl Architecture {
             Architecture::Mixtral => "MixtralForCausalLM",
             Architecture::Qwen2Moe => "Qwen2MoeForCausalLM",
             Architecture::Qwen3Moe => "Qwen3MoeForCausalLM",
+            Architecture::Gemma3 => "Gemma3ForCausalLM",
         }
     }
 
@@ -70,9 +85,12 @@ impl Architecture {
         matches!(self, Architecture::Qwen2 | Architecture::Qwen2Moe)
     }
 
-    /// Qwen3's attention: per-head q/k norms, `attention_bias` for all four projections.
+    /// Per-head q/k norms, `attention_bias` for all four projections.
     fn has_qwen3_attention(self) -> bool {
-        matches!(self, Architecture::Qwen3 | Architecture::Qwen3Moe)
+        matches!(
+            self,
+            Architecture::Qwen3 | Architecture::Qwen3Moe | Architecture::Gemma3
+        )
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -84,6 +102,7 @@ impl Architecture {
             "mixtral" | "MixtralForCausalLM" => Some(Architecture::Mixtral),
             "qwen2_moe" | "Qwen2MoeForCausalLM" => Some(Architecture::Qwen2Moe),
             "qwen3_moe" | "Qwen3MoeForCausalLM" => Some(Architecture::Qwen3Moe),
+            "gemma3_text" | "Gemma3ForCausalLM" => Some(Architecture::Gemma3),
             _ => None,
         }
     }
@@ -130,6 +149,20 @@ pub struct ModelConfig {
     pub qk_norm: bool,
     /// Attention window (mistral/qwen2 sliding window), `None` for full causal attention.
     pub sliding_window: Option<usize>,
+    /// Per layer: whether it uses `sliding_window` (gemma3's `layer_types`); empty: all do.
+    pub sliding_layers: Vec<bool>,
+    /// The RoPE base of sliding layers where it differs from full ones' (gemma3).
+    pub rope_local_theta: Option<f32>,
+    /// Norm weights are stored as w and used as 1 + w (gemma).
+    pub norm_offset: f32,
+    /// Each block's output is normalised before the residual add, and the FFN's input by its
+    /// own norm (gemma's four norms a layer).
+    pub sandwich_norms: bool,
+    /// Embeddings are scaled by √hidden (gemma).
+    pub scale_embeddings: bool,
+    pub activation: Activation,
+    /// Attention scores' scale where it is not 1/√head_dim (gemma's query_pre_attn_scalar).
+    pub attention_scale: Option<f32>,
     /// MoE: number of experts per layer (0 for dense models).
     pub num_experts: usize,
     pub experts_per_token: usize,
@@ -151,6 +184,19 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn is_moe(&self) -> bool {
         self.num_experts > 0
+    }
+
+    /// Layer `l`'s attention window, if it has one.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        match self.sliding_layers.get(l) {
+            Some(false) => None,
+            _ => self.sliding_window,
+        }
+    }
+
+    /// Whether layer `l` rotates with the sliding layers' RoPE base.
+    pub fn local_rope(&self, l: usize) -> bool {
+        self.rope_local_theta.is_some() && self.sliding_layers.get(l) == Some(&true)
     }
 
     /// Whether layer `l` holds an MoE block.
@@ -256,7 +302,13 @@ impl ModelConfig {
             )));
         }
 
-        let rope_params = raw.get("rope_parameters").filter(|v| v.is_object());
+        // Gemma 3 keys its RoPE parameters by layer type; full layers' are the model's own.
+        let typed_rope = raw
+            .get("rope_parameters")
+            .and_then(|p| p.get("full_attention"));
+        let rope_params = typed_rope
+            .or_else(|| raw.get("rope_parameters"))
+            .filter(|v| v.is_object());
         let rope_theta = rope_params
             .and_then(|p| p.get("rope_theta"))
             .and_then(Value::as_f64)
@@ -292,7 +344,8 @@ impl ModelConfig {
         } else {
             attention_bias
         };
-        let qwen = architecture.has_qwen2_attention() || architecture.has_qwen3_attention();
+        let qwen = architecture.has_qwen2_attention()
+            || matches!(architecture, Architecture::Qwen3 | Architecture::Qwen3Moe);
         let sliding_window = match architecture {
             _ if qwen && !flag("use_sliding_window", false) => None,
             Architecture::Qwen2 => opt_size("sliding_window")?,
@@ -304,6 +357,25 @@ impl ModelConfig {
             }
             Architecture::Llama => None,
             _ => opt_size("sliding_window")?,
+        };
+        let gemma = architecture == Architecture::Gemma3;
+        let (sliding_layers, rope_local_theta, attention_scale) = if gemma {
+            parse_gemma(&raw, size("num_hidden_layers")?, head_dim, file)?
+        } else {
+            (Vec::new(), None, None)
+        };
+        let activation = match raw
+            .get("hidden_activation")
+            .or_else(|| raw.get("hidden_act"))
+            .and_then(Value::as_str)
+        {
+            None | Some("silu") | Some("swish") => Activation::Silu,
+            Some("gelu_pytorch_tanh") if gemma => Activation::GeluTanh,
+            Some(other) => {
+                return Err(err(format!(
+                    "activation '{other}' is not supported (silu; gelu_pytorch_tanh for gemma)"
+                )))
+            }
         };
         let rms_norm_eps = float("rms_norm_eps").unwrap_or(1e-6) as f32;
         if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
@@ -330,6 +402,13 @@ impl ModelConfig {
             qk_norm: architecture.has_qwen3_attention(),
             mlp_bias: flag("mlp_bias", false) && architecture == Architecture::Llama,
             sliding_window,
+            sliding_layers,
+            rope_local_theta,
+            norm_offset: if gemma { 1.0 } else { 0.0 },
+            sandwich_norms: gemma,
+            scale_embeddings: gemma,
+            activation,
+            attention_scale,
             num_experts: moe.as_ref().map_or(0, |m| m.experts),
             experts_per_token: moe.as_ref().map_or(0, |m| m.top_k),
             expert_intermediate_size: moe.as_ref().map_or(0, |m| m.intermediate),
@@ -342,15 +421,24 @@ impl ModelConfig {
         })
     }
 
-    /// RoPE inverse frequencies, as transformers computes them (f32).
-    pub fn rope_inv_freq(&self) -> Vec<f32> {
-        let half = self.head_dim / 2;
-        let base: Vec<f32> = (0..half)
+    /// The sliding layers' RoPE inverse frequencies (gemma3: their own base, no scaling).
+    pub fn rope_inv_freq_local(&self) -> Option<Vec<f32>> {
+        let theta = self.rope_local_theta?;
+        Some(self.base_inv_freq(theta))
+    }
+
+    fn base_inv_freq(&self, theta: f32) -> Vec<f32> {
+        (0..self.head_dim / 2)
             .map(|i| {
                 let exponent = (2 * i) as f32 / self.head_dim as f32;
-                1.0 / self.rope_theta.powf(exponent)
+                1.0 / theta.powf(exponent)
             })
-            .collect();
+            .collect()
+    }
+
+    /// RoPE inverse frequencies, as transformers computes them (f32).
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let base = self.base_inv_freq(self.rope_theta);
         match &self.rope_scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
@@ -379,6 +467,84 @@ impl ModelConfig {
             }
         }
     }
+}
+
+/// Gemma 3's per-layer attention: which layers slide (`layer_types`, or every sixth layer
+/// full as `sliding_window_pattern` says), the sliding layers' RoPE base, and the score scale
+/// `query_pre_attn_scalar`^-½. Soft-caps and bidirectional attention are refused.
+fn parse_gemma(
+    raw: &Value,
+    layers: usize,
+    head_dim: usize,
+    file: &str,
+) -> Result<(Vec<bool>, Option<f32>, Option<f32>)> {
+    let err = |m: String| Error::config(file, m);
+    for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
+        match raw.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                return Err(err(format!(
+                    "'{key}' = {v}: soft-capping is not supported yet (gemma2)"
+                )))
+            }
+        }
+    }
+    if raw
+        .get("use_bidirectional_attention")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Err(err("bidirectional attention is not supported".into()));
+    }
+    let sliding = match raw.get("layer_types") {
+        Some(Value::Array(types)) => {
+            if types.len() != layers {
+                return Err(err(format!(
+                    "layer_types has {} entries for {layers} layers",
+                    types.len()
+                )));
+            }
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("sliding_attention") => Ok(true),
+                    Some("full_attention") => Ok(false),
+                    _ => Err(err(format!(
+                        "layer_types holds {t}, not sliding_attention or full_attention"
+                    ))),
+                })
+                .collect::<Result<Vec<bool>>>()?
+        }
+        None | Some(Value::Null) => {
+            let pattern = raw
+                .get("sliding_window_pattern")
+                .and_then(Value::as_u64)
+                .unwrap_or(6)
+                .max(1) as usize;
+            (0..layers).map(|l| (l + 1) % pattern != 0).collect()
+        }
+        Some(v) => return Err(err(format!("layer_types must be a list, got {v}"))),
+    };
+    let local = raw
+        .get("rope_parameters")
+        .and_then(|p| p.get("sliding_attention"))
+        .and_then(|p| p.get("rope_theta"))
+        .or_else(|| raw.get("rope_local_base_freq"))
+        .and_then(Value::as_f64)
+        .unwrap_or(10000.0) as f32;
+    let scalar = match raw.get("query_pre_attn_scalar") {
+        None | Some(Value::Null) => head_dim as f64,
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| err(format!("query_pre_attn_scalar {v} must be positive")))?,
+    };
+    if !(local.is_finite() && local > 0.0) {
+        return Err(err(format!(
+            "the sliding layers' rope_theta {local} must be positive"
+        )));
+    }
+    Ok((sliding, Some(local), Some(scalar.powf(-0.5) as f32)))
 }
 
 /// The MoE keys of config.json, as one architecture's layout reads them.
@@ -614,6 +780,89 @@ mod tests {
             (
                 QWEN2_MOE.replace("}", ",\"use_sliding_window\":true}"),
                 "qwen2_moe with use_sliding_window",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = ModelConfig::from_json(&text, "m/config.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(needle) && e.starts_with("m/config.json"),
+                "{needle}: {e}"
+            );
+        }
+    }
+
+    const GEMMA3: &str = r#"{"model_type":"gemma3_text","vocab_size":100,"hidden_size":64,
+        "intermediate_size":128,"num_hidden_layers":3,"num_attention_heads":4,"num_key_value_heads":2,
+        "head_dim":32,"query_pre_attn_scalar":16,"sliding_window":8,
+        "layer_types":["sliding_attention","sliding_attention","full_attention"],
+        "rope_parameters":{"sliding_attention":{"rope_type":"default","rope_theta":10000.0},
+        "full_attention":{"rope_type":"linear","factor":8.0,"rope_theta":1000000.0}},
+        "hidden_activation":"gelu_pytorch_tanh","final_logit_softcapping":null}"#;
+
+    #[test]
+    fn parses_gemma3() {
+        let c = ModelConfig::from_json(GEMMA3, "config.json").unwrap();
+        assert_eq!(c.architecture, Architecture::Gemma3);
+        assert_eq!((c.window(0), c.window(2)), (Some(8), None));
+        assert!(c.local_rope(1) && !c.local_rope(2));
+        assert_eq!((c.rope_theta, c.rope_local_theta), (1e6, Some(1e4)));
+        assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 8.0 });
+        assert_eq!(c.attention_scale, Some(0.25));
+        assert_eq!(c.activation, Activation::GeluTanh);
+        assert!(c.qk_norm && c.sandwich_norms && c.scale_embeddings && c.norm_offset == 1.0);
+        // Older configs: rope_theta, rope_local_base_freq and a sliding-window pattern.
+        let old = r#"{"model_type":"gemma3_text","vocab_size":100,"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":7,"num_attention_heads":4,"head_dim":16,
+            "rope_theta":1000000.0,"rope_local_base_freq":10000.0,"sliding_window":512,
+            "sliding_window_pattern":6}"#;
+        let c = ModelConfig::from_json(old, "config.json").unwrap();
+        let sliding: Vec<bool> = (0..7).map(|l| c.window(l).is_some()).collect();
+        assert_eq!(sliding, [true, true, true, true, true, false, true]);
+        assert_eq!(
+            c.attention_scale,
+            Some(0.25),
+            "query_pre_attn_scalar defaults to head_dim"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_gemma3_configs() {
+        let cases = [
+            (
+                GEMMA3.replace(r#","full_attention"]"#, "]"),
+                "layer_types has 2 entries for 3 layers",
+            ),
+            (
+                GEMMA3.replace(r#""full_attention"]"#, r#""local"]"#),
+                "not sliding_attention or full_attention",
+            ),
+            (
+                GEMMA3.replace(
+                    r#""final_logit_softcapping":null"#,
+                    r#""final_logit_softcapping":30.0"#,
+                ),
+                "soft-capping is not supported",
+            ),
+            (
+                GEMMA3.replace(
+                    r#""query_pre_attn_scalar":16"#,
+                    r#""query_pre_attn_scalar":-4"#,
+                ),
+                "query_pre_attn_scalar -4 must be positive",
+            ),
+            (
+                GEMMA3.replace("gelu_pytorch_tanh", "relu"),
+                "activation 'relu' is not supported",
+            ),
+            (
+                GEMMA3.replace(r#""head_dim":32"#, r#""head_dim":-32"#),
+                "'head_dim' must be a positive integer",
+            ),
+            (
+                GEMMA3.replace(r#""head_dim":32"#, r#""head_dim":31"#),
+                "head_dim 31 must be even",
             ),
         ];
         for (text, needle) in cases {

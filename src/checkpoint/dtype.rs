@@ -93,6 +93,14 @@ pub fn from_f32(dtype: DType, values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// `x` rounded to `dtype` and back (as a cast to that dtype would leave it).
+pub fn round_to(dtype: DType, x: f32) -> f32 {
+    to_f32(dtype, &from_f32(dtype, &[x]))
+        .first()
+        .copied()
+        .unwrap_or(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

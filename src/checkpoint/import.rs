@@ -772,7 +772,8 @@ fn config_json(
             // llama.cpp runs Mixtral GGUFs with full attention.
             c.insert("sliding_window".into(), Value::Null);
         }
-        Architecture::Mistral => {}
+        // Hyper::from_gguf reads no gemma GGUFs yet.
+        Architecture::Mistral | Architecture::Gemma3 => {}
     }
     if let Some(id) = tok.bos_id {
         c.insert("bos_token_id".into(), json!(id));

@@ -7,6 +7,7 @@ use super::batch::{Batch, Binding};
 use super::shaders::{PipelineKey, Shader};
 use super::tensor::{GpuMatrix, WeightFormat};
 use super::KernelLayout;
+use crate::checkpoint::config::Activation;
 use crate::checkpoint::DType;
 use crate::error::{Error, Result};
 
@@ -16,6 +17,7 @@ pub(crate) fn key(shader: Shader, entry: &'static str) -> PipelineKey {
         entry,
         weight_format: None,
         swiglu: false,
+        gelu: false,
     }
 }
 
@@ -95,7 +97,7 @@ pub fn matmul(
     bias: Option<&wgpu::Buffer>,
     y: Output,
 ) {
-    project(batch, x, tokens, x_stride, w, bias, y, false);
+    project(batch, x, tokens, x_stride, w, bias, y, Fused::None);
 }
 
 /// The fused gate/up projection and SwiGLU: y[t, n] = silu(gate_n · x_t) · (up_n · x_t), with
@@ -113,35 +115,91 @@ pub fn matmul_swiglu(
     y: &wgpu::Buffer,
     scratch: &wgpu::Buffer,
 ) {
-    let n = gate_up.rows / 2;
+    let gated = GatedFfn {
+        gate_up,
+        bias,
+        activation: Activation::Silu,
+    };
+    matmul_gated(batch, x, tokens, x_stride, gated, y, scratch);
+}
+
+/// A fused gate/up projection, its gate's activation and the bias.
+pub struct GatedFfn<'a> {
+    pub gate_up: &'a GpuMatrix,
+    pub bias: Option<&'a wgpu::Buffer>,
+    pub activation: Activation,
+}
+
+/// `matmul_swiglu` with the gate's activation chosen: y[t, n] = act(gate_n · x_t) · (up_n · x_t).
+pub fn matmul_gated(
+    batch: &mut Batch,
+    x: &wgpu::Buffer,
+    tokens: usize,
+    x_stride: usize,
+    f: GatedFfn,
+    y: &wgpu::Buffer,
+    scratch: &wgpu::Buffer,
+) {
+    let n = f.gate_up.rows / 2;
     if tokens < TILED_FROM_TOKENS {
+        let fused = Fused::Gated(f.activation);
         project(
             batch,
             x,
             tokens,
             x_stride,
-            gate_up,
-            bias,
+            f.gate_up,
+            f.bias,
             Output::new(y, n),
-            true,
+            fused,
         );
         return;
     }
-    let pairs = Output::new(scratch, gate_up.rows);
-    project(batch, x, tokens, x_stride, gate_up, bias, pairs, false);
-    swiglu_pairs(batch, scratch, y, tokens * n);
+    let pairs = Output::new(scratch, f.gate_up.rows);
+    project(
+        batch,
+        x,
+        tokens,
+        x_stride,
+        f.gate_up,
+        f.bias,
+        pairs,
+        Fused::None,
+    );
+    gated_pairs(batch, scratch, y, tokens * n, f.activation);
+}
+
+/// What a projection fuses into its output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fused {
+    None,
+    /// Rows in gate/up pairs, written as act(gate) · up (decode only).
+    Gated(Activation),
 }
 
 /// out[i] = silu(gate_up[2i]) · gate_up[2i + 1] for `pairs` values: the SwiGLU of a fused
 /// gate/up projection's output.
 pub fn swiglu_pairs(batch: &mut Batch, gate_up: &wgpu::Buffer, out: &wgpu::Buffer, pairs: usize) {
+    gated_pairs(batch, gate_up, out, pairs, Activation::Silu);
+}
+
+/// `swiglu_pairs` with the gate's activation chosen (gelu_tanh: gemma's GeGLU).
+pub fn gated_pairs(
+    batch: &mut Batch,
+    gate_up: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    pairs: usize,
+    activation: Activation,
+) {
     let params = CountParams {
         count: u(pairs),
         _pad: [0; 3],
     };
-    let pipeline = batch
-        .ctx()
-        .pipeline(key(Shader::Activation, "swiglu_pairs"));
+    let entry = match activation {
+        Activation::Silu => "swiglu_pairs",
+        Activation::GeluTanh => "geglu_pairs",
+    };
+    let pipeline = batch.ctx().pipeline(key(Shader::Activation, entry));
     batch.dispatch(
         pipeline,
         bytemuck::bytes_of(&params),
@@ -176,8 +234,8 @@ fn four_row_bindings(
     rest
 }
 
-/// One projection's dispatches, one per weight chunk. `swiglu` (decode only) takes the rows
-/// in gate/up pairs and writes silu(gate) · up per pair.
+/// One projection's dispatches, one per weight chunk. `Fused::Gated` (decode only) takes the
+/// rows in gate/up pairs and writes act(gate) · up per pair.
 #[allow(clippy::too_many_arguments)]
 fn project(
     batch: &mut Batch,
@@ -187,9 +245,11 @@ fn project(
     w: &GpuMatrix,
     bias: Option<&wgpu::Buffer>,
     y: Output,
-    swiglu: bool,
+    fused: Fused,
 ) {
     let ctx = batch.ctx();
+    let swiglu = fused != Fused::None;
+    let gelu = fused == Fused::Gated(Activation::GeluTanh);
     let tiled = tokens >= TILED_FROM_TOKENS;
     // With swiglu the kernel's rows are gate/up pairs (chunks hold whole pairs).
     let per_row = if swiglu { 2 } else { 1 };
@@ -216,6 +276,7 @@ fn project(
         entry,
         weight_format: Some(w.format),
         swiglu,
+        gelu,
     });
     for chunk in &w.chunks {
         if chunk.rows == 0 {
@@ -686,6 +747,12 @@ pub fn gated_add(
     rows_op(batch, "gated_add", bindings, tokens, dim);
 }
 
+/// x[i] += y[i] for `count` values (a block's normalised output joining the residual stream).
+pub fn add_into(batch: &mut Batch, y: &wgpu::Buffer, x: &wgpu::Buffer, count: usize) {
+    // One row of `count`: the bias kernel adds y element for element.
+    add_bias(batch, y, x, 1, count);
+}
+
 /// x[t, n] += bias[n] for `tokens` rows of `dim`.
 pub fn add_bias(
     batch: &mut Batch,
@@ -754,7 +821,8 @@ struct EmbedParams {
     row_words: u32,
     row_start: u32,
     chunk_rows: u32,
-    _pad: [u32; 3],
+    scale: f32,
+    _pad: [u32; 2],
 }
 
 /// out[t] = table[ids[t]] as f32.
@@ -765,11 +833,24 @@ pub fn embed(
     out: &wgpu::Buffer,
     tokens: usize,
 ) {
+    embed_scaled(batch, ids, table, out, tokens, 1.0);
+}
+
+/// out[t] = table[ids[t]] · scale as f32 (gemma's √hidden).
+pub fn embed_scaled(
+    batch: &mut Batch,
+    ids: &wgpu::Buffer,
+    table: &GpuMatrix,
+    out: &wgpu::Buffer,
+    tokens: usize,
+    scale: f32,
+) {
     let pipeline = batch.ctx().pipeline(PipelineKey {
         shader: Shader::Embed,
         entry: "embed",
         weight_format: Some(table.format),
         swiglu: false,
+        gelu: false,
     });
     for chunk in &table.chunks {
         if chunk.rows == 0 {
@@ -781,7 +862,8 @@ pub fn embed(
             row_words: u(table.row_words),
             row_start: u(chunk.row_start),
             chunk_rows: u(chunk.rows),
-            _pad: [0; 3],
+            scale,
+            _pad: [0; 2],
         };
         batch.dispatch(
             pipeline.clone(),
@@ -934,6 +1016,7 @@ fn expert_projection(
         entry,
         weight_format: Some(w.format),
         swiglu,
+        gelu: false,
     });
     for chunk in &w.chunks {
         if chunk.rows == 0 {
@@ -994,6 +1077,7 @@ pub fn expert_down_combine(
         entry,
         weight_format: Some(w.format),
         swiglu: false,
+        gelu: false,
     });
     for chunk in &w.chunks {
         if chunk.rows == 0 {

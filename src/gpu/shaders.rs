@@ -148,6 +148,8 @@ pub struct PipelineKey {
     pub weight_format: Option<WeightFormat>,
     /// `SWIGLU` for the decode matvecs: the fused gate/up projection.
     pub swiglu: bool,
+    /// `GELU` with `swiglu`: the gate's activation is gelu_tanh (gemma), not silu.
+    pub gelu: bool,
 }
 
 impl GpuContext {
@@ -162,6 +164,9 @@ impl GpuContext {
             .unwrap_or_default();
         if key.swiglu {
             constants.push(("SWIGLU", 1.0));
+        }
+        if key.gelu {
+            constants.push(("GELU", 1.0));
         }
         let pipeline = self.create_pipeline(key.shader, key.entry, &constants);
         self.pipelines.borrow_mut().insert(key, pipeline.clone());

@@ -383,8 +383,13 @@ fn check_compatible(ckpts: &[Checkpoint]) -> Result<()> {
         return Err(Error::config(
             &label,
             format!(
-                "upcycling needs a dense llama, mistral, qwen2 or qwen3 base model, not {}",
-                c.architecture.model_type()
+                "upcycling needs a dense llama, mistral, qwen2 or qwen3 base model, not {}{}",
+                c.architecture.model_type(),
+                if c.is_moe() {
+                    " (already an MoE)"
+                } else {
+                    " (no MoE layout that transformers, vLLM or llama.cpp load holds it)"
+                }
             ),
         ));
     };

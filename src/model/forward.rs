@@ -7,7 +7,9 @@ use super::routing::RouterMode;
 use super::session::Session;
 use super::weights::{DenseFfn, Ffn, LayerWeights, MoeFfn, SharedExpert};
 use super::Model;
-use crate::gpu::kernels::{self, AttentionShape, HeadNormTarget, Output, QkvSplit, RouteSteer};
+use crate::gpu::kernels::{
+    self, AttentionShape, GatedFfn, HeadNormTarget, Output, QkvSplit, RouteSteer,
+};
 use crate::gpu::Batch;
 
 /// Which positions get logits.
@@ -32,7 +34,7 @@ impl Model {
         let c = &self.config;
         let sc = &s.scratch;
         let w = &self.weights;
-        kernels::embed(batch, &sc.ids, &w.embed, &sc.x, tokens);
+        kernels::embed_scaled(batch, &sc.ids, &w.embed, &sc.x, tokens, self.embed_scale);
         for (i, layer) in w.layers.iter().enumerate() {
             self.record_attention(batch, s, i, layer, tokens);
             kernels::rms_norm(
@@ -50,14 +52,12 @@ impl Model {
                 batch.copy(&sc.h, 0, captured, at, tokens as u64 * row);
             }
             match &layer.ffn {
-                Ffn::Dense(ffn) => self.record_dense_ffn(
-                    batch,
-                    s,
-                    ffn,
-                    c.intermediate_size,
-                    Output::new(&sc.x, c.hidden_size).accumulate(),
-                    tokens,
-                ),
+                Ffn::Dense(ffn) => {
+                    let norm = layer.output_norms.as_ref().map(|n| &n.ffn);
+                    let out = self.residual_output(s, norm);
+                    self.record_dense_ffn(batch, s, ffn, c.intermediate_size, out, tokens);
+                    self.join_residual(batch, s, norm, tokens);
+                }
                 Ffn::Moe(moe) => self.record_moe_ffn(batch, s, moe, i, tokens),
             }
         }
@@ -127,6 +127,10 @@ impl Model {
         let a = &layer.attention;
         let (h, qd, kvd) = (c.hidden_size, c.q_dim(), c.kv_dim());
         let (k_cache, v_cache) = (&s.k_cache[i], &s.v_cache[i]);
+        let (rope_cos, rope_sin) = match (&self.rope_local, c.local_rope(i)) {
+            (Some((cos, sin)), true) => (cos, sin),
+            _ => (&self.rope_cos, &self.rope_sin),
+        };
         kernels::rms_norm(
             batch,
             &sc.x,
@@ -172,8 +176,8 @@ impl Model {
                 head_dim: c.head_dim,
                 slot: s.pos * kvd,
             },
-            &self.rope_cos,
-            &self.rope_sin,
+            rope_cos,
+            rope_sin,
         );
         let shape = AttentionShape {
             tokens,
@@ -181,7 +185,7 @@ impl Model {
             heads: c.num_heads,
             kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
-            window: c.sliding_window.unwrap_or(0),
+            window: c.window(i).unwrap_or(0),
         };
         kernels::attention(
             batch,
@@ -192,15 +196,37 @@ impl Model {
             &sc.attn_partials,
             shape,
         );
-        kernels::matmul(
-            batch,
-            &sc.attn,
-            tokens,
-            qd,
-            &a.o,
-            a.o_bias.as_ref(),
-            Output::new(&sc.x, h).accumulate(),
-        );
+        let norm = layer.output_norms.as_ref().map(|n| &n.attention);
+        let out = self.residual_output(s, norm);
+        kernels::matmul(batch, &sc.attn, tokens, qd, &a.o, a.o_bias.as_ref(), out);
+        self.join_residual(batch, s, norm, tokens);
+    }
+
+    /// Where a block writes its output: straight into the residual stream, or (gemma, whose
+    /// blocks' outputs are normalised first) into `branch`.
+    fn residual_output<'a>(&self, s: &'a Session, norm: Option<&wgpu::Buffer>) -> Output<'a> {
+        let h = self.config.hidden_size;
+        match norm {
+            Some(_) => Output::new(&s.scratch.branch, h),
+            None => Output::new(&s.scratch.x, h).accumulate(),
+        }
+    }
+
+    /// Gemma: x += RMSNorm(branch); nothing when the block wrote into x itself.
+    fn join_residual(
+        &self,
+        batch: &mut Batch,
+        s: &Session,
+        norm: Option<&wgpu::Buffer>,
+        tokens: usize,
+    ) {
+        let Some(weight) = norm else {
+            return;
+        };
+        let (c, sc) = (&self.config, &s.scratch);
+        let h = c.hidden_size;
+        kernels::rms_norm(batch, &sc.branch, weight, &sc.h, tokens, h, c.rms_norm_eps);
+        kernels::add_into(batch, &sc.h, &sc.x, tokens * h);
     }
 
     /// The routing mode as the route_topk kernel takes it (the bias was uploaded by `feed`).
@@ -230,16 +256,12 @@ impl Model {
     ) {
         let sc = &s.scratch;
         let h = self.config.hidden_size;
-        kernels::matmul_swiglu(
-            batch,
-            &sc.h,
-            tokens,
-            h,
-            &f.gate_up,
-            f.gate_up_bias.as_ref(),
-            &sc.act,
-            &sc.gate,
-        );
+        let gated = GatedFfn {
+            gate_up: &f.gate_up,
+            bias: f.gate_up_bias.as_ref(),
+            activation: self.config.activation,
+        };
+        kernels::matmul_gated(batch, &sc.h, tokens, h, gated, &sc.act, &sc.gate);
         kernels::matmul(
             batch,
             &sc.act,

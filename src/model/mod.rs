@@ -55,6 +55,10 @@ pub struct Model {
     pub options: LoadOptions,
     rope_cos: wgpu::Buffer,
     rope_sin: wgpu::Buffer,
+    /// Sliding layers' own RoPE tables (gemma3), cos then sin.
+    rope_local: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// What embeddings are multiplied by: 1, or gemma's √hidden in the embedding's dtype.
+    embed_scale: f32,
     /// How MoE layers choose experts (`Learned` unless set).
     router: RouterMode,
 }
@@ -86,7 +90,21 @@ impl Model {
         let (cos, sin) = rope_tables(&config, options.max_context);
         let rope_cos = ctx.upload_f32("rope_cos", &cos);
         let rope_sin = ctx.upload_f32("rope_sin", &sin);
+        let rope_local = config.rope_inv_freq_local().map(|inv_freq| {
+            let (cos, sin) = rope_tables_of(&inv_freq, options.max_context);
+            (
+                ctx.upload_f32("rope_local_cos", &cos),
+                ctx.upload_f32("rope_local_sin", &sin),
+            )
+        });
         ctx.check_device_error()?;
+        let embed_scale = if config.scale_embeddings {
+            // transformers multiplies by √hidden cast to the embedding's dtype.
+            let scale = (config.hidden_size as f32).sqrt();
+            crate::checkpoint::dtype::round_to(weights.embed.dtype, scale)
+        } else {
+            1.0
+        };
         Ok(Self {
             ctx,
             config,
@@ -94,6 +112,8 @@ impl Model {
             options,
             rope_cos,
             rope_sin,
+            rope_local,
+            embed_scale,
             router: RouterMode::Learned,
         })
     }
@@ -330,11 +350,14 @@ fn check_kv_cache(ctx: &GpuContext, c: &ModelConfig, max_context: usize) -> Resu
 /// transformers (f32 angle) but with an accurate cosine, since GPU trig loses precision on
 /// large angles.
 pub fn rope_tables(c: &ModelConfig, max_context: usize) -> (Vec<f32>, Vec<f32>) {
-    let inv_freq = c.rope_inv_freq();
+    rope_tables_of(&c.rope_inv_freq(), max_context)
+}
+
+fn rope_tables_of(inv_freq: &[f32], max_context: usize) -> (Vec<f32>, Vec<f32>) {
     let mut cos = Vec::with_capacity(max_context * inv_freq.len());
     let mut sin = Vec::with_capacity(max_context * inv_freq.len());
     for pos in 0..max_context {
-        for f in &inv_freq {
+        for f in inv_freq {
             let angle = (pos as f32 * f) as f64;
             cos.push(angle.cos() as f32);
             sin.push(angle.sin() as f32);

@@ -27,6 +27,8 @@ pub struct Scratch {
     pub shared_out: wgpu::Buffer,
     /// [chunk]: the shared expert's gate logits (qwen2_moe).
     pub shared_gate: wgpu::Buffer,
+    /// [chunk, hidden]: a block's output before its norm (gemma's sandwich norms).
+    pub branch: wgpu::Buffer,
     /// Decoding attention's per-key-range partial softmaxes (`kernels::attention`).
     pub attn_partials: wgpu::Buffer,
     pub router_logits: wgpu::Buffer,
@@ -107,6 +109,14 @@ impl Session {
             )?,
             shared_out: s("shared_out", shared(chunk * c.hidden_size))?,
             shared_gate: s("shared_gate", shared(chunk))?,
+            branch: s(
+                "branch",
+                if c.sandwich_norms {
+                    chunk * c.hidden_size
+                } else {
+                    1
+                },
+            )?,
             // Past the binding limit (a huge context) attention keeps its keys whole.
             attn_partials: s(
                 "attn_partials",

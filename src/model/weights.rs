@@ -54,9 +54,17 @@ pub enum Ffn {
 
 pub struct LayerWeights {
     pub input_norm: wgpu::Buffer,
+    /// The FFN's input norm (llama's post_attention_layernorm, gemma's pre_feedforward one).
     pub post_attention_norm: wgpu::Buffer,
+    /// Gemma: the norms of the attention's and the FFN's outputs before each residual add.
+    pub output_norms: Option<OutputNorms>,
     pub attention: AttentionWeights,
     pub ffn: Ffn,
+}
+
+pub struct OutputNorms {
+    pub attention: wgpu::Buffer,
+    pub ffn: wgpu::Buffer,
 }
 
 pub struct ModelWeights {
@@ -122,6 +130,36 @@ impl Loader<'_> {
     async fn vector(&mut self, name: &str, len: usize) -> Result<wgpu::Buffer> {
         let values = self.read_vector(name, len).await?;
         Ok(self.ctx.upload_f32(name, &values))
+    }
+
+    /// An RMSNorm's weight as the kernels use it: w, or 1 + w where the model stores the
+    /// offset from 1 (gemma), added in f32 as transformers does.
+    async fn norm(&mut self, c: &ModelConfig, name: &str, len: usize) -> Result<wgpu::Buffer> {
+        let values: Vec<f32> = self
+            .read_vector(name, len)
+            .await?
+            .into_iter()
+            .map(|w| c.norm_offset + w)
+            .collect();
+        Ok(self.ctx.upload_f32(name, &values))
+    }
+
+    /// q_norm's then k_norm's weights, as `norm` makes them; q's also carry the ratio of the
+    /// model's score scale to the attention kernel's 1/√head_dim (gemma's
+    /// query_pre_attn_scalar): RoPE is a rotation, so scaling q before it scales the scores.
+    async fn qk_norm(&mut self, c: &ModelConfig, attn: &str) -> Result<wgpu::Buffer> {
+        let d = c.head_dim;
+        let q_scale = c.attention_scale.map_or(1.0, |s| s * (d as f32).sqrt());
+        let mut values = Vec::with_capacity(2 * d);
+        for (which, scale) in [("q", q_scale), ("k", 1.0)] {
+            let w = self
+                .read_vector(&format!("{attn}.{which}_norm.weight"), d)
+                .await?;
+            values.extend(w.into_iter().map(|w| (c.norm_offset + w) * scale));
+        }
+        Ok(self
+            .ctx
+            .upload_f32(&format!("{attn}.{{q,k}}_norm.weight"), &values))
     }
 
     async fn optional_vector(
@@ -389,16 +427,11 @@ pub async fn load(
             o_bias: l
                 .optional_vector(c.o_bias, &format!("{a}.o_proj.bias"), h)
                 .await?,
-            qk_norm: l
-                .optional_stacked_vector(
-                    c.qk_norm,
-                    &format!("{a}.{{q,k}}_norm.weight"),
-                    &[
-                        (format!("{a}.q_norm.weight"), c.head_dim),
-                        (format!("{a}.k_norm.weight"), c.head_dim),
-                    ],
-                )
-                .await?,
+            qk_norm: if c.qk_norm {
+                Some(l.qk_norm(c, &a).await?)
+            } else {
+                None
+            },
         };
         let ffn = match c.architecture.moe_layout() {
             Some(layout) if c.is_moe_layer(i) => Ffn::Moe(l.moe_ffn(c, layout, i).await?),
@@ -408,16 +441,25 @@ pub async fn load(
                 Ffn::Dense(l.dense_ffn(c, &names, c.intermediate_size).await?)
             }
         };
+        let norm = |n: &str| format!("{p}.{n}.weight");
+        let input_norm = l.norm(c, &norm("input_layernorm"), h).await?;
+        let (post_attention_norm, output_norms) = if c.sandwich_norms {
+            let attention = l.norm(c, &norm("post_attention_layernorm"), h).await?;
+            let ffn_in = l.norm(c, &norm("pre_feedforward_layernorm"), h).await?;
+            let ffn = l.norm(c, &norm("post_feedforward_layernorm"), h).await?;
+            (ffn_in, Some(OutputNorms { attention, ffn }))
+        } else {
+            (l.norm(c, &norm("post_attention_layernorm"), h).await?, None)
+        };
         layers.push(LayerWeights {
-            input_norm: l.vector(&format!("{p}.input_layernorm.weight"), h).await?,
-            post_attention_norm: l
-                .vector(&format!("{p}.post_attention_layernorm.weight"), h)
-                .await?,
+            input_norm,
+            post_attention_norm,
+            output_norms,
             attention,
             ffn,
         });
     }
-    let final_norm = l.vector("model.norm.weight", h).await?;
+    let final_norm = l.norm(c, "model.norm.weight", h).await?;
     // Some exports keep a copy of the embeddings as lm_head even when tied; use it if present.
     let lm_head = if ckpt.has("lm_head.weight") || !c.tie_word_embeddings {
         l.matrix("lm_head.weight", v, h).await?

@@ -219,6 +219,12 @@ describe('moegraft page in Chromium (WebGPU on SwiftShader)', { timeout: 170_000
     await checkCases('tiny-qwen3moe');
   });
 
+  test('tiny-gemma3 (√hidden embeddings, sandwich norms, GELU-tanh, sliding and full layers) generates the reference tokens', async () => {
+    const info = await pickLoaded('tiny-gemma3', '#folder', path.join(fixtures, 'tiny-gemma3'));
+    assert.equal(info.architecture, 'gemma3_text');
+    await checkCases('tiny-gemma3');
+  });
+
   test('bad input is an error, not a crash', async () => {
     const err = await page.evaluate(() => window.__moegraft.generateIds([999999], { max_tokens: 2 }).then(() => null, (e) => e.message));
     assert.match(err, /outside the vocabulary/);
