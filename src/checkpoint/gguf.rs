@@ -887,6 +887,15 @@ pub(crate) mod tests {
             }
             self
         }
+        pub fn f32s(&mut self, key: &str, v: &[f32]) -> &mut Self {
+            self.key(key, 9);
+            self.kv.extend_from_slice(&6u32.to_le_bytes());
+            self.kv.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            for x in v {
+                self.kv.extend_from_slice(&x.to_le_bytes());
+            }
+            self
+        }
         /// Adds a tensor with raw data bytes (dims innermost first).
         pub fn tensor(&mut self, name: &str, dims: &[u64], t: u32, bytes: &[u8]) -> &mut Self {
             while !(self.data.len() as u64).is_multiple_of(self.alignment) {

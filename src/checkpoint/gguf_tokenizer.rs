@@ -4,7 +4,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::gguf::GgufFile;
+use super::gguf::{GgufFile, MetaArray, MetaValue};
+use super::gguf_sentencepiece::{self as sentencepiece, merges_from_scores};
 use crate::error::{Error, Result};
 
 /// tokenizer.json and tokenizer_config.json, plus the ids config.json repeats.
@@ -68,12 +69,16 @@ fn pre_tokenizer(pre: &str) -> Option<(Value, Value, bool)> {
     })
 }
 
-/// The post-processor: byte-level offsets, plus BOS/EOS where the file asks for them (`None`:
-/// not added), laid out as Llama 3's tokenizer.json does.
-fn post_processor(tokens: &[String], bos: Option<usize>, eos: Option<usize>) -> Value {
-    let offsets = byte_level(true, false, true);
+/// The post-processor: byte-level offsets (`offsets`), plus BOS/EOS where the file asks for
+/// them (`None`: not added), laid out as Llama 3's tokenizer.json does.
+fn post_processor(
+    tokens: &[String],
+    bos: Option<usize>,
+    eos: Option<usize>,
+    offsets: Option<Value>,
+) -> Value {
     if bos.is_none() && eos.is_none() {
-        return offsets;
+        return offsets.unwrap_or(Value::Null);
     }
     let special = |id: usize, type_id: u32| json!({ "SpecialToken": { "id": tokens[id], "type_id": type_id } });
     let sequence =
@@ -97,10 +102,36 @@ fn post_processor(tokens: &[String], bos: Option<usize>, eos: Option<usize>) -> 
             json!({ "id": tokens[id], "ids": [id], "tokens": [tokens[id]] }),
         );
     }
-    json!({ "type": "Sequence", "processors": [
-        offsets,
-        { "type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials },
-    ]})
+    let template = json!({ "type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials });
+    match offsets {
+        Some(offsets) => json!({ "type": "Sequence", "processors": [offsets, template] }),
+        None => template,
+    }
+}
+
+/// The file's merges as (left, right) pairs.
+fn split_merges(merges: &[String]) -> std::result::Result<Vec<(String, String)>, String> {
+    merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| format!("merge '{m}' is not two tokens separated by a space"))
+        })
+        .collect()
+}
+
+/// `tokenizer.ggml.scores`: one f32 per token.
+fn scores(g: &GgufFile, tokens: usize) -> std::result::Result<Vec<f32>, String> {
+    match g.get("tokenizer.ggml.scores") {
+        Some(MetaValue::Array(MetaArray::F32(s))) if s.len() == tokens => Ok(s.clone()),
+        Some(MetaValue::Array(MetaArray::F32(s))) => Err(format!(
+            "tokenizer.ggml.scores has {} scores for {tokens} tokens",
+            s.len()
+        )),
+        Some(_) => Err("tokenizer.ggml.scores is not an array of f32".into()),
+        None => Err("a SentencePiece vocabulary without merges needs tokenizer.ggml.scores".into()),
+    }
 }
 
 pub(super) fn build_tokenizer(g: &GgufFile) -> Result<TokenizerFiles> {
@@ -112,17 +143,15 @@ pub(super) fn build_tokenizer(g: &GgufFile) -> Result<TokenizerFiles> {
     let model = g
         .get_str("tokenizer.ggml.model")?
         .ok_or_else(|| err("metadata 'tokenizer.ggml.model' is missing".into()))?;
-    match model {
-        "gpt2" => {}
-        "llama" => return Err(err("SentencePiece vocabularies (tokenizer.ggml.model 'llama') are not supported by import yet; only byte-level BPE ('gpt2')".into())),
-        other => return Err(err(format!("tokenizer model '{other}' is not supported by import (supported: gpt2)"))),
-    }
-    let pre_name = g.get_str("tokenizer.ggml.pre")?.unwrap_or("default");
-    let (normalizer, pre, ignore_merges) = pre_tokenizer(pre_name).ok_or_else(|| {
-        err(format!(
-            "pre-tokenizer '{pre_name}' is not supported by import (supported: {SUPPORTED_PRE})"
-        ))
-    })?;
+    let sentencepiece = match model {
+        "gpt2" => false,
+        "llama" => true,
+        other => {
+            return Err(err(format!(
+                "tokenizer model '{other}' is not supported by import (supported: gpt2, llama)"
+            )))
+        }
+    };
     let tokens = g
         .get_str_array("tokenizer.ggml.tokens")?
         .ok_or_else(|| err("metadata 'tokenizer.ggml.tokens' is missing".into()))?;
@@ -136,9 +165,6 @@ pub(super) fn build_tokenizer(g: &GgufFile) -> Result<TokenizerFiles> {
             )));
         }
     }
-    let merges = g
-        .get_str_array("tokenizer.ggml.merges")?
-        .ok_or_else(|| err("metadata 'tokenizer.ggml.merges' is missing".into()))?;
     let id = |k: &str| -> Result<Option<usize>> {
         match g.get_u64(&format!("tokenizer.ggml.{k}"))? {
             None => Ok(None),
@@ -155,7 +181,10 @@ pub(super) fn build_tokenizer(g: &GgufFile) -> Result<TokenizerFiles> {
         id("unknown_token_id")?,
         id("padding_token_id")?,
     );
-    let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
+    // llama.cpp adds BOS to a SentencePiece vocabulary that does not say otherwise.
+    let add_bos = g
+        .get_bool("tokenizer.ggml.add_bos_token")?
+        .unwrap_or(sentencepiece && bos.is_some());
     let add_eos = g.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
     let need = |flag: bool, id: Option<usize>, what: &str| -> Result<Option<usize>> {
         match (flag, id) {
@@ -166,30 +195,61 @@ pub(super) fn build_tokenizer(g: &GgufFile) -> Result<TokenizerFiles> {
             ))),
         }
     };
-    let post = post_processor(
-        tokens,
-        need(add_bos, bos, "bos")?,
-        need(add_eos, eos, "eos")?,
-    );
-
-    // A vocabulary may repeat a string; a JSON vocab cannot, so the first id keeps it.
-    let mut vocab = Map::new();
-    for (i, t) in tokens.iter().enumerate() {
-        vocab.entry(t.clone()).or_insert(json!(i));
-    }
-    let mut merge_pairs = Vec::with_capacity(merges.len());
-    for m in merges {
-        let (a, b) = m.split_once(' ').ok_or_else(|| {
+    let (bos_added, eos_added) = (need(add_bos, bos, "bos")?, need(add_eos, eos, "eos")?);
+    let merges = g.get_str_array("tokenizer.ggml.merges")?;
+    let (normalizer, pre, post, decoder, model) = if sentencepiece {
+        let merges = match merges {
+            Some(m) => split_merges(m).map_err(err)?,
+            None => {
+                let scores = scores(g, tokens.len()).map_err(err)?;
+                merges_from_scores(tokens, &scores)
+                    .map_err(|m| err(format!("tokenizer.ggml.scores: {m}")))?
+            }
+        };
+        let space = g
+            .get_bool("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(true);
+        let (pre, decoder, model) = sentencepiece::parts(tokens, &merges, space);
+        let post = post_processor(tokens, bos_added, eos_added, None);
+        (Value::Null, pre, post, decoder, model)
+    } else {
+        let pre_name = g.get_str("tokenizer.ggml.pre")?.unwrap_or("default");
+        let (normalizer, pre, ignore_merges) = pre_tokenizer(pre_name).ok_or_else(|| {
             err(format!(
-                "merge '{m}' is not two tokens separated by a space"
+                "pre-tokenizer '{pre_name}' is not supported by import (supported: {SUPPORTED_PRE})"
             ))
         })?;
-        merge_pairs.push(json!([a, b]));
-    }
+        let merges =
+            merges.ok_or_else(|| err("metadata 'tokenizer.ggml.merges' is missing".into()))?;
+        let merges = split_merges(merges).map_err(err)?;
+        // A vocabulary may repeat a string; a JSON vocab cannot, so the first id keeps it.
+        let mut vocab = Map::new();
+        for (i, t) in tokens.iter().enumerate() {
+            vocab.entry(t.clone()).or_insert(json!(i));
+        }
+        let model = json!({
+            "type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null,
+            "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignore_merges,
+            "vocab": vocab,
+            "merges": merges.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
+        });
+        let offsets = Some(byte_level(true, false, true));
+        let post = post_processor(tokens, bos_added, eos_added, offsets);
+        (normalizer, pre, post, byte_level(true, true, true), model)
+    };
     // Control tokens (type 3) are special; user-defined ones (type 4) are matched whole but
     // not special — as llama.cpp and transformers' GGUF loader treat them.
     let mut added = Vec::new();
     for (i, &ty) in types.iter().flatten().enumerate() {
+        // SentencePiece's unknown token (type 2) is special too, as transformers registers it.
+        let unknown = sentencepiece && ty == 2 && Some(i) == unk;
+        if unknown {
+            added.push(json!({
+                "id": i, "content": tokens[i], "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true,
+            }));
+        }
         if ty == 3 || ty == 4 {
             added.push(json!({
                 "id": i, "content": tokens[i], "single_word": false, "lstrip": false,
@@ -205,13 +265,8 @@ pub(super) fn build_tokenizer(g: &GgufFile) -> Result<TokenizerFiles> {
         "normalizer": normalizer,
         "pre_tokenizer": pre,
         "post_processor": post,
-        "decoder": byte_level(true, true, true),
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": null,
-            "continuing_subword_prefix": null, "end_of_word_suffix": null,
-            "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignore_merges,
-            "vocab": vocab, "merges": merge_pairs,
-        },
+        "decoder": decoder,
+        "model": model,
     });
     // Prove the tokenizers crate (which moegraft itself uses) accepts it.
     let bytes = serde_json::to_vec(&tokenizer).map_err(|e| err(e.to_string()))?;
@@ -249,4 +304,50 @@ pub(super) fn build_tokenizer(g: &GgufFile) -> Result<TokenizerFiles> {
         bos_id: as_u32(bos),
         eos_id: as_u32(eos),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::gguf::read_gguf;
+    use crate::checkpoint::source::MemorySource;
+
+    /// tools/make_spm_gguf.py: a SentencePiece vocabulary (no merges, scores, byte fallback)
+    /// tokenizes and decodes as transformers' GGUF loader does it.
+    #[test]
+    fn sentencepiece_vocabulary_tokenizes_as_transformers() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf");
+        let bytes = std::fs::read(dir.join("tiny-spm.gguf")).unwrap();
+        let g = pollster::block_on(read_gguf(&MemorySource::new("tiny-spm.gguf", bytes))).unwrap();
+        let files = build_tokenizer(&g).unwrap();
+        let json = serde_json::to_vec(&files.tokenizer).unwrap();
+        let tok = tokenizers::Tokenizer::from_bytes(&json).unwrap();
+        let want: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("tiny-spm.json")).unwrap()).unwrap();
+        let ids = |v: &Value| -> Vec<u32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        };
+        for case in want["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let plain = tok.encode(text, false).unwrap();
+            assert_eq!(plain.get_ids(), ids(&case["ids"]), "{text:?}");
+            let with_bos = tok.encode(text, true).unwrap();
+            assert_eq!(
+                with_bos.get_ids(),
+                ids(&case["with_bos"]),
+                "{text:?} with BOS"
+            );
+            let decoded = tok.decode(plain.get_ids(), false).unwrap();
+            assert_eq!(
+                decoded,
+                case["decoded"].as_str().unwrap(),
+                "{text:?} decoded"
+            );
+        }
+        assert_eq!(files.config["add_bos_token"], true);
+    }
 }

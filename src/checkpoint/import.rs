@@ -1259,9 +1259,38 @@ mod tests {
                         .u32("llama.attention.head_count", 2)
                         .u32("llama.feed_forward_length", 4)
                         .str("tokenizer.ggml.model", "llama")
-                        .f32_tensor("token_embd.weight", &[8, 1], &[0.0; 8]);
+                        .strs("tokenizer.ggml.tokens", &["<unk>", "a"])
+                        .f32_tensor("token_embd.weight", &[8, 2], &[0.0; 16]);
                 }),
-                "SentencePiece",
+                "a SentencePiece vocabulary without merges needs tokenizer.ggml.scores",
+            ),
+            (
+                Box::new(|b| {
+                    b.str("general.architecture", "llama")
+                        .u32("llama.block_count", 1)
+                        .u32("llama.embedding_length", 8)
+                        .u32("llama.attention.head_count", 2)
+                        .u32("llama.feed_forward_length", 4)
+                        .str("tokenizer.ggml.model", "llama")
+                        .strs("tokenizer.ggml.tokens", &["<unk>", "a", "b", "ab"])
+                        .f32s("tokenizer.ggml.scores", &[0.0, 0.0, f32::NAN, -1.0])
+                        .f32_tensor("token_embd.weight", &[8, 4], &[0.0; 32]);
+                }),
+                "tokenizer.ggml.scores: token 2 ('b') has score NaN",
+            ),
+            (
+                Box::new(|b| {
+                    b.str("general.architecture", "llama")
+                        .u32("llama.block_count", 1)
+                        .u32("llama.embedding_length", 8)
+                        .u32("llama.attention.head_count", 2)
+                        .u32("llama.feed_forward_length", 4)
+                        .str("tokenizer.ggml.model", "llama")
+                        .strs("tokenizer.ggml.tokens", &["<unk>", "a", "b", "ab"])
+                        .f32s("tokenizer.ggml.scores", &[0.0, 0.0])
+                        .f32_tensor("token_embd.weight", &[8, 4], &[0.0; 32]);
+                }),
+                "tokenizer.ggml.scores has 2 scores for 4 tokens",
             ),
             (
                 Box::new(|b| {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dequant;
 pub mod dtype;
 pub mod gguf;
+mod gguf_sentencepiece;
 mod gguf_tokenizer;
 pub mod import;
 pub mod moe_layout;
