@@ -78,6 +78,12 @@ def main():
     for path in hostile_files("gguf_*/model.gguf"):
         put("gguf", os.path.basename(os.path.dirname(path)), read(path))
 
+    # The whole import: a SentencePiece vocabulary (small; the Qwen fixtures are 100 KB each,
+    # too big a seed) and the hostile GGUFs.
+    put("gguf_import", "tiny-spm", read(os.path.join(FIX, "gguf", "tiny-spm.gguf")))
+    for path in hostile_files("gguf_*/model.gguf"):
+        put("gguf_import", os.path.basename(os.path.dirname(path)), read(path))
+
     for path in sorted(glob.glob(os.path.join(FIX, "tiny", "*", "config.json"))):
         put("config_json", os.path.basename(os.path.dirname(path)), read(path))
     for path in hostile_files("cfg_*/config.json"):
