@@ -32,8 +32,11 @@ fn swiglu(
     }
 }
 
-// out[i] = silu(a[2i]) · a[2i + 1]: the fused gate/up projection's output, whose pairs are a
-// gate and its up value side by side (prefill; decode fuses this into the matvec).
+// out[i] = act(a[2i]) · a[2i + 1]: the fused gate/up projection's output, whose pairs are a
+// gate and its up value side by side (prefill; decode fuses this into the matvec); act is
+// silu, or gelu_tanh with GELU (gemma's GeGLU).
+override GELU: bool = false;
+
 @compute @workgroup_size(256)
 fn swiglu_pairs(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -42,20 +45,8 @@ fn swiglu_pairs(
 ) {
     let i = index(wg, nwg, lid);
     if (i < p.count) {
-        out[i] = silu(a[2u * i]) * a[2u * i + 1u];
-    }
-}
-
-// out[i] = gelu_tanh(a[2i]) · a[2i + 1]: swiglu_pairs for gemma's GeGLU.
-@compute @workgroup_size(256)
-fn geglu_pairs(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = index(wg, nwg, lid);
-    if (i < p.count) {
-        out[i] = gelu_tanh(a[2u * i]) * a[2u * i + 1u];
+        let g = a[2u * i];
+        out[i] = select(silu(g), gelu_tanh(g), GELU) * a[2u * i + 1u];
     }
 }
 

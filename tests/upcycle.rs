@@ -81,6 +81,16 @@ fn prompt_ids(case: usize) -> Vec<u32> {
     u32s(&reference["models"]["tiny-llama"]["cases"][case]["input_ids"])
 }
 
+/// Two experts that are copies of `base`'s FFN (ja, de), top-2, into `dir`/moe.
+fn identical_experts(base: &Path, dir: &Path) -> (PathBuf, UpcycleOptions) {
+    let out = dir.join("moe");
+    let mut o = options(&out, vec![expert(base, &["ja"]), expert(base, &["de"])]);
+    o.base = base.to_path_buf();
+    o.samples = samples(dir);
+    o.top_k = 2;
+    (out, o)
+}
+
 /// (a) Experts that are all copies of the base FFN make the MoE the dense model, whatever the
 /// router picks and however many experts each token mixes: llama → Mixtral, qwen2 (q/k/v
 /// biases) → qwen2_moe with its zero shared expert, qwen3 (q/k norms) → qwen3_moe.
@@ -93,11 +103,7 @@ fn identical_experts_give_the_dense_logits() {
     ] {
         let base = fixtures().join("tiny").join(dense);
         let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("moe");
-        let mut o = options(&out, vec![expert(&base, &["ja"]), expert(&base, &["de"])]);
-        o.base = base.clone();
-        o.samples = samples(tmp.path());
-        o.top_k = 2;
+        let (out, mut o) = identical_experts(&base, tmp.path());
         o.router = UpcycleRouter::LanguagePrior;
         upcycle(&o).unwrap();
         assert_eq!(json(&out.join("config.json"))["model_type"], arch);
@@ -137,11 +143,7 @@ fn writes_the_layouts_transformers_was_checked_to_load() {
         );
         let base = fixtures().join("tiny").join(dense);
         let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("moe");
-        let mut o = options(&out, vec![expert(&base, &["ja"]), expert(&base, &["de"])]);
-        o.base = base.clone();
-        o.samples = samples(tmp.path());
-        o.top_k = 2;
+        let (out, o) = identical_experts(&base, tmp.path());
         upcycle(&o).unwrap();
         let config = json(&out.join("config.json"));
         for (key, value) in want["config"].as_object().unwrap() {

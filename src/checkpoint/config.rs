@@ -714,6 +714,19 @@ mod tests {
         assert_eq!(c.rope_theta, 500000.0);
     }
 
+    /// Each config is refused with an error that names the file and says `needle`.
+    fn assert_refused(cases: &[(String, &str)]) {
+        for (text, needle) in cases {
+            let e = ModelConfig::from_json(text, "m/config.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(needle) && e.starts_with("m/config.json"),
+                "{needle}: {e}"
+            );
+        }
+    }
+
     const QWEN2_MOE: &str = r#"{"model_type":"qwen2_moe","vocab_size":100,"hidden_size":64,
         "intermediate_size":128,"moe_intermediate_size":32,"shared_expert_intermediate_size":48,
         "num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"num_experts":8,
@@ -782,15 +795,7 @@ mod tests {
                 "qwen2_moe with use_sliding_window",
             ),
         ];
-        for (text, needle) in cases {
-            let e = ModelConfig::from_json(&text, "m/config.json")
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains(needle) && e.starts_with("m/config.json"),
-                "{needle}: {e}"
-            );
-        }
+        assert_refused(&cases);
     }
 
     const GEMMA3: &str = r#"{"model_type":"gemma3_text","vocab_size":100,"hidden_size":64,
@@ -865,15 +870,7 @@ mod tests {
                 "head_dim 31 must be even",
             ),
         ];
-        for (text, needle) in cases {
-            let e = ModelConfig::from_json(&text, "m/config.json")
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains(needle) && e.starts_with("m/config.json"),
-                "{needle}: {e}"
-            );
-        }
+        assert_refused(&cases);
     }
 
     #[test]
@@ -897,11 +894,6 @@ mod tests {
             ),
             ("{".to_string(), "not valid JSON"),
         ];
-        for (text, needle) in cases {
-            let e = ModelConfig::from_json(&text, "m/config.json")
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(needle) && e.starts_with("m/config.json"), "{e}");
-        }
+        assert_refused(&cases);
     }
 }

@@ -1242,6 +1242,15 @@ mod tests {
 
     type BuildFn = dyn Fn(&mut GgufBuilder);
 
+    /// One layer of hidden size 8, two heads and an FFN of 4, for `arch`.
+    fn head<'b>(b: &'b mut GgufBuilder, arch: &str) -> &'b mut GgufBuilder {
+        b.str("general.architecture", arch)
+            .u32(&format!("{arch}.block_count"), 1)
+            .u32(&format!("{arch}.embedding_length"), 8)
+            .u32(&format!("{arch}.attention.head_count"), 2)
+            .u32(&format!("{arch}.feed_forward_length"), 4)
+    }
+
     #[test]
     fn refusals_are_clear_and_leave_no_output() {
         let cases: Vec<(Box<BuildFn>, &str)> = vec![
@@ -1253,11 +1262,7 @@ mod tests {
             ),
             (
                 Box::new(|b| {
-                    b.str("general.architecture", "llama")
-                        .u32("llama.block_count", 1)
-                        .u32("llama.embedding_length", 8)
-                        .u32("llama.attention.head_count", 2)
-                        .u32("llama.feed_forward_length", 4)
+                    head(b, "llama")
                         .str("tokenizer.ggml.model", "llama")
                         .strs("tokenizer.ggml.tokens", &["<unk>", "a"])
                         .f32_tensor("token_embd.weight", &[8, 2], &[0.0; 16]);
@@ -1266,11 +1271,7 @@ mod tests {
             ),
             (
                 Box::new(|b| {
-                    b.str("general.architecture", "llama")
-                        .u32("llama.block_count", 1)
-                        .u32("llama.embedding_length", 8)
-                        .u32("llama.attention.head_count", 2)
-                        .u32("llama.feed_forward_length", 4)
+                    head(b, "llama")
                         .str("tokenizer.ggml.model", "llama")
                         .strs("tokenizer.ggml.tokens", &["<unk>", "a", "b", "ab"])
                         .f32s("tokenizer.ggml.scores", &[0.0, 0.0, f32::NAN, -1.0])
@@ -1280,11 +1281,7 @@ mod tests {
             ),
             (
                 Box::new(|b| {
-                    b.str("general.architecture", "llama")
-                        .u32("llama.block_count", 1)
-                        .u32("llama.embedding_length", 8)
-                        .u32("llama.attention.head_count", 2)
-                        .u32("llama.feed_forward_length", 4)
+                    head(b, "llama")
                         .str("tokenizer.ggml.model", "llama")
                         .strs("tokenizer.ggml.tokens", &["<unk>", "a", "b", "ab"])
                         .f32s("tokenizer.ggml.scores", &[0.0, 0.0])
@@ -1294,12 +1291,7 @@ mod tests {
             ),
             (
                 Box::new(|b| {
-                    b.str("general.architecture", "llama")
-                        .u32("llama.block_count", 1)
-                        .u32("llama.embedding_length", 8)
-                        .u32("llama.attention.head_count", 2)
-                        .u32("llama.feed_forward_length", 4)
-                        .f32_tensor("token_embd.weight", &[8, 10], &[0.0; 80]);
+                    head(b, "llama").f32_tensor("token_embd.weight", &[8, 10], &[0.0; 80]);
                     tiny_tokenizer(b, "falcon", false);
                 }),
                 "pre-tokenizer 'falcon' is not supported",
@@ -1307,11 +1299,7 @@ mod tests {
             (
                 Box::new(|b| {
                     tiny_tokenizer(b, "smollm", false);
-                    b.str("general.architecture", "llama")
-                        .u32("llama.block_count", 1)
-                        .u32("llama.embedding_length", 8)
-                        .u32("llama.attention.head_count", 2)
-                        .u32("llama.feed_forward_length", 4)
+                    head(b, "llama")
                         .f32_tensor("token_embd.weight", &[8, 10], &[0.0; 80])
                         .f32_tensor("blk.0.mystery.weight", &[8], &[0.0; 8]);
                 }),
@@ -1320,11 +1308,7 @@ mod tests {
             (
                 Box::new(|b| {
                     tiny_tokenizer(b, "smollm", false);
-                    b.str("general.architecture", "llama")
-                        .u32("llama.block_count", 1)
-                        .u32("llama.embedding_length", 8)
-                        .u32("llama.attention.head_count", 2)
-                        .u32("llama.feed_forward_length", 4)
+                    head(b, "llama")
                         .f32_tensor("token_embd.weight", &[8, 10], &[0.0; 80])
                         .f32_tensor("blk.0.attn_q.weight", &[8, 6], &[0.0; 48]);
                 }),
@@ -1333,11 +1317,7 @@ mod tests {
             (
                 Box::new(|b| {
                     tiny_tokenizer(b, "smollm", false);
-                    b.str("general.architecture", "llama")
-                        .u32("llama.block_count", 1)
-                        .u32("llama.embedding_length", 8)
-                        .u32("llama.attention.head_count", 2)
-                        .u32("llama.feed_forward_length", 4)
+                    head(b, "llama")
                         .f32_tensor("token_embd.weight", &[8, 10], &[0.0; 80])
                         .f32_tensor("output_norm.weight", &[8], &[0.0; 8]);
                 }),
@@ -1345,11 +1325,7 @@ mod tests {
             ),
             (
                 Box::new(|b| {
-                    b.str("general.architecture", "qwen3moe")
-                        .u32("qwen3moe.block_count", 1)
-                        .u32("qwen3moe.embedding_length", 8)
-                        .u32("qwen3moe.attention.head_count", 2)
-                        .u32("qwen3moe.feed_forward_length", 4)
+                    head(b, "qwen3moe")
                         .u32("qwen3moe.expert_count", 2)
                         .u32("qwen3moe.expert_used_count", 1);
                 }),
@@ -1357,11 +1333,7 @@ mod tests {
             ),
             (
                 Box::new(|b| {
-                    b.str("general.architecture", "qwen2moe")
-                        .u32("qwen2moe.block_count", 1)
-                        .u32("qwen2moe.embedding_length", 8)
-                        .u32("qwen2moe.attention.head_count", 2)
-                        .u32("qwen2moe.feed_forward_length", 4)
+                    head(b, "qwen2moe")
                         .u32("qwen2moe.expert_count", 2)
                         .u32("qwen2moe.expert_used_count", 3);
                 }),
@@ -1369,12 +1341,7 @@ mod tests {
             ),
             (
                 Box::new(|b| {
-                    b.str("general.architecture", "qwen3")
-                        .u32("qwen3.block_count", 1)
-                        .u32("qwen3.embedding_length", 8)
-                        .u32("qwen3.attention.head_count", 2)
-                        .u32("qwen3.feed_forward_length", 4)
-                        .u32("qwen3.expert_count", 2);
+                    head(b, "qwen3").u32("qwen3.expert_count", 2);
                 }),
                 "unsupported architecture 'qwen3'",
             ),

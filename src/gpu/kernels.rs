@@ -141,32 +141,18 @@ pub fn matmul_gated(
     scratch: &wgpu::Buffer,
 ) {
     let n = f.gate_up.rows / 2;
-    if tokens < TILED_FROM_TOKENS {
-        let fused = Fused::Gated(f.activation);
-        project(
-            batch,
-            x,
-            tokens,
-            x_stride,
-            f.gate_up,
-            f.bias,
-            Output::new(y, n),
-            fused,
-        );
-        return;
+    // Decode fuses the activation into the matvec; prefill projects the pairs into `scratch`
+    // and pairs them in a second pass.
+    let decode = tokens < TILED_FROM_TOKENS;
+    let (out, fused) = if decode {
+        (Output::new(y, n), Fused::Gated(f.activation))
+    } else {
+        (Output::new(scratch, f.gate_up.rows), Fused::None)
+    };
+    project(batch, x, tokens, x_stride, f.gate_up, f.bias, out, fused);
+    if !decode {
+        gated_pairs(batch, scratch, y, tokens * n, f.activation);
     }
-    let pairs = Output::new(scratch, f.gate_up.rows);
-    project(
-        batch,
-        x,
-        tokens,
-        x_stride,
-        f.gate_up,
-        f.bias,
-        pairs,
-        Fused::None,
-    );
-    gated_pairs(batch, scratch, y, tokens * n, f.activation);
 }
 
 /// What a projection fuses into its output.
@@ -195,11 +181,10 @@ pub fn gated_pairs(
         count: u(pairs),
         _pad: [0; 3],
     };
-    let entry = match activation {
-        Activation::Silu => "swiglu_pairs",
-        Activation::GeluTanh => "geglu_pairs",
-    };
-    let pipeline = batch.ctx().pipeline(key(Shader::Activation, entry));
+    let pipeline = batch.ctx().pipeline(PipelineKey {
+        gelu: activation == Activation::GeluTanh,
+        ..key(Shader::Activation, "swiglu_pairs")
+    });
     batch.dispatch(
         pipeline,
         bytemuck::bytes_of(&params),
