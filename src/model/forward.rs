@@ -1,7 +1,8 @@
 //! One forward pass over a chunk of tokens, recorded into a batch: the decoder layers of
-//! Llama/Mistral/Qwen2/Qwen3 and, for MoE layers (Mixtral, qwen2_moe, qwen3_moe), the
-//! shared expert if any, then router → GPU top-k → the chosen experts' projections →
-//! weighted combine.
+//! Llama/Mistral/Qwen2/Qwen3 and Gemma 3 (its blocks' outputs normalised before the residual
+//! add, sliding layers with their own RoPE) and, for MoE layers (Mixtral, qwen2_moe,
+//! qwen3_moe), the shared expert if any, then router → GPU top-k → the chosen experts'
+//! projections → weighted combine.
 
 use super::routing::RouterMode;
 use super::session::Session;

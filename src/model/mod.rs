@@ -1,5 +1,6 @@
 //! The transformer: weights on the GPU, sessions with a KV cache, and forward passes for
-//! dense (Llama, Mistral, Qwen2) and Mixtral-layout MoE decoders.
+//! dense (Llama, Mistral, Qwen2, Qwen3, Gemma 3) and MoE (Mixtral, qwen2_moe, qwen3_moe)
+//! decoders.
 
 pub mod estimate;
 pub mod forward;
