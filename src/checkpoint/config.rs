@@ -360,7 +360,7 @@ impl ModelConfig {
         };
         let gemma = architecture == Architecture::Gemma3;
         let (sliding_layers, rope_local_theta, attention_scale) = if gemma {
-            parse_gemma(&raw, size("num_hidden_layers")?, head_dim, file)?
+            parse_gemma(&raw, num_layers, head_dim, file)?
         } else {
             (Vec::new(), None, None)
         };

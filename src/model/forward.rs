@@ -284,14 +284,14 @@ impl Model {
     ) {
         let c = &self.config;
         let sc = &s.scratch;
-        let out = Output::new(&sc.shared_out, c.hidden_size);
+        let out = Output::new(&sc.branch, c.hidden_size);
         let width = c.shared_expert_intermediate_size;
         self.record_dense_ffn(batch, s, &e.ffn, width, out, tokens);
         let gate = Output::new(&sc.shared_gate, 1);
         kernels::matmul(batch, &sc.h, tokens, c.hidden_size, &e.gate, None, gate);
         kernels::gated_add(
             batch,
-            &sc.shared_out,
+            &sc.branch,
             &sc.shared_gate,
             &sc.x,
             tokens,

@@ -23,11 +23,10 @@ pub struct Scratch {
     pub gate: wgpu::Buffer,
     /// The SwiGLU's output: a dense layer's per token, an MoE layer's per (token, slot).
     pub act: wgpu::Buffer,
-    /// [chunk, hidden]: the shared expert's output before its gate (qwen2_moe).
-    pub shared_out: wgpu::Buffer,
     /// [chunk]: the shared expert's gate logits (qwen2_moe).
     pub shared_gate: wgpu::Buffer,
-    /// [chunk, hidden]: a block's output before its norm (gemma's sandwich norms).
+    /// [chunk, hidden]: a block's output before it joins the residual stream: gemma's before
+    /// its norm, qwen2_moe's shared expert's before its gate.
     pub branch: wgpu::Buffer,
     /// Decoding attention's per-key-range partial softmaxes (`kernels::attention`).
     pub attn_partials: wgpu::Buffer,
@@ -107,11 +106,10 @@ impl Session {
                 "act",
                 (slots * c.expert_intermediate_size).max(chunk * c.widest_dense_ffn()),
             )?,
-            shared_out: s("shared_out", shared(chunk * c.hidden_size))?,
             shared_gate: s("shared_gate", shared(chunk))?,
             branch: s(
                 "branch",
-                if c.sandwich_norms {
+                if c.sandwich_norms || c.shared_expert_intermediate_size > 0 {
                     chunk * c.hidden_size
                 } else {
                     1
